@@ -1,0 +1,201 @@
+"""Run configuration: YAML files mapped onto dataclasses, unknown keys rejected.
+
+A config file has the sections `data`, `tokenizer`, `model`, `train`, `decode`.
+Every field has a default, so a file only states what differs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or field is wrong; the message names the file and the field."""
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "docs-en-de"  # a built-in corpus name, or a folder of parallel files
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    max_chars: int = 400  # longer pairs are dropped (and counted), never truncated
+    max_train_pairs: int | None = None  # a slice of the training split, for smoke runs
+    max_test_pairs: int | None = None
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 8000
+    model_type: str = "unigram"  # sentencepiece: unigram or bpe
+    character_coverage: float = 1.0
+    max_sentences: int = 300000  # sentencepiece input_sentence_size
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "lsra"  # lsra (Lite Transformer) or transformer (baseline)
+    embed_dim: int = 256
+    ffn_dim: int = 256
+    encoder_layers: int = 3
+    decoder_layers: int = 3
+    attention_heads: int = 4  # heads of the attention branch (lsra) or of every attention (transformer)
+    cross_attention_heads: int | None = None  # defaults to attention_heads
+    # LSRA convolution branch
+    conv_type: str = "lightweight"  # lightweight or dynamic
+    conv_glu: bool = True
+    conv_heads: int | None = None  # kernel-sharing heads; defaults to attention_heads
+    encoder_kernels: list[int] = field(default_factory=lambda: [3, 7, 15])
+    decoder_kernels: list[int] = field(default_factory=lambda: [3, 7, 15])
+    # shape of the block and regularisation
+    pre_norm: bool = False
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    weight_dropout: float = 0.0  # DropConnect on the normalised convolution kernels
+    share_embeddings: bool = True  # joint vocabulary: encoder, decoder and output share one matrix
+    positions: str = "sinusoidal"  # sinusoidal (frozen) or learned
+    max_positions: int = 256
+    vocab_size: int = 0  # filled from the tokenizer; 0 means "not yet known"
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1
+    threads: int = 2
+    max_tokens: int = 2200  # target tokens per batch (sources pad to the longest in the batch)
+    update_freq: int = 1  # gradient accumulation
+    optimizer: str = "adam"
+    lr: float = 1.5e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    weight_decay: float = 0.0
+    schedule: str = "inverse_sqrt"  # inverse_sqrt or cosine
+    warmup_steps: int = 100
+    warmup_init_lr: float = 1e-7
+    min_lr: float = 1e-5  # cosine floor
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    max_steps: int = 100000
+    max_minutes: float | None = None  # wall-clock limit; stops at the next step boundary
+    max_epochs: int = 1000
+    validate_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 5
+    average_last: int = 1  # average the weights of the last N step checkpoints at the end
+    patience: int = 0  # early stop after N validations without improvement (0: off)
+
+
+@dataclass
+class DecodeConfig:
+    beam: int = 1
+    lenpen: float = 1.0
+    max_len_a: float = 1.2  # max target length = a * source length + b
+    max_len_b: int = 10
+    batch_size: int = 64
+
+
+@dataclass
+class RunConfig:
+    name: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    """Coerce/validate one YAML value against a dataclass field type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(value, inner[0], where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str) -> Any:
+    """Build dataclass `cls` from a dict, rejecting unknown keys with the field path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (expected one of: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value or {}, f"{where}.{key}")
+        else:
+            kwargs[key] = _check_type(value, hint, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def validate(cfg: RunConfig, where: str) -> None:
+    m = cfg.model
+    checks = [
+        (m.arch in ("lsra", "transformer"), "model.arch", "lsra or transformer"),
+        (m.conv_type in ("lightweight", "dynamic"), "model.conv_type", "lightweight or dynamic"),
+        (m.positions in ("sinusoidal", "learned"), "model.positions", "sinusoidal or learned"),
+        (m.embed_dim % 2 == 0, "model.embed_dim", "an even width (LSRA splits it in half)"),
+        (cfg.train.schedule in ("inverse_sqrt", "cosine"), "train.schedule", "inverse_sqrt or cosine"),
+        (cfg.tokenizer.model_type in ("unigram", "bpe"), "tokenizer.model_type", "unigram or bpe"),
+        (cfg.decode.beam >= 1, "decode.beam", ">= 1"),
+    ]
+    if m.arch == "lsra":
+        branch = m.embed_dim // 2
+        checks += [
+            (len(m.encoder_kernels) == m.encoder_layers, "model.encoder_kernels", f"{m.encoder_layers} kernel sizes (one per encoder layer)"),
+            (len(m.decoder_kernels) == m.decoder_layers, "model.decoder_kernels", f"{m.decoder_layers} kernel sizes (one per decoder layer)"),
+            (branch % m.attention_heads == 0, "model.attention_heads", f"a divisor of the attention branch width {branch}"),
+            (branch % (m.conv_heads or m.attention_heads) == 0, "model.conv_heads", f"a divisor of the convolution branch width {branch}"),
+        ]
+    else:
+        checks.append((m.embed_dim % m.attention_heads == 0, "model.attention_heads", f"a divisor of embed_dim {m.embed_dim}"))
+    checks.append((m.embed_dim % (m.cross_attention_heads or m.attention_heads) == 0, "model.cross_attention_heads", f"a divisor of embed_dim {m.embed_dim}"))
+    for ok, fld, expected in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {fld} must be {expected}")
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a YAML run config; raise ConfigError naming the file and field on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    cfg = from_dict(RunConfig, raw, str(path))
+    validate(cfg, str(path))
+    return cfg
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def model_config_from_dict(data: dict) -> ModelConfig:
+    return from_dict(ModelConfig, data, "model")

@@ -1,0 +1,119 @@
+"""Encoder and decoder blocks for both families.
+
+A block = token mixer + (decoder only) encoder-decoder attention + feed-forward, each
+wrapped in residual + LayerNorm (post-norm by default, pre-norm optional). The token mixer
+is what differs between the families:
+- `AttentionMixer`: plain multi-head self-attention over all channels (baseline Transformer);
+- `LSRAMixer`: Long-Short Range Attention, the channels split in half between an attention
+  branch (long range) and a convolution branch (local context), outputs concatenated.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lite.models.attention import MultiheadAttention
+from lite.models.convolution import ConvBranch
+
+Cache = dict[str, dict[str, Tensor]]
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, activation_dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.activation_dropout = activation_dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.dropout(F.relu(self.fc1(x)), p=self.activation_dropout, training=self.training)
+        return self.fc2(h)
+
+
+class AttentionMixer(nn.Module):
+    def __init__(self, dim: int, heads: int, attention_dropout: float, causal: bool):
+        super().__init__()
+        self.attn = MultiheadAttention(dim, heads, attention_dropout)
+        self.causal = causal
+
+    def forward(self, x: Tensor, padding_mask: Tensor | None, cache: Cache | None = None) -> Tensor:
+        attn_cache = None if cache is None else cache.setdefault("self", {})
+        return self.attn(x, key_padding_mask=padding_mask, causal=self.causal, cache=attn_cache)
+
+
+class LSRAMixer(nn.Module):
+    """First half of the channels -> attention branch, second half -> convolution branch."""
+
+    def __init__(self, dim: int, heads: int, attention_dropout: float, causal: bool, kernel_size: int,
+                 conv_type: str, conv_glu: bool, conv_heads: int, weight_dropout: float):
+        super().__init__()
+        self.branch_dim = dim // 2
+        self.attn = MultiheadAttention(self.branch_dim, heads, attention_dropout)
+        self.conv = ConvBranch(dim - self.branch_dim, kernel_size, conv_heads, conv_type, conv_glu, causal, weight_dropout)
+        self.causal = causal
+
+    def forward(self, x: Tensor, padding_mask: Tensor | None, cache: Cache | None = None) -> Tensor:
+        xa, xc = x[..., :self.branch_dim], x[..., self.branch_dim:]
+        attn_cache = None if cache is None else cache.setdefault("self", {})
+        conv_cache = None if cache is None else cache.setdefault("conv", {})
+        a = self.attn(xa, key_padding_mask=padding_mask, causal=self.causal, cache=attn_cache)
+        c = self.conv(xc, padding_mask=padding_mask, cache=conv_cache)
+        return torch.cat([a, c], dim=-1)
+
+
+def make_mixer(cfg, layer: int, causal: bool) -> nn.Module:
+    """The token mixer of encoder (causal=False) or decoder (causal=True) layer `layer`."""
+    if cfg.arch == "transformer":
+        return AttentionMixer(cfg.embed_dim, cfg.attention_heads, cfg.attention_dropout, causal)
+    kernels = cfg.decoder_kernels if causal else cfg.encoder_kernels
+    return LSRAMixer(cfg.embed_dim, cfg.attention_heads, cfg.attention_dropout, causal, kernels[layer],
+                     cfg.conv_type, cfg.conv_glu, cfg.conv_heads or cfg.attention_heads, cfg.weight_dropout)
+
+
+class Residual(nn.Module):
+    """x + dropout(f(x)) with LayerNorm before f (pre-norm) or after the sum (post-norm)."""
+
+    def __init__(self, dim: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = dropout
+        self.pre_norm = pre_norm
+
+    def forward(self, x: Tensor, fn) -> Tensor:
+        y = fn(self.norm(x) if self.pre_norm else x)
+        y = x + F.dropout(y, p=self.dropout, training=self.training)
+        return y if self.pre_norm else self.norm(y)
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, cfg, layer: int):
+        super().__init__()
+        self.mixer = make_mixer(cfg, layer, causal=False)
+        self.ffn = FeedForward(cfg.embed_dim, cfg.ffn_dim, cfg.activation_dropout)
+        self.mix_res = Residual(cfg.embed_dim, cfg.dropout, cfg.pre_norm)
+        self.ffn_res = Residual(cfg.embed_dim, cfg.dropout, cfg.pre_norm)
+
+    def forward(self, x: Tensor, padding_mask: Tensor | None) -> Tensor:
+        x = self.mix_res(x, lambda h: self.mixer(h, padding_mask))
+        return self.ffn_res(x, self.ffn)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, cfg, layer: int):
+        super().__init__()
+        self.mixer = make_mixer(cfg, layer, causal=True)
+        self.cross = MultiheadAttention(cfg.embed_dim, cfg.cross_attention_heads or cfg.attention_heads,
+                                        cfg.attention_dropout)
+        self.ffn = FeedForward(cfg.embed_dim, cfg.ffn_dim, cfg.activation_dropout)
+        self.mix_res = Residual(cfg.embed_dim, cfg.dropout, cfg.pre_norm)
+        self.cross_res = Residual(cfg.embed_dim, cfg.dropout, cfg.pre_norm)
+        self.ffn_res = Residual(cfg.embed_dim, cfg.dropout, cfg.pre_norm)
+
+    def forward(self, x: Tensor, memory: Tensor, memory_padding_mask: Tensor | None,
+                cache: Cache | None = None) -> Tensor:
+        """x [B, T, C] target states; with `cache`, T == 1 and earlier steps come from the cache."""
+        x = self.mix_res(x, lambda h: self.mixer(h, None, cache))
+        cross_cache = None if cache is None else cache.setdefault("cross", {})
+        x = self.cross_res(x, lambda h: self.cross(h, memory, memory_padding_mask, cache=cross_cache, static_kv=True))
+        return self.ffn_res(x, self.ffn)
