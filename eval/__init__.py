@@ -1,0 +1,1 @@
+"""Measurement: BLEU (and later MACs, latency, ARM targets and the budget report)."""

@@ -1,0 +1,48 @@
+"""Decode a split of the run's corpus with the trained model and score it with sacrebleu.
+
+Writes eval/<split>.<decoding>.hyp (one line per source) and merges the scores into
+results.json under "<split>/<decoding>", e.g. "test/greedy" or "test/beam4-lenpen1.0".
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import torch
+
+from eval.bleu import score
+from lite.checkpoint import load_model
+from lite.config import RunConfig
+from lite.data.corpus import load_pairs
+from lite.decode import translate
+from lite.run import RunPaths, read_json, write_json_atomic, write_text_atomic
+from lite.tokenizer import Tokenizer
+
+
+def decoding_name(beam: int, lenpen: float) -> str:
+    return "greedy" if beam == 1 else f"beam{beam}-lenpen{lenpen:g}"
+
+
+def evaluate(cfg: RunConfig, paths: RunPaths, split: str = "test", beam: int | None = None,
+             lenpen: float | None = None, progress: bool = True) -> dict:
+    """Translate `split`, score it, record it in results.json; returns this decoding's record."""
+    torch.set_num_threads(cfg.train.threads)
+    dcfg = replace(cfg.decode, beam=cfg.decode.beam if beam is None else beam,
+                   lenpen=cfg.decode.lenpen if lenpen is None else lenpen)
+    model = load_model(paths.model)
+    tokenizer = Tokenizer(paths.tokenizer)
+    pairs, info = load_pairs(cfg.data, split)
+    started = time.monotonic()
+    hyps = translate(model, tokenizer, [s for s, _ in pairs], dcfg, progress=progress)
+    seconds = time.monotonic() - started
+    name = decoding_name(dcfg.beam, dcfg.lenpen)
+    write_text_atomic("".join(h + "\n" for h in hyps), paths.eval_dir / f"{split}.{name}.hyp")
+    record = score(hyps, [t for _, t in pairs]) | {
+        "split": split, "decoding": name, "beam": dcfg.beam, "lenpen": dcfg.lenpen,
+        "corpus": cfg.data.corpus, "pairs": info, "decode_seconds": round(seconds, 2),
+        "seconds_per_sentence": round(seconds / max(len(pairs), 1), 4), "threads": cfg.train.threads,
+    }
+    results = read_json(paths.results)
+    results[f"{split}/{name}"] = record
+    write_json_atomic(results, paths.results)
+    return record

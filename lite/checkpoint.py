@@ -1,0 +1,51 @@
+"""Checkpoints as plain data (model config dict + state_dicts + counters), loadable with weights_only=True."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from lite.config import model_config_from_dict, to_dict
+from lite.models.seq2seq import EncoderDecoder
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """torch.save to a temp file then rename: an interrupted write never leaves a truncated checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged file
+        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+
+
+def model_record(model: EncoderDecoder) -> dict:
+    return {"model_config": to_dict(model.cfg), "model": model.state_dict()}
+
+
+def load_model(path: Path) -> EncoderDecoder:
+    """Rebuild the model from the config stored beside its weights (shapes live in the config)."""
+    ckpt = load(path)
+    model = EncoderDecoder(model_config_from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+def average_states(paths: list[Path]) -> dict:
+    """Element-wise mean of the model weights of several checkpoints (checkpoint averaging)."""
+    states = [load(p)["model"] for p in paths]
+    avg = {}
+    for key, value in states[0].items():
+        if value.is_floating_point():
+            avg[key] = sum(s[key] for s in states) / len(states)
+        else:
+            avg[key] = value
+    return avg

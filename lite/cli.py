@@ -1,0 +1,161 @@
+"""`lite`: one command, one subcommand per pipeline stage. Stages talk through the run folder.
+
+    lite data build docs-en-de            build a real corpus (cached)
+    lite tokenizer RUN --config C         train the joint sentencepiece model
+    lite train RUN [--resume]             train the model of the run's config
+    lite evaluate RUN [--beam 4]          translate the test split, score BLEU
+    lite translate RUN [TEXT | -]         translate text with the trained model
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EPILOG = "Every RUN stage reads RUN/config.yaml; pass --config FILE the first time to put it there."
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from lite.data.corpus import BUILTIN_CORPORA, data_root
+    from lite.data.errors import DataError
+    from lite.data.libreoffice import build_docs_corpus
+
+    if args.name not in BUILTIN_CORPORA:
+        raise DataError(f"unknown corpus {args.name!r} (expected one of: {', '.join(BUILTIN_CORPORA)})")
+    out = build_docs_corpus(args.name, Path(args.out) if args.out else data_root() / args.name, progress=not args.quiet)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    print(f"{out}: " + ", ".join(f"{k} {v}" for k, v in manifest.get("counts", {}).items()))
+    return 0
+
+
+def _cmd_tokenizer(args: argparse.Namespace) -> int:
+    from lite.data.corpus import load_pairs
+    from lite.run import open_run
+    from lite.tokenizer import Tokenizer, train_tokenizer
+
+    paths, cfg = open_run(Path(args.run), args.config)
+    if paths.tokenizer.is_file() and not args.force:
+        print(f"{paths.tokenizer}: exists (vocabulary {Tokenizer(paths.tokenizer).vocab_size}); --force retrains")
+        return 0
+    pairs, _ = load_pairs(cfg.data, "train")
+    model = train_tokenizer([s for p in pairs for s in p], cfg.tokenizer, paths.tokenizer.with_suffix(""), cfg.train.seed)
+    print(f"{model}: vocabulary {Tokenizer(model).vocab_size} trained on {len(pairs)} pairs")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from lite.run import open_run
+    from lite.train import train
+
+    paths, cfg = open_run(Path(args.run), args.config)
+    if paths.model.is_file() and not args.resume:
+        print(f"{paths.model}: already trained (delete it, or the run folder, to train again)")
+        return 0
+    summary = train(cfg, paths, resume=args.resume, progress=not args.quiet)
+    print(json.dumps({k: summary[k] for k in ("stop_reason", "steps", "wall_seconds", "target_tokens_per_s",
+                                              "final_valid_loss", "final_valid_ppl", "params")}, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from eval.evaluate import evaluate
+    from lite.run import open_run
+
+    paths, cfg = open_run(Path(args.run), args.config)
+    record = evaluate(cfg, paths, args.split, args.beam, args.lenpen, progress=not args.quiet)
+    print(f"{record['split']} {record['decoding']}: BLEU {record['bleu']} chrF {record['chrf']} "
+          f"(BP {record['brevity_penalty']}, {record['sentences']} sentences) {record['bleu_signature']}")
+    return 0
+
+
+def _read_lines(source: str) -> list[str]:
+    """Lines of a file or stdin, as UTF-8; a bad byte is reported with its line number."""
+    raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    lines = []
+    for number, line in enumerate(raw.split(b"\n"), 1):
+        try:
+            lines.append(line.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{'stdin' if source == '-' else source}: line {number} is not valid UTF-8 ({exc.reason})") from None
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from lite.checkpoint import load_model
+    from lite.decode import translate
+    from lite.run import open_run
+    from lite.tokenizer import Tokenizer
+    from dataclasses import replace
+
+    paths, cfg = open_run(Path(args.run), None)
+    lines = [args.text] if args.text not in (None, "-") and not args.file else _read_lines(args.file or "-")
+    dcfg = replace(cfg.decode, beam=args.beam or cfg.decode.beam, lenpen=args.lenpen if args.lenpen is not None else cfg.decode.lenpen)
+    for out in translate(load_model(paths.model), Tokenizer(paths.tokenizer), lines, dcfg):
+        print(out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lite", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="build a built-in real corpus (LibreOffice help translations via apt)")
+    data_sub = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = data_sub.add_parser("build", help="fetch, align, split and cache a corpus")
+    build.add_argument("name", help="docs-en-de or docs-en-fr")
+    build.add_argument("--out", help="output folder (default: $LITE_DATA_DIR/NAME or data/NAME)")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.set_defaults(func=_cmd_data)
+
+    def run_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG)
+        p.add_argument("run", metavar="RUN", help="run folder, e.g. runs/default")
+        p.add_argument("--config", type=Path, help="YAML config; copied into RUN/config.yaml on first use")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        return p
+
+    tok = run_parser("tokenizer", "train the joint sentencepiece vocabulary on the training split")
+    tok.add_argument("--force", action="store_true", help="retrain even if RUN/tokenizer/spm.model exists")
+    tok.set_defaults(func=_cmd_tokenizer)
+
+    tr = run_parser("train", "train the model; checkpoints in RUN/checkpoints, final weights in RUN/model.pt")
+    tr.add_argument("--resume", action="store_true", help="continue exactly from RUN/checkpoints/last.pt")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = run_parser("evaluate", "translate a split with RUN/model.pt and score BLEU/chrF into RUN/results.json")
+    ev.add_argument("--split", default="test", choices=["test", "valid"])
+    ev.add_argument("--beam", type=int, help="beam size (default: decode.beam of the config; 1 = greedy)")
+    ev.add_argument("--lenpen", type=float, help="length penalty exponent (default: decode.lenpen)")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    tl = sub.add_parser("translate", help="translate TEXT, a file (--file) or stdin ('-') with a trained run")
+    tl.add_argument("run", metavar="RUN")
+    tl.add_argument("text", nargs="?", help="a sentence, or '-' to read lines from stdin (default)")
+    tl.add_argument("--file", help="read lines from this file")
+    tl.add_argument("--beam", type=int)
+    tl.add_argument("--lenpen", type=float)
+    tl.set_defaults(func=_cmd_translate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from lite.config import ConfigError
+    from lite.data.errors import DataError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"lite {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lite {args.command}: interrupted (training saved RUN/checkpoints/last.pt: rerun with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

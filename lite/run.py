@@ -1,0 +1,111 @@
+"""The run folder: where every stage reads its inputs and writes its outputs.
+
+    runs/<name>/
+      config.yaml            the resolved config the stages use
+      tokenizer/spm.model    joint sentencepiece model (+ spm.vocab)
+      checkpoints/           step_XXXXXX.pt, last.pt (resume), best.pt (lowest valid loss)
+      model.pt               the trained model (config + state_dict)
+      metrics.jsonl          one JSON object per log line (train and valid)
+      train.json             training summary (steps, time, tokens/s, best valid loss)
+      eval/                  hypotheses per split and decoding
+      results.json           BLEU and friends per split and decoding
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from lite.config import ConfigError, RunConfig, load_config, to_dict
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer" / "spm.model"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def train_summary(self) -> Path:
+        return self.root / "train.json"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+
+def write_json_atomic(obj: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def open_run(run_dir: Path, config: Path | None) -> tuple[RunPaths, RunConfig]:
+    """Resolve a run's config: an explicit --config is copied into the run folder (and must not
+    contradict one already there); otherwise the run folder's own config.yaml is used."""
+    paths = RunPaths(Path(run_dir))
+    if config is not None:
+        cfg = load_config(config)
+        if paths.config.is_file():
+            existing = load_config(paths.config)
+            if to_dict(existing) != to_dict(cfg):
+                raise ConfigError(f"{config}: differs from {paths.config} already in the run folder "
+                                  "(use a new run folder, or delete it to start over)")
+        else:
+            paths.root.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(config, paths.config.with_suffix(".yaml.tmp"))
+            os.replace(paths.config.with_suffix(".yaml.tmp"), paths.config)
+        return paths, cfg
+    if not paths.config.is_file():
+        raise ConfigError(f"{paths.config}: no config in the run folder (pass --config FILE)")
+    return paths, load_config(paths.config)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def dump_yaml(obj: dict) -> str:
+    return yaml.safe_dump(obj, sort_keys=False)

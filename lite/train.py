@@ -1,0 +1,234 @@
+"""Training loop: label-smoothed cross entropy, Adam, warm-up + inverse-sqrt or cosine schedule,
+token-count batches, gradient clipping, atomic checkpoints with exact resume, early stopping,
+checkpoint averaging.
+
+Exact resume: the batch order of an epoch is rebuilt from (seed, epoch); a checkpoint stores the
+position inside the epoch, the optimizer state and the RNG state, so a resumed run continues
+with the very same batches and dropout masks as an uninterrupted one (at a fixed thread count).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lite import checkpoint
+from lite.batching import Batch, collate, encode_pairs, make_batches
+from lite.config import RunConfig, TrainConfig, to_dict
+from lite.data.corpus import load_pairs
+from lite.models.seq2seq import EncoderDecoder, count_parameters
+from lite.run import RunPaths, write_json_atomic
+from lite.tokenizer import Tokenizer
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """lr at optimizer step `step` (1-based): linear warm-up, then inverse-sqrt or cosine decay."""
+    if step <= cfg.warmup_steps:
+        return cfg.warmup_init_lr + (cfg.lr - cfg.warmup_init_lr) * step / max(cfg.warmup_steps, 1)
+    if cfg.schedule == "inverse_sqrt":
+        return cfg.lr * math.sqrt(max(cfg.warmup_steps, 1) / step)
+    progress = min(1.0, (step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def batch_loss(model: EncoderDecoder, batch: Batch, smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(label-smoothed loss summed over target tokens, plain NLL summed) for one batch."""
+    logits = model(batch.src, batch.prev).float()
+    flat, target = logits.view(-1, logits.shape[-1]), batch.target.view(-1)
+    pad = model.cfg.pad_id
+    loss = F.cross_entropy(flat, target, ignore_index=pad, label_smoothing=smoothing, reduction="sum")
+    nll = F.cross_entropy(flat, target, ignore_index=pad, reduction="sum")
+    return loss, nll
+
+
+@torch.no_grad()
+def validation_loss(model: EncoderDecoder, examples, max_tokens: int) -> float:
+    """Per-token NLL (nats) on held-out examples."""
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    for indices in make_batches(examples, max_tokens):
+        batch = collate(examples, indices, model.cfg.pad_id, model.cfg.bos_id)
+        total += float(batch_loss(model, batch, 0.0)[1])
+        tokens += batch.ntokens
+    model.train(was_training)
+    return total / max(tokens, 1)
+
+
+class _Log:
+    """Append-only JSON-lines metrics log."""
+
+    def __init__(self, path: Path):
+        self.file = path.open("a", encoding="utf-8")
+
+    def write(self, **record) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool = True,
+          stop_at_step: int | None = None) -> dict:
+    """Train the model of `cfg` in run folder `paths`; returns the training summary.
+
+    stop_at_step ends the run right after that step's checkpoint as if interrupted (tests use it
+    to prove resume is exact).
+    """
+    tc = cfg.train
+    torch.set_num_threads(tc.threads)
+    tokenizer = Tokenizer(paths.tokenizer)
+    mcfg = replace(cfg.model, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id,
+                   bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
+    train_pairs, train_info = load_pairs(cfg.data, "train")
+    valid_pairs, valid_info = load_pairs(cfg.data, "valid")
+    train_ex, train_info["dropped_too_many_tokens"] = encode_pairs(train_pairs, tokenizer, mcfg.max_positions)
+    valid_ex, valid_info["dropped_too_many_tokens"] = encode_pairs(valid_pairs, tokenizer, mcfg.max_positions)
+    if not train_ex:
+        raise ValueError(f"data.corpus {cfg.data.corpus!r}: no training pairs left after filtering")
+
+    torch.manual_seed(tc.seed)
+    model = EncoderDecoder(mcfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas), eps=1e-8, weight_decay=tc.weight_decay)
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "best_valid": math.inf,
+             "bad_validations": 0, "target_tokens": 0, "step_checkpoints": []}
+    if resume and paths.last.is_file():
+        ckpt = checkpoint.load(paths.last)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state.update(ckpt["state"])
+        torch.set_rng_state(ckpt["rng"])
+    elif paths.last.is_file():
+        raise FileExistsError(f"{paths.last}: a checkpoint exists; pass --resume to continue or use a new run folder")
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    log = _Log(paths.metrics)
+    if state["step"] == 0:
+        log.write(event="start", params=count_parameters(model), params_no_embed=count_parameters(model, False),
+                  train=train_info, valid=valid_info, config=to_dict(cfg))
+
+    def save(step_file: bool) -> None:
+        record = {**checkpoint.model_record(model), "optimizer": optimizer.state_dict(), "state": dict(state),
+                  "rng": torch.get_rng_state()}
+        if step_file:
+            name = paths.checkpoints / f"step_{state['step']:06d}.pt"
+            checkpoint.save_atomic(record, name)
+            state["step_checkpoints"] = (state["step_checkpoints"] + [name.name])[-max(tc.keep_checkpoints, tc.average_last):]
+            for old in paths.checkpoints.glob("step_*.pt"):
+                if old.name not in state["step_checkpoints"]:
+                    old.unlink()
+            record["state"] = dict(state)
+        checkpoint.save_atomic(record, paths.last)
+
+    model.train()
+    started = time.monotonic() - state["elapsed"]
+    bar = tqdm(total=tc.max_steps, initial=state["step"], disable=not progress, unit="step", dynamic_ncols=True)
+    window_tokens, window_start, window_loss = 0, time.monotonic(), []
+    stop_reason = None
+    try:
+        while stop_reason is None:
+            if state["epoch"] >= tc.max_epochs:
+                stop_reason = "max_epochs"
+                break
+            batches = make_batches(train_ex, tc.max_tokens, seed=tc.seed, epoch=state["epoch"])
+            while state["batch_in_epoch"] < len(batches):
+                group = batches[state["batch_in_epoch"]:state["batch_in_epoch"] + tc.update_freq]
+                state["batch_in_epoch"] += len(group)
+                step = state["step"] + 1
+                lr = learning_rate(step, tc)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                optimizer.zero_grad(set_to_none=True)
+                collated = [collate(train_ex, idx, mcfg.pad_id, mcfg.bos_id) for idx in group]
+                ntokens = sum(b.ntokens for b in collated)
+                step_loss = 0.0
+                for batch in collated:
+                    loss, _ = batch_loss(model, batch, tc.label_smoothing)
+                    (loss / ntokens).backward()
+                    step_loss += float(loss)
+                if tc.clip_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, tc.clip_norm)
+                optimizer.step()
+                state["step"] = step
+                state["target_tokens"] += ntokens
+                state["elapsed"] = time.monotonic() - started
+                window_tokens += ntokens
+                window_loss.append(step_loss / ntokens)
+                if step % 20 == 0 or step == 1:
+                    rate = window_tokens / max(time.monotonic() - window_start, 1e-9)
+                    avg = sum(window_loss) / len(window_loss)
+                    bar.set_postfix(loss=f"{avg:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}", epoch=state["epoch"])
+                    log.write(event="train", step=step, epoch=state["epoch"], loss=avg, lr=lr, tokens_per_s=rate,
+                              elapsed=state["elapsed"])
+                    window_tokens, window_start, window_loss = 0, time.monotonic(), []
+                bar.update(1)
+                if valid_ex and step % tc.validate_every == 0:
+                    v = validation_loss(model, valid_ex, tc.max_tokens)
+                    log.write(event="valid", step=step, loss=v, ppl=math.exp(min(v, 50)), elapsed=state["elapsed"])
+                    bar.write(f"step {step}: valid loss {v:.3f}, perplexity {math.exp(min(v, 50)):.2f}")
+                    if v < state["best_valid"]:
+                        state["best_valid"], state["bad_validations"] = v, 0
+                        checkpoint.save_atomic(checkpoint.model_record(model) | {"step": step, "valid_loss": v}, paths.best)
+                    else:
+                        state["bad_validations"] += 1
+                        if tc.patience and state["bad_validations"] >= tc.patience:
+                            stop_reason = "early_stopping"
+                if step >= tc.max_steps:
+                    stop_reason = stop_reason or "max_steps"
+                if tc.max_minutes is not None and state["elapsed"] >= tc.max_minutes * 60:
+                    stop_reason = stop_reason or "max_minutes"
+                if step % tc.checkpoint_every == 0 or stop_reason or step == stop_at_step:
+                    save(step_file=True)
+                if step == stop_at_step:
+                    bar.close()
+                    log.close()
+                    return {"interrupted_at": step}
+                if stop_reason:
+                    break
+            else:
+                state["epoch"] += 1
+                state["batch_in_epoch"] = 0
+    except KeyboardInterrupt:
+        save(step_file=False)
+        bar.close()
+        log.close()
+        raise
+    bar.close()
+
+    final_state, chosen = choose_final(paths, model, tc, state)
+    model.load_state_dict(final_state)
+    final_valid = validation_loss(model, valid_ex, tc.max_tokens) if valid_ex else None
+    checkpoint.save_atomic(checkpoint.model_record(model), paths.model)
+    summary = {
+        "stop_reason": stop_reason, "steps": state["step"], "epochs": state["epoch"] + state["batch_in_epoch"] / max(len(batches), 1),
+        "wall_seconds": state["elapsed"], "target_tokens": state["target_tokens"],
+        "target_tokens_per_s": state["target_tokens"] / max(state["elapsed"], 1e-9),
+        "best_valid_loss": None if math.isinf(state["best_valid"]) else state["best_valid"],
+        "final_model": chosen, "final_valid_loss": final_valid,
+        "final_valid_ppl": None if final_valid is None else math.exp(min(final_valid, 50)),
+        "params": count_parameters(model), "params_no_embed": count_parameters(model, False),
+        "train_pairs": train_info, "valid_pairs": valid_info, "threads": tc.threads,
+    }
+    log.write(event="end", **summary)
+    log.close()
+    write_json_atomic(summary, paths.train_summary)
+    return summary
+
+
+def choose_final(paths: RunPaths, model: EncoderDecoder, tc: TrainConfig, state: dict) -> tuple[dict, str]:
+    """The weights shipped as model.pt: the average of the last N step checkpoints when
+    average_last > 1, else the best validation checkpoint, else the last weights."""
+    if tc.average_last > 1 and len(state["step_checkpoints"]) > 1:
+        names = state["step_checkpoints"][-tc.average_last:]
+        return checkpoint.average_states([paths.checkpoints / n for n in names]), f"average of {', '.join(names)}"
+    if paths.best.is_file():
+        best = checkpoint.load(paths.best)
+        return best["model"], f"best.pt (step {best['step']})"
+    return model.state_dict(), f"last (step {state['step']})"
