@@ -12,8 +12,9 @@ from lite.models.seq2seq import EncoderDecoder, reorder_cache
 
 
 def _max_len(src: Tensor, model: EncoderDecoder, cfg: DecodeConfig) -> int:
+    """Most output tokens (eos excluded) for this batch: a * longest source + b, within the position table."""
     src_len = int(src.ne(model.cfg.pad_id).sum(1).max())
-    return max(1, min(int(cfg.max_len_a * src_len + cfg.max_len_b), model.cfg.max_positions - 1))
+    return max(1, min(int(cfg.max_len_a * src_len + cfg.max_len_b), model.cfg.max_positions - 2))
 
 
 def _step_lprobs(model: EncoderDecoder, prev: Tensor, memory: Tensor, pad: Tensor, cache: dict) -> Tensor:
@@ -63,10 +64,10 @@ def beam_search(model: EncoderDecoder, src: Tensor, cfg: DecodeConfig) -> list[l
     prev = torch.full((bsz * k, 1), model.cfg.bos_id, dtype=torch.long)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(bsz)]
     max_len = _max_len(src, model, cfg)
-    for step in range(max_len):
+    for step in range(max_len + 1):  # max_len tokens, then eos
         lprobs = _step_lprobs(model, prev, memory, pad, cache)
         vocab = lprobs.shape[-1]
-        if step == max_len - 1:  # force the end
+        if step == max_len:  # force the end
             forced = torch.full_like(lprobs, -torch.inf)
             forced[:, eos] = lprobs[:, eos].clamp(min=-1e9)
             lprobs = forced

@@ -79,8 +79,8 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
           stop_at_step: int | None = None) -> dict:
     """Train the model of `cfg` in run folder `paths`; returns the training summary.
 
-    stop_at_step ends the run right after that step's checkpoint as if interrupted (tests use it
-    to prove resume is exact).
+    stop_at_step ends the run after that step without saving, as if killed (tests use it to prove
+    that resuming from the last checkpoint is exact).
     """
     tc = cfg.train
     torch.set_num_threads(tc.threads)
@@ -152,7 +152,7 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
                 for batch in collated:
                     loss, _ = batch_loss(model, batch, tc.label_smoothing)
                     (loss / ntokens).backward()
-                    step_loss += float(loss)
+                    step_loss += float(loss.detach())
                 if tc.clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_(params, tc.clip_norm)
                 optimizer.step()
@@ -184,12 +184,12 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
                     stop_reason = stop_reason or "max_steps"
                 if tc.max_minutes is not None and state["elapsed"] >= tc.max_minutes * 60:
                     stop_reason = stop_reason or "max_minutes"
-                if step % tc.checkpoint_every == 0 or stop_reason or step == stop_at_step:
-                    save(step_file=True)
-                if step == stop_at_step:
+                if step == stop_at_step:  # simulated kill: whatever came after the last checkpoint is lost
                     bar.close()
                     log.close()
                     return {"interrupted_at": step}
+                if step % tc.checkpoint_every == 0 or stop_reason:
+                    save(step_file=True)
                 if stop_reason:
                     break
             else:
@@ -202,9 +202,8 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
         raise
     bar.close()
 
-    final_state, chosen = choose_final(paths, model, tc, state)
+    chosen, final_valid, final_state = choose_final(paths, model, tc, state, valid_ex)
     model.load_state_dict(final_state)
-    final_valid = validation_loss(model, valid_ex, tc.max_tokens) if valid_ex else None
     checkpoint.save_atomic(checkpoint.model_record(model), paths.model)
     summary = {
         "stop_reason": stop_reason, "steps": state["step"], "epochs": state["epoch"] + state["batch_in_epoch"] / max(len(batches), 1),
@@ -222,13 +221,24 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
     return summary
 
 
-def choose_final(paths: RunPaths, model: EncoderDecoder, tc: TrainConfig, state: dict) -> tuple[dict, str]:
-    """The weights shipped as model.pt: the average of the last N step checkpoints when
-    average_last > 1, else the best validation checkpoint, else the last weights."""
-    if tc.average_last > 1 and len(state["step_checkpoints"]) > 1:
-        names = state["step_checkpoints"][-tc.average_last:]
-        return checkpoint.average_states([paths.checkpoints / n for n in names]), f"average of {', '.join(names)}"
+def choose_final(paths: RunPaths, model: EncoderDecoder, tc: TrainConfig, state: dict,
+                 valid_ex) -> tuple[str, float | None, dict]:
+    """The weights shipped as model.pt: of the last weights, the best-validation checkpoint and the
+    average of the last `average_last` step checkpoints, the one with the lowest validation loss.
+    Returns (which, its validation loss, state_dict)."""
+    candidates = {f"last (step {state['step']})": {k: v.clone() for k, v in model.state_dict().items()}}
     if paths.best.is_file():
         best = checkpoint.load(paths.best)
-        return best["model"], f"best.pt (step {best['step']})"
-    return model.state_dict(), f"last (step {state['step']})"
+        candidates[f"best (step {best['step']})"] = best["model"]
+    if tc.average_last > 1 and len(state["step_checkpoints"]) > 1:
+        names = state["step_checkpoints"][-tc.average_last:]
+        candidates[f"average of {', '.join(names)}"] = checkpoint.average_states([paths.checkpoints / n for n in names])
+    if not valid_ex:
+        name = next(iter(candidates))
+        return name, None, candidates[name]
+    scored = {}
+    for name, weights in candidates.items():
+        model.load_state_dict(weights)
+        scored[name] = validation_loss(model, valid_ex, tc.max_tokens)
+    name = min(scored, key=scored.get)
+    return name, scored[name], candidates[name]

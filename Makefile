@@ -1,0 +1,51 @@
+# One-command entry points. Every target depends on setup, so a fresh clone needs nothing else.
+#   make compress                      the whole pipeline on CONFIG into RUN
+#   make test                          the test suite (what CI runs)
+#   make bench                         benchmarks -> benchmarks/results/*.json
+CONFIG ?= configs/default.yaml
+RUN    ?= runs/$(basename $(notdir $(CONFIG)))
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup compress data tokenizer train evaluate test test-all bench clean-run help
+
+help:
+	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>]   data -> tokenizer -> train -> BLEU"
+	@echo "make test        the test suite (fast; what .ci/run runs)"
+	@echo "make test-all    also the slow end-to-end tests"
+	@echo "make bench       benchmarks, JSON under benchmarks/results/"
+
+setup: $(STAMP)
+
+# Installs the pinned set; the stamp makes a second call instant unless pyproject.toml changed.
+$(STAMP): pyproject.toml scripts/setup.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup.sh
+	touch $(STAMP)
+
+data: setup
+	$(BIN)/lite data build $$($(BIN)/python -c "from lite.config import load_config; print(load_config('$(CONFIG)').data.corpus)")
+
+tokenizer: data
+	$(BIN)/lite tokenizer $(RUN) --config $(CONFIG)
+
+train: tokenizer
+	$(BIN)/lite train $(RUN) --config $(CONFIG) $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume,)
+
+evaluate: train
+	$(BIN)/lite evaluate $(RUN) --beam 1
+	$(BIN)/lite evaluate $(RUN)
+
+# The pipeline grows here: prune -> quantize -> export -> measure -> report (later stages).
+compress: evaluate
+	@echo "results: $(RUN)/results.json"
+
+test: setup
+	$(BIN)/python -m pytest -x -q -m "not slow"
+
+test-all: setup
+	$(BIN)/python -m pytest -x -q
+
+bench: setup
+	$(BIN)/python benchmarks/train_throughput.py

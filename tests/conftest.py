@@ -1,0 +1,41 @@
+"""Shared fixtures: the real docs-en-de corpus (built once, cached in data/) and small slices of it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lite.config import TokenizerConfig
+from lite.data.corpus import data_root
+from lite.data.libreoffice import build_docs_corpus
+from lite.data.parallel import load_split
+from lite.tokenizer import Tokenizer, train_tokenizer
+
+
+@pytest.fixture(scope="session")
+def docs_corpus() -> Path:
+    """The real LibreOffice help en-de corpus (apt packages; cached after the first build)."""
+    return build_docs_corpus("docs-en-de", data_root() / "docs-en-de", progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_corpus(docs_corpus: Path, tmp_path_factory) -> Path:
+    """A folder of plain parallel files with 800/60/60 real pairs: fast to train on."""
+    out = tmp_path_factory.mktemp("small-corpus")
+    for split, n in (("train", 800), ("valid", 60), ("test", 60)):
+        pairs = load_split(docs_corpus, split, "en", "de")[:n]
+        (out / f"{split}.en").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+        (out / f"{split}.de").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(small_corpus: Path, tmp_path_factory) -> Path:
+    pairs = load_split(small_corpus, "train", "en", "de")
+    out = tmp_path_factory.mktemp("spm") / "spm"
+    return train_tokenizer([s for p in pairs for s in p], TokenizerConfig(vocab_size=400), out)
+
+
+@pytest.fixture()
+def tokenizer(small_tokenizer: Path) -> Tokenizer:
+    return Tokenizer(small_tokenizer)
