@@ -9,10 +9,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup compress data tokenizer train evaluate test test-all bench clean-run help
+.PHONY: setup compress tokenizer train evaluate report test test-all bench help
 
 help:
-	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>]   data -> tokenizer -> train -> BLEU"
+	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>]   data -> tokenizer -> train -> BLEU -> report"
+	@echo "make report RUN='runs/default runs/default-transformer'   budget report from saved measurements"
 	@echo "make test        the test suite (fast; what .ci/run runs)"
 	@echo "make test-all    also the slow end-to-end tests"
 	@echo "make bench       benchmarks, JSON under benchmarks/results/"
@@ -24,10 +25,8 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup.sh
 	touch $(STAMP)
 
-data: setup
-	$(BIN)/lite data build $$($(BIN)/python -c "from lite.config import load_config; print(load_config('$(CONFIG)').data.corpus)")
-
-tokenizer: data
+# The tokenizer stage builds a built-in corpus on first use (cached in data/).
+tokenizer: setup
 	$(BIN)/lite tokenizer $(RUN) --config $(CONFIG)
 
 train: tokenizer
@@ -37,9 +36,13 @@ evaluate: train
 	$(BIN)/lite evaluate $(RUN) --beam 1
 	$(BIN)/lite evaluate $(RUN)
 
-# The pipeline grows here: prune -> quantize -> export -> measure -> report (later stages).
+# The pipeline grows here: prune -> quantize -> export -> measure (later stages) -> report.
 compress: evaluate
-	@echo "results: $(RUN)/results.json"
+	$(BIN)/lite report $(RUN)
+
+# Regenerate the budget report from saved measurements only (RUN may list several folders).
+report: setup
+	$(BIN)/lite report $(RUN)
 
 test: setup
 	$(BIN)/python -m pytest -x -q -m "not slow"

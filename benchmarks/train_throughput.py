@@ -53,7 +53,7 @@ def measure(config: Path, steps: int, warmup: int, threads: int, tokenizer: Toke
             times.append(time.perf_counter() - start)
             tokens.append(batch.ntokens)
     return {
-        "config": str(config), "arch": mcfg.arch, "macs": count_macs(mcfg)["total"],
+        "config": str(config), "arch": mcfg.arch, "macs": count_macs(mcfg)["macs"],
         "params": count_parameters(model), "params_no_embed": count_parameters(model, False),
         "max_tokens": cfg.train.max_tokens, "steps": steps, "threads": threads,
         "target_tokens_per_s": sum(tokens) / sum(times),

@@ -5,8 +5,10 @@ results.json under "<split>/<decoding>", e.g. "test/greedy" or "test/beam4-lenpe
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -23,24 +25,39 @@ def decoding_name(beam: int, lenpen: float) -> str:
     return "greedy" if beam == 1 else f"beam{beam}-lenpen{lenpen:g}"
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def evaluate(cfg: RunConfig, paths: RunPaths, split: str = "test", beam: int | None = None,
-             lenpen: float | None = None, progress: bool = True) -> dict:
-    """Translate `split`, score it, record it in results.json; returns this decoding's record."""
-    torch.set_num_threads(cfg.train.threads)
+             lenpen: float | None = None, progress: bool = True, force: bool = False) -> dict:
+    """Translate `split`, score it, record it in results.json; returns this decoding's record.
+
+    A record already made from the same model.pt (same checksum) is returned as it is unless `force`."""
     dcfg = replace(cfg.decode, beam=cfg.decode.beam if beam is None else beam,
                    lenpen=cfg.decode.lenpen if lenpen is None else lenpen)
+    name = decoding_name(dcfg.beam, dcfg.lenpen)
+    model_sha = file_sha256(paths.model) if paths.model.is_file() else None
+    cached = read_json(paths.results).get(f"{split}/{name}")
+    if cached and not force and cached.get("model_sha256") == model_sha:
+        return cached | {"cached": True}
+    torch.set_num_threads(cfg.train.threads)
     model = load_model(paths.model)
     tokenizer = Tokenizer(paths.tokenizer)
     pairs, info = load_pairs(cfg.data, split)
     started = time.monotonic()
     hyps = translate(model, tokenizer, [s for s, _ in pairs], dcfg, progress=progress)
     seconds = time.monotonic() - started
-    name = decoding_name(dcfg.beam, dcfg.lenpen)
     write_text_atomic("".join(h + "\n" for h in hyps), paths.eval_dir / f"{split}.{name}.hyp")
     record = score(hyps, [t for _, t in pairs]) | {
         "split": split, "decoding": name, "beam": dcfg.beam, "lenpen": dcfg.lenpen,
         "corpus": cfg.data.corpus, "pairs": info, "decode_seconds": round(seconds, 2),
         "seconds_per_sentence": round(seconds / max(len(pairs), 1), 4), "threads": cfg.train.threads,
+        "model_sha256": model_sha,
     }
     results = read_json(paths.results)
     results[f"{split}/{name}"] = record

@@ -5,6 +5,9 @@
     lite train RUN [--resume]             train the model of the run's config
     lite evaluate RUN [--beam 4]          translate the test split, score BLEU
     lite translate RUN [TEXT | -]         translate text with the trained model
+    lite macs --config C [--json]         analytic MACs and parameters (paper convention)
+    lite fit --family lsra --macs 100M    the widest config under a MAC budget, as YAML
+    lite report RUN [RUN...]              MAC/BLEU budget report from saved measurements
 """
 from __future__ import annotations
 
@@ -63,8 +66,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from lite.run import open_run
 
     paths, cfg = open_run(Path(args.run), args.config)
-    record = evaluate(cfg, paths, args.split, args.beam, args.lenpen, progress=not args.quiet)
-    print(f"{record['split']} {record['decoding']}: BLEU {record['bleu']} chrF {record['chrf']} "
+    record = evaluate(cfg, paths, args.split, args.beam, args.lenpen, progress=not args.quiet, force=args.force)
+    print(f"{'(cached) ' if record.get('cached') else ''}{record['split']} {record['decoding']}: BLEU {record['bleu']} chrF {record['chrf']} "
           f"(BP {record['brevity_penalty']}, {record['sentences']} sentences) {record['bleu_signature']}")
     return 0
 
@@ -95,6 +98,50 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     dcfg = replace(cfg.decode, beam=args.beam or cfg.decode.beam, lenpen=args.lenpen if args.lenpen is not None else cfg.decode.lenpen)
     for out in translate(load_model(paths.model), Tokenizer(paths.tokenizer), lines, dcfg):
         print(out)
+    return 0
+
+
+def _cmd_macs(args: argparse.Namespace) -> int:
+    from eval.macs import model_summary
+    from lite.config import load_config
+
+    cfg = load_config(args.config)
+    summary = model_summary(cfg.model, args.src_len, args.tgt_len)
+    if args.json:
+        print(json.dumps(summary | {"config": str(args.config)}, indent=2))
+        return 0
+    parts = [k for k in dict.fromkeys(k for layer in summary["layers"] for k in layer) if k not in ("name", "total")]
+    print(f"{args.config}: {summary['macs']:,} MACs ({args.src_len}+{args.tgt_len} tokens), "
+          f"{summary['params']:,} params, {summary['params_no_embed']:,} without embeddings (vocabulary {summary['vocab_size']})")
+    print(f"{'layer':12s}" + "".join(f"{p:>14s}" for p in parts) + f"{'total':>14s}")
+    for layer in summary["layers"]:
+        print(f"{layer['name']:12s}" + "".join(f"{layer.get(p, 0):14,d}" for p in parts) + f"{layer['total']:14,d}")
+    print(f"{'encoder':12s}{summary['encoder']:,}\n{'decoder':12s}{summary['decoder']:,}")
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from eval.fit import as_yaml, fit, parse_count, parse_layers
+    from lite.run import write_text_atomic
+
+    budget = parse_count(args.macs)
+    cfg, macs = fit(args.family, budget, parse_layers(args.layers), args.heads, args.conv_type)
+    text = as_yaml(cfg, macs, args.family, budget)
+    if args.out:
+        write_text_atomic(text, Path(args.out))
+        print(f"{args.out}: {args.family} width {cfg.embed_dim}, {macs:,} MACs (budget {budget:,})")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from eval.report import summarize, write_report
+
+    report = write_report([Path(r) for r in args.runs], Path(args.out) if args.out else None)
+    print(summarize(report))
+    for name, path in report["files"].items():
+        print(f"wrote {path}")
     return 0
 
 
@@ -130,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["test", "valid"])
     ev.add_argument("--beam", type=int, help="beam size (default: decode.beam of the config; 1 = greedy)")
     ev.add_argument("--lenpen", type=float, help="length penalty exponent (default: decode.lenpen)")
+    ev.add_argument("--force", action="store_true", help="decode again even if results.json has this decoding of this model")
     ev.set_defaults(func=_cmd_evaluate)
 
     tl = sub.add_parser("translate", help="translate TEXT, a file (--file) or stdin ('-') with a trained run")
@@ -139,6 +187,32 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--beam", type=int)
     tl.add_argument("--lenpen", type=float)
     tl.set_defaults(func=_cmd_translate)
+
+    mc = sub.add_parser("macs", help="analytic MACs (30+30 tokens, no embeddings/output projection) and parameters",
+                        description="Mult-adds of one forward pass under the Lite Transformer convention, per layer and branch.")
+    mc.add_argument("--config", type=Path, required=True)
+    mc.add_argument("--src-len", type=int, default=30)
+    mc.add_argument("--tgt-len", type=int, default=30)
+    mc.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    mc.set_defaults(func=_cmd_macs)
+
+    ft = sub.add_parser("fit", help="the widest LSRA or Transformer config under a MAC budget",
+                        description="Search the embedding width of a family (fixed shape rules, see eval/fit.py) "
+                                    "for the config closest under the budget; prints or writes YAML.")
+    ft.add_argument("--family", required=True, choices=["lsra", "transformer"])
+    ft.add_argument("--macs", required=True, help="budget, e.g. 100M, 1.5G")
+    ft.add_argument("--layers", default="6+6", help="encoder+decoder layers (default 6+6)")
+    ft.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
+    ft.add_argument("--conv-type", default="dynamic", choices=["dynamic", "lightweight"], help="LSRA convolution")
+    ft.add_argument("--out", help="write the YAML here instead of stdout")
+    ft.set_defaults(func=_cmd_fit)
+
+    rp = sub.add_parser("report", help="MAC/BLEU budget report (md, html, json, plots) from saved measurements",
+                        description="Reads only what the stages saved in each run folder (config, results.json, "
+                                    "train.json, model.pt, artifacts.json); never retrains or re-decodes.")
+    rp.add_argument("runs", nargs="+", metavar="RUN")
+    rp.add_argument("--out", help="output folder (default: the first RUN)")
+    rp.set_defaults(func=_cmd_report)
     return parser
 
 

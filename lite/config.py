@@ -102,6 +102,16 @@ class DecodeConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """What a shippable model must meet; the budget report marks each artifact pass/fail with the margin.
+    None means "no budget on this quantity"."""
+    max_macs: int | None = None  # mult-adds, paper convention (30+30 tokens)
+    max_size_mb: float | None = None  # file size on disk, MB = 1e6 bytes
+    max_latency_ms: float | None = None  # per sentence, on each measured target
+    min_bleu: float | None = None  # on the test split
+
+
+@dataclass
 class RunConfig:
     name: str = "default"
     data: DataConfig = field(default_factory=DataConfig)
@@ -109,6 +119,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:
@@ -126,6 +137,12 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        # PyYAML reads 1e-3 (no dot) as a string; accept what a person means by it
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected float, got {value!r}") from None
     if hint in (int, float, str, bool):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
             raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")

@@ -18,8 +18,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from lite.config import ConfigError, RunConfig, load_config, to_dict
 
 
@@ -105,7 +103,3 @@ def open_run(run_dir: Path, config: Path | None) -> tuple[RunPaths, RunConfig]:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def dump_yaml(obj: dict) -> str:
-    return yaml.safe_dump(obj, sort_keys=False)

@@ -129,7 +129,9 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
 
     model.train()
     started = time.monotonic() - state["elapsed"]
-    bar = tqdm(total=tc.max_steps, initial=state["step"], disable=not progress, unit="step", dynamic_ncols=True)
+    # with a wall-clock limit the step total is not the end: show steps and time left instead of a false ETA
+    bar = tqdm(total=None if tc.max_minutes else tc.max_steps, initial=state["step"], disable=not progress,
+               unit="step", dynamic_ncols=True)
     window_tokens, window_start, window_loss = 0, time.monotonic(), []
     stop_reason = None
     try:
@@ -164,7 +166,10 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
                 if step % 20 == 0 or step == 1:
                     rate = window_tokens / max(time.monotonic() - window_start, 1e-9)
                     avg = sum(window_loss) / len(window_loss)
-                    bar.set_postfix(loss=f"{avg:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}", epoch=state["epoch"])
+                    extra = {}
+                    if tc.max_minutes is not None:  # the step total says little when the clock decides
+                        extra["time_left"] = f"{max(tc.max_minutes * 60 - state['elapsed'], 0) / 60:.1f}min"
+                    bar.set_postfix(loss=f"{avg:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}", epoch=state["epoch"], **extra)
                     log.write(event="train", step=step, epoch=state["epoch"], loss=avg, lr=lr, tokens_per_s=rate,
                               elapsed=state["elapsed"])
                     window_tokens, window_start, window_loss = 0, time.monotonic(), []

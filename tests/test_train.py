@@ -88,3 +88,12 @@ def test_learning_rate_schedules():
     cfg.schedule, cfg.max_steps = "cosine", 1000
     assert learning_rate(1000, cfg) == pytest.approx(cfg.min_lr)
     assert learning_rate(550, cfg) == pytest.approx((cfg.lr + cfg.min_lr) / 2)
+
+
+def test_early_stopping_on_validation_loss(tmp_path, small_corpus, small_tokenizer):
+    """With a learning rate too small to move the loss, the second validation does not improve
+    on the first, and patience 1 stops the run there."""
+    paths, cfg = prepared_run(tmp_path, "stuck", small_corpus, small_tokenizer, lr=1e-12, warmup_init_lr=1e-12,
+                              max_steps=50, validate_every=3, patience=1)
+    summary = train(cfg, paths, progress=False)
+    assert summary["stop_reason"] == "early_stopping" and summary["steps"] == 6

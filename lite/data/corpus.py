@@ -6,10 +6,10 @@ from pathlib import Path
 
 from lite.config import DataConfig
 from lite.data.errors import DataError
-from lite.data.libreoffice import build_docs_corpus
+from lite.data.libreoffice import KNOWN_CORPORA, build_docs_corpus
 from lite.data.parallel import filter_long, load_split
 
-BUILTIN_CORPORA = ("docs-en-de", "docs-en-fr")
+BUILTIN_CORPORA = tuple(KNOWN_CORPORA)
 
 
 def data_root() -> Path:
