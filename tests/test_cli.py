@@ -83,7 +83,7 @@ def test_smoke_pipeline_writes_scored_results(smoke_run):
     hyps = (smoke_run / "eval" / "test.greedy.hyp").read_text(encoding="utf-8").splitlines()
     assert len(hyps) == 200 and sum(bool(h) for h in hyps) > 150
     summary = json.loads((smoke_run / "train.json").read_text())
-    assert summary["steps"] == 150 and summary["final_valid_loss"] < 6.0
+    assert summary["steps"] == 400 and summary["final_valid_loss"] < 5.0  # uniform guessing: ln(1000) = 6.9
     assert torch.load(smoke_run / "model.pt", weights_only=True)["model_config"]["arch"] == "lsra"
 
 
