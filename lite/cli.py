@@ -102,11 +102,15 @@ def _cmd_translate(args: argparse.Namespace) -> int:
 
 
 def _cmd_macs(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from eval.macs import model_summary
     from lite.config import load_config
 
     cfg = load_config(args.config)
-    summary = model_summary(cfg.model, args.src_len, args.tgt_len)
+    # the vocabulary only changes the parameter count with embeddings; it comes from the tokenizer section
+    model = replace(cfg.model, vocab_size=cfg.model.vocab_size or cfg.tokenizer.vocab_size)
+    summary = model_summary(model, args.src_len, args.tgt_len)
     if args.json:
         print(json.dumps(summary | {"config": str(args.config)}, indent=2))
         return 0

@@ -36,15 +36,23 @@ def _padding(kernel_size: int, causal: bool) -> tuple[int, int]:
     return left, kernel_size - 1 - left
 
 
-class LightweightConv(nn.Module):
-    """Depthwise convolution whose softmax-normalised kernel is shared within each of `heads` channel groups."""
+class _HeadedConv(nn.Module):
+    """What both convolutions share: C channels in `heads` groups, a kernel size, causal or centred,
+    DropConnect on the normalised kernels."""
 
-    def __init__(self, channels: int, kernel_size: int, heads: int, causal: bool, weight_dropout: float = 0.0):
+    def __init__(self, channels: int, kernel_size: int, heads: int, causal: bool, weight_dropout: float):
         super().__init__()
         if channels % heads:
             raise ValueError(f"channels {channels} not divisible by heads {heads}")
         self.channels, self.kernel_size, self.heads, self.causal = channels, kernel_size, heads, causal
         self.weight_dropout = weight_dropout
+
+
+class LightweightConv(_HeadedConv):
+    """Depthwise convolution whose softmax-normalised kernel is shared within each of `heads` channel groups."""
+
+    def __init__(self, channels: int, kernel_size: int, heads: int, causal: bool, weight_dropout: float = 0.0):
+        super().__init__(channels, kernel_size, heads, causal, weight_dropout)
         self.weight = nn.Parameter(torch.empty(heads, kernel_size))
         nn.init.xavier_uniform_(self.weight)
 
@@ -65,15 +73,11 @@ class LightweightConv(nn.Module):
         return (window * self.channel_kernels().t().unsqueeze(0)).sum(dim=1, keepdim=True)
 
 
-class DynamicConv(nn.Module):
+class DynamicConv(_HeadedConv):
     """Depthwise convolution whose per-head kernel at step t is predicted from the input at t."""
 
     def __init__(self, channels: int, kernel_size: int, heads: int, causal: bool, weight_dropout: float = 0.0):
-        super().__init__()
-        if channels % heads:
-            raise ValueError(f"channels {channels} not divisible by heads {heads}")
-        self.channels, self.kernel_size, self.heads, self.causal = channels, kernel_size, heads, causal
-        self.weight_dropout = weight_dropout
+        super().__init__(channels, kernel_size, heads, causal, weight_dropout)
         self.weight_linear = nn.Linear(channels, heads * kernel_size)
         nn.init.xavier_uniform_(self.weight_linear.weight)
         nn.init.zeros_(self.weight_linear.bias)
