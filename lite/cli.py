@@ -52,7 +52,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lite.train import train
 
     paths, cfg = open_run(Path(args.run), args.config)
-    if paths.model.is_file() and not args.resume:
+    if paths.model.is_file():  # written only when training finished; --resume is for interrupted runs
         print(f"{paths.model}: already trained (delete it, or the run folder, to train again)")
         return 0
     summary = train(cfg, paths, resume=args.resume, progress=not args.quiet)

@@ -134,6 +134,7 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
                unit="step", dynamic_ncols=True)
     window_tokens, window_start, window_loss = 0, time.monotonic(), []
     stop_reason = None
+    batches: list[list[int]] = []
     try:
         while stop_reason is None:
             if state["epoch"] >= tc.max_epochs:

@@ -100,5 +100,8 @@ def test_translate_lines_and_bad_utf8(smoke_run, tmp_path):
 
 
 def test_train_again_is_a_no_op_and_resume_after_finish(smoke_run):
-    done = lite("train", str(smoke_run))
-    assert done.returncode == 0 and "already trained" in done.stdout.decode()
+    before = (smoke_run / "model.pt").read_bytes()
+    for extra in ([], ["--resume"]):  # make compress passes --resume whenever last.pt exists
+        done = lite("train", str(smoke_run), *extra)
+        assert done.returncode == 0 and "already trained" in done.stdout.decode()
+    assert (smoke_run / "model.pt").read_bytes() == before
