@@ -46,8 +46,11 @@ def runs(tmp_path_factory) -> dict:
     tf.mkdir()
     raw = yaml.safe_load((ROOT / "configs/default.yaml").read_text(encoding="utf-8"))
     raw["budget"]["max_latency_ms"] = 10
+    raw["decode"] = {"beam": 4, "lenpen": 1.0}  # the fixture's headline decoding, whatever the shipped config says
     (lite / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    shutil.copyfile(ROOT / "configs/default-transformer.yaml", tf / "config.yaml")
+    raw_tf = yaml.safe_load((ROOT / "configs/default-transformer.yaml").read_text(encoding="utf-8"))
+    raw_tf["decode"] = {"beam": 4, "lenpen": 1.0}
+    (tf / "config.yaml").write_text(yaml.safe_dump(raw_tf, sort_keys=False), encoding="utf-8")
 
     cfg = load_config(lite / "config.yaml")
     mcfg = replace(cfg.model, vocab_size=300)  # small vocabulary: a small file, the same MACs
