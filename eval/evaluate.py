@@ -5,10 +5,8 @@ results.json under "<split>/<decoding>", e.g. "test/greedy" or "test/beam4-lenpe
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -17,20 +15,13 @@ from lite.checkpoint import load_model
 from lite.config import RunConfig
 from lite.data.corpus import load_pairs
 from lite.decode import translate
-from lite.run import RunPaths, read_json, write_json_atomic, write_text_atomic
+from lite.files import read_json, sha256_file, write_json_atomic, write_text_atomic
+from lite.run import RunPaths
 from lite.tokenizer import Tokenizer
 
 
 def decoding_name(beam: int, lenpen: float) -> str:
     return "greedy" if beam == 1 else f"beam{beam}-lenpen{lenpen:g}"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def evaluate(cfg: RunConfig, paths: RunPaths, split: str = "test", beam: int | None = None,
@@ -41,8 +32,8 @@ def evaluate(cfg: RunConfig, paths: RunPaths, split: str = "test", beam: int | N
     dcfg = replace(cfg.decode, beam=cfg.decode.beam if beam is None else beam,
                    lenpen=cfg.decode.lenpen if lenpen is None else lenpen)
     name = decoding_name(dcfg.beam, dcfg.lenpen)
-    model_sha = file_sha256(paths.model) if paths.model.is_file() else None
-    cached = read_json(paths.results).get(f"{split}/{name}")
+    model_sha = sha256_file(paths.model) if paths.model.is_file() else None
+    cached = read_json(paths.results, {}).get(f"{split}/{name}")
     if cached and not force and cached.get("model_sha256") == model_sha:
         return cached | {"cached": True}
     torch.set_num_threads(cfg.train.threads)
@@ -59,7 +50,7 @@ def evaluate(cfg: RunConfig, paths: RunPaths, split: str = "test", beam: int | N
         "seconds_per_sentence": round(seconds / max(len(pairs), 1), 4), "threads": cfg.train.threads,
         "model_sha256": model_sha,
     }
-    results = read_json(paths.results)
+    results = read_json(paths.results, {})
     results[f"{split}/{name}"] = record
     write_json_atomic(results, paths.results)
     return record

@@ -12,6 +12,8 @@ prediction), conv (the depthwise convolution), conv_out, cross_proj, cross_score
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lite.config import ModelConfig
 from lite.models.seq2seq import EncoderDecoder, count_parameters
 
@@ -65,8 +67,6 @@ def count_macs(cfg: ModelConfig, src_len: int = 30, tgt_len: int = 30) -> dict:
 
 def model_summary(cfg: ModelConfig, src_len: int = 30, tgt_len: int = 30) -> dict:
     """MACs plus parameter counts (with and without token embeddings) of a config."""
-    from dataclasses import replace
-
     model = EncoderDecoder(replace(cfg, vocab_size=cfg.vocab_size or 8000))
     return count_macs(cfg, src_len, tgt_len) | {
         "params": count_parameters(model), "params_no_embed": count_parameters(model, include_embeddings=False),

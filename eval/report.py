@@ -68,7 +68,8 @@ from pathlib import Path
 from typing import Any
 
 from lite.config import ConfigError, ModelConfig, RunConfig, load_config, model_config_from_dict, to_dict
-from lite.run import RunPaths, write_json_atomic, write_text_atomic
+from lite.files import atomic_path, read_json, write_json_atomic, write_text_atomic
+from lite.run import RunPaths
 
 NOT_MEASURED = "not measured"
 FORMATS = ("pytorch", "onnx", "tflite")
@@ -84,15 +85,6 @@ REPORT_FILES = ("report.md", "report.html", "report.json", "bleu_vs_macs.png", "
 
 
 # ----------------------------------------------------------------------------- reading a run folder
-
-def _read_json_file(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not valid UTF-8 ({exc.reason})") from None
-
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -270,14 +262,14 @@ def collect_run(run: Path) -> dict:
     name = root.resolve().name
     notes: list[str] = []
 
-    results_raw = _read_json_file(paths.results) if paths.results.is_file() else {}
+    results_raw = read_json(paths.results, {})
     if not isinstance(results_raw, dict):
         raise ValueError(f"{paths.results}: expected a JSON object of \"split/decoding\" records")
     results = _bleu_records(results_raw, str(paths.results), cfg.data.corpus, "results.json")
     if not paths.results.is_file():
         notes.append(f"{name}: no results.json (BLEU not measured; run `lite evaluate`)")
 
-    train = _read_json_file(paths.train_summary) if paths.train_summary.is_file() else None
+    train = read_json(paths.train_summary)
     if train is not None and not isinstance(train, dict):
         raise ValueError(f"{paths.train_summary}: expected a JSON object")
 
@@ -293,7 +285,7 @@ def collect_run(run: Path) -> dict:
         notes.append(f"{name}: no model.pt (not trained yet?): MACs/params from config.yaml, size not measured")
 
     artifacts_path = root / "artifacts.json"
-    artifacts = _check_artifacts(_read_json_file(artifacts_path), artifacts_path) if artifacts_path.is_file() else []
+    artifacts = _check_artifacts(read_json(artifacts_path), artifacts_path) if artifacts_path.is_file() else []
 
     model_entry = next((a for a in artifacts if (root / a["path"]).resolve() == paths.model.resolve()), None)
     bleu = dict(results)
@@ -437,9 +429,8 @@ def pareto_frontier(rows: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------- plots
 
 def _save_figure(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
 def plot_bleu_vs_macs(rows: list[dict], frontier: list[dict], budgets: list[dict], path: Path) -> None:
@@ -543,7 +534,7 @@ def plot_macs_per_layer(panels: list[dict], path: Path) -> None:
         ax.tick_params(axis="x", labelrotation=45, labelsize=8)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("MACs per layer (millions)")
-    handles, labels = {}, []
+    handles: dict = {}
     for ax in axes:
         for h, l in zip(*ax.get_legend_handles_labels()):
             if l not in handles:

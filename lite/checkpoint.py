@@ -1,21 +1,19 @@
 """Checkpoints as plain data (model config dict + state_dicts + counters), loadable with weights_only=True."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from lite.config import model_config_from_dict, to_dict
+from lite.files import atomic_path
 from lite.models.seq2seq import EncoderDecoder
 
 
 def save_atomic(obj: dict, path: Path) -> None:
     """torch.save to a temp file then rename: an interrupted write never leaves a truncated checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load(path: Path) -> dict:

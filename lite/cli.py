@@ -20,12 +20,9 @@ EPILOG = "Every RUN stage reads RUN/config.yaml; pass --config FILE the first ti
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from lite.data.corpus import BUILTIN_CORPORA, data_root
-    from lite.data.errors import DataError
+    from lite.data.corpus import data_root
     from lite.data.libreoffice import build_docs_corpus
 
-    if args.name not in BUILTIN_CORPORA:
-        raise DataError(f"unknown corpus {args.name!r} (expected one of: {', '.join(BUILTIN_CORPORA)})")
     out = build_docs_corpus(args.name, Path(args.out) if args.out else data_root() / args.name, progress=not args.quiet)
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     print(f"{out}: " + ", ".join(f"{k} {v}" for k, v in manifest.get("counts", {}).items()))
@@ -126,7 +123,7 @@ def _cmd_macs(args: argparse.Namespace) -> int:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from eval.fit import as_yaml, fit, parse_count, parse_layers
-    from lite.run import write_text_atomic
+    from lite.files import write_text_atomic
 
     budget = parse_count(args.macs)
     cfg, macs = fit(args.family, budget, parse_layers(args.layers), args.heads, args.conv_type)

@@ -12,13 +12,12 @@
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from lite.config import ConfigError, RunConfig, load_config, to_dict
+from lite.files import atomic_path
 
 
 @dataclass(frozen=True)
@@ -66,20 +65,6 @@ class RunPaths:
         return self.root / "results.json"
 
 
-def write_json_atomic(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def open_run(run_dir: Path, config: Path | None) -> tuple[RunPaths, RunConfig]:
     """Resolve a run's config: an explicit --config is copied into the run folder (and must not
     contradict one already there); otherwise the run folder's own config.yaml is used."""
@@ -92,14 +77,9 @@ def open_run(run_dir: Path, config: Path | None) -> tuple[RunPaths, RunConfig]:
                 raise ConfigError(f"{config}: differs from {paths.config} already in the run folder "
                                   "(use a new run folder, or delete it to start over)")
         else:
-            paths.root.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(config, paths.config.with_suffix(".yaml.tmp"))
-            os.replace(paths.config.with_suffix(".yaml.tmp"), paths.config)
+            with atomic_path(paths.config) as tmp:
+                shutil.copyfile(config, tmp)
         return paths, cfg
     if not paths.config.is_file():
         raise ConfigError(f"{paths.config}: no config in the run folder (pass --config FILE)")
     return paths, load_config(paths.config)
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

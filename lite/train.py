@@ -23,7 +23,8 @@ from lite.batching import Batch, collate, encode_pairs, make_batches
 from lite.config import RunConfig, TrainConfig, to_dict
 from lite.data.corpus import load_pairs
 from lite.models.seq2seq import EncoderDecoder, count_parameters
-from lite.run import RunPaths, write_json_atomic
+from lite.files import write_json_atomic
+from lite.run import RunPaths
 from lite.tokenizer import Tokenizer
 
 

@@ -169,7 +169,7 @@ def test_build_is_atomic_cached_and_safe(tmp_path: Path, monkeypatch: pytest.Mon
         raise OSError("disk full")
 
     with monkeypatch.context() as m:
-        m.setattr(libreoffice, "_sha256", boom)
+        m.setattr(libreoffice, "sha256_file", boom)
         with pytest.raises(OSError):
             build_from_help_dirs(en, de, out, tgt_lang="de")
     assert not out.exists() and not list(tmp_path.glob("corpus.tmp-*"))

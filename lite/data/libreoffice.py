@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from lite.data.errors import DataError
+from lite.files import sha256_file
 
 # Bump when extraction, filtering or splitting changes: a cached corpus built by an older
 # version no longer matches and is rebuilt.
@@ -353,14 +354,6 @@ def make_pairs(
 
 # --------------------------------------------------------------------------- output
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _expected_files(src_lang: str, tgt_lang: str) -> list[str]:
     return [f"{s}.{lang}" for s in SPLITS for lang in (src_lang, tgt_lang)]
 
@@ -376,7 +369,7 @@ def corpus_is_complete(out_dir: Path, name: str | None = None) -> bool:
         files: dict[str, str] = manifest["sha256"]
         if not files:
             return False
-        return all(_sha256(out_dir / fname) == digest for fname, digest in files.items())
+        return all(sha256_file(out_dir / fname) == digest for fname, digest in files.items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
@@ -425,7 +418,7 @@ def write_corpus(out_dir: Path, splits: dict[str, list[tuple[str, str]]], src_la
                 with open(tmp / fname, "w", encoding="utf-8", newline="\n") as f:
                     for pair in splits[split]:
                         f.write(pair[side] + "\n")
-                digests[fname] = _sha256(tmp / fname)
+                digests[fname] = sha256_file(tmp / fname)
         full = dict(manifest)
         full["counts"] = {s: len(splits[s]) for s in SPLITS}
         full["sha256"] = digests
