@@ -1,6 +1,6 @@
 """Run configuration: YAML files mapped onto dataclasses, unknown keys rejected.
 
-A config file has the sections `data`, `tokenizer`, `model`, `train`, `decode`.
+A config file has the sections `data`, `tokenizer`, `model`, `train`, `decode`, `budget`, `export`.
 Every field has a default, so a file only states what differs.
 """
 from __future__ import annotations
@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+FORMATS = ("tflite", "onnx")
+PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
 
 
 class ConfigError(ValueError):
@@ -112,6 +116,36 @@ class BudgetConfig:
 
 
 @dataclass
+class ParityThresholds:
+    """What an exported artifact must meet against PyTorch on `export.parity_sentences` test sentences."""
+    max_logit_diff: float  # largest |logit difference| over every teacher-forced step and vocabulary entry
+    min_top1: float  # share of those steps whose argmax agrees
+    max_bleu_drop: float  # BLEU of PyTorch greedy minus BLEU of the artifact's greedy, same sentences
+
+
+@dataclass
+class ParityConfig:
+    """Thresholds per precision; int8 is allowed to move logits, not to change the translations much."""
+    fp32: ParityThresholds = field(default_factory=lambda: ParityThresholds(1e-3, 0.995, 0.2))
+    fp16: ParityThresholds = field(default_factory=lambda: ParityThresholds(0.25, 0.98, 0.5))
+    dynamic_int8: ParityThresholds = field(default_factory=lambda: ParityThresholds(4.0, 0.9, 1.5))
+    int8: ParityThresholds = field(default_factory=lambda: ParityThresholds(6.0, 0.85, 2.0))
+
+
+@dataclass
+class ExportConfig:
+    """Static shapes of the exported graphs and the gates they pass (export/)."""
+    formats: list[str] = field(default_factory=lambda: ["tflite", "onnx"])
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "dynamic-int8", "int8"])
+    max_src_len: int = 128  # longer sources are truncated (with a warning) by the runtime
+    src_buckets: list[int] = field(default_factory=lambda: [32, 64])  # extra, shorter encoder signatures (TFLite)
+    max_target_len: int = 160  # self-attention cache slots: output tokens + 1
+    parity_sentences: int = 100  # real test sentences decoded by PyTorch and by the artifact
+    calibration_sentences: int = 200  # real training sentences for static int8
+    parity: ParityConfig = field(default_factory=ParityConfig)
+
+
+@dataclass
 class RunConfig:
     name: str = "default"
     data: DataConfig = field(default_factory=DataConfig)
@@ -120,6 +154,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:
@@ -163,6 +198,11 @@ def from_dict(cls: type, data: dict, where: str) -> Any:
     for key, value in data.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
+            # a nested section states only what differs from that field's own default
+            fld = next(f for f in dataclasses.fields(cls) if f.name == key)
+            base = fld.default_factory() if fld.default_factory is not dataclasses.MISSING else None
+            if base is not None and isinstance(value, dict):
+                value = {k: v for k, v in dataclasses.asdict(base).items() if k not in value} | value
             kwargs[key] = from_dict(hint, value or {}, f"{where}.{key}")
         else:
             kwargs[key] = _check_type(value, hint, f"{where}.{key}")
@@ -179,6 +219,12 @@ def validate(cfg: RunConfig, where: str) -> None:
         (cfg.train.schedule in ("inverse_sqrt", "cosine"), "train.schedule", "inverse_sqrt or cosine"),
         (cfg.tokenizer.model_type in ("unigram", "bpe"), "tokenizer.model_type", "unigram or bpe"),
         (cfg.decode.beam >= 1, "decode.beam", ">= 1"),
+        (set(cfg.export.formats) <= set(FORMATS), "export.formats", f"a list from {FORMATS}"),
+        (set(cfg.export.precisions) <= set(PRECISIONS), "export.precisions", f"a list from {PRECISIONS}"),
+        (all(0 < b < cfg.export.max_src_len for b in cfg.export.src_buckets), "export.src_buckets",
+         f"lengths between 1 and export.max_src_len - 1 ({cfg.export.max_src_len - 1})"),
+        (cfg.export.max_src_len <= m.max_positions, "export.max_src_len", f"<= model.max_positions ({m.max_positions})"),
+        (1 < cfg.export.max_target_len <= m.max_positions, "export.max_target_len", f"2..model.max_positions ({m.max_positions})"),
     ]
     if m.arch == "lsra":
         branch = m.embed_dim // 2

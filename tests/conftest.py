@@ -1,6 +1,8 @@
 """Shared fixtures: the real docs-en-de corpus (built once, cached in data/) and small slices of it."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,13 @@ from lite.data.corpus import data_root
 from lite.data.libreoffice import build_docs_corpus
 from lite.data.parallel import load_split
 from lite.tokenizer import Tokenizer, train_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lite(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """The `lite` command in a subprocess, from the repo root."""
+    return subprocess.run([sys.executable, "-m", "lite", *args], input=stdin, capture_output=True, cwd=ROOT, timeout=900)
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +48,14 @@ def small_tokenizer(small_corpus: Path, tmp_path_factory) -> Path:
 @pytest.fixture()
 def tokenizer(small_tokenizer: Path) -> Tokenizer:
     return Tokenizer(small_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(docs_corpus, tmp_path_factory) -> Path:
+    """The smoke config through the real CLI: tokenizer -> train -> evaluate (greedy and beam)."""
+    run = tmp_path_factory.mktemp("smoke") / "run"
+    for args in (["tokenizer", str(run), "--config", "configs/smoke.yaml"], ["train", str(run)],
+                 ["evaluate", str(run), "--beam", "1"], ["evaluate", str(run)]):
+        done = lite(*args, "--quiet")
+        assert done.returncode == 0, done.stderr.decode()
+    return run

@@ -11,12 +11,9 @@ import torch
 
 from lite.cli import main
 from lite.config import ConfigError, load_config
+from conftest import lite
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def lite(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lite", *args], input=stdin, capture_output=True, cwd=ROOT, timeout=900)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -61,17 +58,6 @@ def test_cli_rejects_a_config_that_contradicts_the_run(tmp_path, capsys):
     capsys.readouterr()  # the corpus folder of the paper config does not exist here: that error is fine
     assert main(["train", str(run), "--config", str(ROOT / "configs/smoke.yaml")]) == 2
     assert "differs from" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def smoke_run(docs_corpus, tmp_path_factory) -> Path:
-    """The smoke config through the real CLI: tokenizer -> train -> evaluate (greedy and beam)."""
-    run = tmp_path_factory.mktemp("smoke") / "run"
-    for args in (["tokenizer", str(run), "--config", "configs/smoke.yaml"], ["train", str(run)],
-                 ["evaluate", str(run), "--beam", "1"], ["evaluate", str(run)]):
-        done = lite(*args, "--quiet")
-        assert done.returncode == 0, done.stderr.decode()
-    return run
 
 
 def test_smoke_pipeline_writes_scored_results(smoke_run):

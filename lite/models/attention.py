@@ -30,6 +30,7 @@ class MultiheadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
         self.dropout = dropout
+        self.mask_fill = MASK_FILL  # export sets a smaller bound: int8 scores need a narrow range
         self.q_proj = nn.Linear(embed_dim, embed_dim)
         self.k_proj = nn.Linear(kv_dim, embed_dim)
         self.v_proj = nn.Linear(kv_dim, embed_dim)
@@ -83,7 +84,7 @@ class MultiheadAttention(nn.Module):
             future = torch.ones(tq, tk, dtype=torch.bool, device=scores.device).triu(tk - tq + 1)
             mask = future if mask is None else mask | future
         if mask is not None:
-            scores = scores.masked_fill(mask, MASK_FILL)
+            scores = scores.masked_fill(mask, self.mask_fill)
         probs = F.dropout(F.softmax(scores, dim=-1), p=self.dropout, training=self.training)
         out = (probs @ v).transpose(1, 2)
         return self.out_proj(out.reshape(out.shape[0], out.shape[1], -1))

@@ -1,0 +1,174 @@
+"""Static-shape graphs of a trained model, the form both exporters trace: the encoder and one decoder step.
+
+On-device interpreters want fixed shapes and no Python control flow (DESIGN.md, measured routes):
+- `EncoderGraph`: source ids [1, S] (int32, right-padded) -> the cross-attention keys and values of
+  every decoder layer (computed once per sentence) and the source keep-mask (1.0 at real tokens).
+- `DecoderStepGraph`: one token per hypothesis [B, 1] and its position `pos` [1] (int32), plus fixed-size
+  caches -> logits [B, V] and the updated caches. The self-attention cache has max_target_len slots,
+  written with torch.where(arange == pos) (index_put/scatter becomes STABLEHLO_SCATTER in TFLite and
+  breaks static int8; slicing at a runtime index does not export at all).
+
+Graph inputs and outputs are dicts of named tensors, one tensor per decoder layer i (pruning may give
+layers different head counts, widths and kernel sizes), every tensor at most 4-D so int8 kernels take it:
+    cross_k_i, cross_v_i  [B*Hc, S, Dh]     from the encoder
+    self_k_i,  self_v_i   [B*H,  T, Dh]     T slots (the longest output + 1), slot t = position t
+    conv_i                [B, K_i-1, Cc]    LSRA only: the last K_i-1 GLU outputs (oldest first)
+The decoder step returns "logits" [B, V] and the same cache names with the updated values.
+Masked scores use a bounded fill (EXPORT_MASK_FILL): large constants ruin int8 score scales (DESIGN.md).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lite.models.attention import MultiheadAttention
+from lite.models.blocks import LSRAMixer
+from lite.models.convolution import DynamicConv, LightweightConv
+from lite.models.seq2seq import EncoderDecoder
+
+# exp(-30) ~ 1e-13 of the largest real score's weight, and int8 can still represent real scores.
+EXPORT_MASK_FILL = -30.0
+
+
+
+def export_copy(model: EncoderDecoder) -> EncoderDecoder:
+    """An eval-mode copy whose attention masks use the bounded export fill."""
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if isinstance(module, MultiheadAttention):
+            module.mask_fill = EXPORT_MASK_FILL
+    return model
+
+
+class EncoderGraph(nn.Module):
+    """{"src": [1, S] int32} -> {"src_keep": [1, S], "cross_k_i", "cross_v_i": [Hc, S, Dh]}."""
+
+    def __init__(self, model: EncoderDecoder):
+        super().__init__()
+        self.model = export_copy(model)
+
+    def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        memory, pad = self.model.encode(inputs["src"])
+        out = {"src_keep": (~pad).float()}
+        for i, block in enumerate(self.model.decoder):
+            k, v = block.cross.project_kv(memory)  # [B, Hc, S, Dh]
+            out[f"cross_k_{i}"], out[f"cross_v_{i}"] = k.flatten(0, 1), v.flatten(0, 1)
+        return out
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, visible: Tensor) -> Tensor:
+    """q [B, H, 1, Dh], k/v [B, H, N, Dh], visible broadcastable to [B, H, 1, N] -> [B, 1, H*Dh]."""
+    scores = torch.where(visible, q @ k.transpose(-1, -2), EXPORT_MASK_FILL)
+    out = F.softmax(scores, dim=-1) @ v
+    return out.transpose(1, 2).reshape(q.shape[0], 1, -1)
+
+
+def _query(attn: MultiheadAttention, h: Tensor) -> Tensor:
+    return attn._heads(attn.q_proj(h)) * (attn.head_dim ** -0.5)
+
+
+class DecoderStepGraph(nn.Module):
+    """One incremental decoder step over fixed-size caches (names and shapes: module docstring)."""
+
+    def __init__(self, model: EncoderDecoder):
+        super().__init__()
+        self.model = export_copy(model)
+        # Normalised lightweight kernels are constants: precompute them (the converter does not fold
+        # a softmax of constant weights). Empty for layers without one.
+        self.kernels = nn.ParameterList()
+        for block in self.model.decoder:
+            conv = block.mixer.conv.conv if isinstance(block.mixer, LSRAMixer) else None
+            w = conv.channel_kernels().detach().t() if isinstance(conv, LightweightConv) else torch.zeros(0)
+            self.kernels.append(nn.Parameter(w, requires_grad=False))  # [K, C]
+
+    def _self_attention(self, attn: MultiheadAttention, h: Tensor, k_cache: Tensor, v_cache: Tensor,
+                        write: Tensor, visible: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b = h.shape[0]
+        q = _query(attn, h)
+        k_new, v_new = attn.project_kv(h)  # [B, H, 1, Dh]
+        k = torch.where(write, k_new.flatten(0, 1), k_cache)  # [B*H, T, Dh] with slot `pos` replaced
+        v = torch.where(write, v_new.flatten(0, 1), v_cache)
+        shape = (b, q.shape[1], k_cache.shape[1], attn.head_dim)
+        return attn.out_proj(_attend(q, k.view(shape), v.view(shape), visible)), k, v
+
+    def _conv(self, layer: int, branch, h: Tensor, window: Tensor) -> tuple[Tensor, Tensor]:
+        """branch: ConvBranch; window [B, K-1, C] -> (output [B, 1, C], the window shifted by one)."""
+        full = torch.cat([window, branch.input(h)], dim=1)  # [B, K, C], oldest first
+        if isinstance(branch.conv, DynamicConv):
+            y = branch.conv.step(full)
+        else:
+            y = (full * self.kernels[layer].unsqueeze(0)).sum(dim=1, keepdim=True)
+        return branch.output(y), full[:, 1:]
+
+    def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        model = self.model
+        token, pos = inputs["token"], inputs["pos"]
+        b = token.shape[0]
+        emb = model.tgt_embed
+        x = emb.tokens(token) * emb.scale + emb.positions(pos).unsqueeze(0)  # [B, 1, D]
+        # the slot count comes from the cache input: static in TFLite, a named dynamic axis in ONNX
+        slots = torch.arange(inputs["self_k_0"].shape[1], dtype=torch.int32)
+        write = (slots == pos).view(1, -1, 1)
+        visible = (slots <= pos).view(1, 1, 1, -1)
+        src_visible = (inputs["src_keep"] > 0.5)[:, None, None, :]
+        out: dict[str, Tensor] = {}
+        for i, block in enumerate(model.decoder):
+            mixer = block.mixer
+
+            def mix(h: Tensor) -> Tensor:
+                if isinstance(mixer, LSRAMixer):
+                    ha, hc = h[..., :mixer.branch_dim], h[..., mixer.branch_dim:]
+                    a, k, v = self._self_attention(mixer.attn, ha, inputs[f"self_k_{i}"], inputs[f"self_v_{i}"],
+                                                   write, visible)
+                    c, out[f"conv_{i}"] = self._conv(i, mixer.conv, hc, inputs[f"conv_{i}"])
+                    y = torch.cat([a, c], dim=-1)
+                else:
+                    y, k, v = self._self_attention(mixer.attn, h, inputs[f"self_k_{i}"], inputs[f"self_v_{i}"],
+                                                   write, visible)
+                out[f"self_k_{i}"], out[f"self_v_{i}"] = k, v
+                return y
+
+            def cross(h: Tensor) -> Tensor:
+                attn = block.cross
+                q = _query(attn, h)
+                shape = (b, q.shape[1], -1, attn.head_dim)
+                k, v = inputs[f"cross_k_{i}"].view(shape), inputs[f"cross_v_{i}"].view(shape)
+                return attn.out_proj(_attend(q, k, v, src_visible))
+
+            x = block.mix_res(x, mix)
+            x = block.cross_res(x, cross)
+            x = block.ffn_res(x, block.ffn)
+        return {"logits": model.output(model.decoder_norm(x)).squeeze(1), **out}
+
+
+def cache_shapes(model: EncoderDecoder, batch: int, src_len: int, max_target_len: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of the decoder-step inputs after token and pos, in graph input order."""
+    shapes: dict[str, tuple[int, ...]] = {"src_keep": (batch, src_len)}
+    for i, block in enumerate(model.decoder):
+        cross = block.cross
+        shapes[f"cross_k_{i}"] = shapes[f"cross_v_{i}"] = (batch * cross.num_heads, src_len, cross.head_dim)
+    for i, block in enumerate(model.decoder):
+        attn = block.mixer.attn
+        shapes[f"self_k_{i}"] = shapes[f"self_v_{i}"] = (batch * attn.num_heads, max_target_len, attn.head_dim)
+        if isinstance(block.mixer, LSRAMixer):
+            branch = block.mixer.conv
+            shapes[f"conv_{i}"] = (batch, branch.kernel_size - 1, branch.output.in_features)
+    return shapes
+
+
+def encoder_sample(model: EncoderDecoder, src_len: int) -> dict[str, Tensor]:
+    src = torch.full((1, src_len), model.cfg.pad_id, dtype=torch.int32)
+    src[0, : max(1, src_len // 2)] = model.cfg.bos_id + 2  # some real tokens, the rest padding
+    return {"src": src}
+
+
+def decoder_sample(model: EncoderDecoder, batch: int, src_len: int, max_target_len: int) -> dict[str, Tensor]:
+    """Sample inputs of the decoder step (what the exporters trace with)."""
+    sample = {"token": torch.full((batch, 1), model.cfg.bos_id, dtype=torch.int32),
+              "pos": torch.zeros(1, dtype=torch.int32)}
+    for name, shape in cache_shapes(model, batch, src_len, max_target_len).items():
+        sample[name] = torch.ones(shape) if name == "src_keep" else torch.randn(shape) * 0.1
+    return sample
