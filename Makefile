@@ -1,5 +1,5 @@
 # One-command entry points. Every target depends on setup, so a fresh clone needs nothing else.
-#   make compress                      the whole pipeline on CONFIG into RUN
+#   make compress                      the whole pipeline on CONFIG into RUN (train, BLEU, export, report)
 #   make test                          the test suite (what CI runs)
 #   make bench                         benchmarks -> benchmarks/results/*.json
 CONFIG ?= configs/default.yaml
@@ -9,14 +9,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup compress tokenizer train evaluate report test test-all bench help
+.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-latency help
 
 help:
-	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>]   data -> tokenizer -> train -> BLEU -> report"
+	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>]   data -> tokenizer -> train -> BLEU -> export -> report"
 	@echo "make report RUN='runs/default runs/default-transformer'   budget report from saved measurements"
 	@echo "make test        the test suite (fast; what .ci/run runs)"
 	@echo "make test-all    also the slow end-to-end tests"
+	@echo "make export      TFLite/ONNX folders of RUN/model.pt, each gated on parity with PyTorch"
 	@echo "make bench       benchmarks, JSON under benchmarks/results/"
+	@echo "make bench-latency   HAT latency protocol (needs runs/default and runs/default-transformer exported)"
 
 setup: $(STAMP)
 
@@ -36,8 +38,12 @@ evaluate: train
 	$(BIN)/lite evaluate $(RUN) --beam 1
 	$(BIN)/lite evaluate $(RUN)
 
-# The pipeline grows here: prune -> quantize -> export -> measure (later stages) -> report.
-compress: evaluate
+# TFLite/ONNX model folders for devices, each behind the parity gate (formats/precisions: export section).
+export: evaluate
+	$(BIN)/lite export $(RUN)
+
+# The pipeline grows here: prune -> quantize (later stages) -> export -> measure -> report.
+compress: export
 	$(BIN)/lite report $(RUN)
 
 # Regenerate the budget report from saved measurements only (RUN may list several folders).
@@ -52,3 +58,7 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py
+
+# HAT latency protocol on the exported folders of the default LSRA and Transformer runs.
+bench-latency: setup
+	$(BIN)/python benchmarks/latency.py

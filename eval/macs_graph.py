@@ -21,12 +21,14 @@ control flow with matrix ops in its body) raise UnsupportedOpError naming the no
 
 Output (vocabulary) projection rule: a counted MatMul/Gemm node is the output projection when its
 result reaches a graph output through nothing but shape/type ops (Reshape, Transpose, Identity,
-Cast, Squeeze, Unsqueeze, Flatten, (De)QuantizeLinear) or an Add/Sub/Mul of a constant (a bias or
-scale), and its own last dimension equals that graph output's last dimension (the vocabulary
+Cast, Squeeze, Unsqueeze, Flatten, (De)QuantizeLinear) or an Add/Sub/Mul of a constant or of a scalar
+(a bias, a scale, a dynamic-quantization scale), and its own last dimension equals that graph output's last dimension (the vocabulary
 size). If no node qualifies, macs_excluding_output_projection == macs_total.
 """
 from __future__ import annotations
 
+import ast
+import operator
 import warnings
 from math import prod
 from pathlib import Path
@@ -189,6 +191,8 @@ def _output_projections(graph: onnx.GraphProto, shapes: _Shapes) -> set[int]:
                 name = node.input[0]
             elif node.op_type in _CONSTANT_ARITHMETIC:
                 data = [i for i in node.input if i not in shapes.constants]
+                if len(data) > 1:  # a runtime scale (dynamic quantization): follow the one tensor that is not a scalar
+                    data = [i for i in data if i not in shapes.dims or prod(d or 2 for d in shapes.dims[i]) > 1]
                 if len(data) != 1:
                     break
                 name = data[0]
@@ -197,8 +201,41 @@ def _output_projections(graph: onnx.GraphProto, shapes: _Shapes) -> set[int]:
     return found
 
 
-def _load(path: Path, fold: bool) -> onnx.ModelProto:
-    """The model with functions inlined and every tensor shape inferred from scratch.
+_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv}
+
+
+def _dim_value(param: str, dims: dict[str, int]) -> int | None:
+    """A symbolic dimension ("batch", or an exporter's expression such as "4*batch") evaluated with
+    `dims`; None when it names something not in `dims` or is not plain integer arithmetic."""
+    if param in dims:
+        return dims[param]
+
+    def value(node) -> int:
+        if isinstance(node, ast.Name):
+            return dims[node.id]
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+            return _ARITHMETIC[type(node.op)](value(node.left), value(node.right))
+        raise KeyError(param)
+
+    try:
+        return value(ast.parse(param.strip(), mode="eval").body)
+    except (SyntaxError, KeyError, ZeroDivisionError):
+        return None
+
+
+def _fix_dims(graph: onnx.GraphProto, dims: dict[str, int]) -> None:
+    """Replace the symbolic dims of the graph inputs and outputs that `dims` resolves by their values."""
+    for value in list(graph.input) + list(graph.output):
+        t = value.type.tensor_type
+        for d in (t.shape.dim if t.HasField("shape") else []):
+            if d.HasField("dim_param") and (v := _dim_value(d.dim_param, dims)) is not None:
+                d.dim_value = v  # clears dim_param (one-of)
+
+
+def _load(path: Path, fold: bool, dims: dict[str, int] | None = None) -> onnx.ModelProto:
+    """The model with functions inlined, `dims` fixed, and every tensor shape inferred from scratch.
 
     fold=False: the file as written (weights are not read). fold=True: small constant subgraphs
     (shape arithmetic such as the TorchScript exporter's computed Pad amounts, ConstantOfShape
@@ -209,11 +246,19 @@ def _load(path: Path, fold: bool) -> onnx.ModelProto:
         from onnxscript.optimizer import fold_constants, remove_unused_nodes
 
         ir_model = ir.load(str(path))  # external weights are read lazily, only if a fold needs them
+        if dims:
+            for value in list(ir_model.graph.inputs) + list(ir_model.graph.outputs):
+                if value.shape is not None:
+                    fixed = [d if isinstance(d, int) or d.value is None else _dim_value(d.value, dims) or d
+                             for d in value.shape]
+                    value.shape = ir.Shape(fixed)
         fold_constants(ir_model, onnx_shape_inference=True, should_fold=lambda node: True if node.op_type == "ConstantOfShape" else None)
         remove_unused_nodes(ir_model)
         model = ir.to_proto(ir_model)
     else:
         model = onnx.load(str(path), load_external_data=False)  # shapes only: weights are not needed
+        if dims:
+            _fix_dims(model.graph, dims)
     if model.functions:
         from onnx import inliner
 
@@ -241,8 +286,14 @@ def _count(model: onnx.ModelProto) -> dict:
             "output_projection": sorted(graph.node[i].name for i in projection)}
 
 
-def onnx_macs(path: Path) -> dict:
+def onnx_macs(path: Path, dims: dict[str, int] | None = None) -> dict:
     """MACs of an .onnx file, counted per node from static tensor shapes.
+
+    dims: values for symbolic (dynamic-axis) dimensions of the graph inputs and outputs, by name,
+    e.g. {"batch": 1, "src_len": 30, "cache_len": 30}; derived dims the exporter writes as
+    expressions ("4*batch") are evaluated with them. They are fixed before shape inference, so a
+    graph exported with dynamic axes can be counted at given sizes. Names the graph does not use
+    are ignored; a dimension left symbolic in a counted node still raises GraphShapeError.
 
     Returns {"macs_total", "macs_excluding_output_projection", "by_op_type": {op type: macs},
     "nodes": [{"name", "op_type", "macs"}] (every node with MACs > 0), "output_projection": [node
@@ -255,10 +306,10 @@ def onnx_macs(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such ONNX file")
     try:
-        return _count(_load(path, fold=False)) | {"constant_folded": False}
+        return _count(_load(path, fold=False, dims=dims)) | {"constant_folded": False}
     except GraphShapeError as first:
         try:
-            model = _load(path, fold=True)
+            model = _load(path, fold=True, dims=dims)
         except Exception as exc:  # noqa: BLE001 - folding is a second chance; report the shape problem
             raise GraphShapeError(f"{first} (constant folding to resolve it failed: {exc})") from exc
         return _count(model) | {"constant_folded": True}

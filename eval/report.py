@@ -21,7 +21,8 @@ up as "not measured"). Every measurement is optional: null or a missing key mean
     [
       {
         "name": "int8-tflite",                 # required, unique within the run; the row's label
-        "path": "export/model.int8.tflite",    # required; relative to the run folder (or absolute)
+        "path": "export/tflite-int8",          # required; relative to the run folder (or absolute): a
+                                               #   file, or a model folder (size = its manifest's graphs)
         "format": "tflite",                    # required: pytorch | onnx | tflite
         "precision": "int8",                   # required: fp32 | fp16 | dynamic-int8 | int8
         "size_bytes": 2481234,                 # bytes on disk incl. sidecar files (e.g. .onnx.data)
@@ -120,6 +121,10 @@ def _summary(mcfg: ModelConfig) -> dict:
 
 
 def _file_size(path: Path, fmt: str) -> int | None:
+    if path.is_dir():  # a model folder from `lite export`: the graphs it ships (tokenizer and manifest aside)
+        manifest = read_json(path / "manifest.json", {})
+        graphs = [path / g for g in manifest.get("graphs", {}).values()]
+        return sum(g.stat().st_size for g in graphs) if graphs and all(g.is_file() for g in graphs) else None
     if not path.is_file():
         return None
     size = path.stat().st_size

@@ -81,8 +81,8 @@ class DecoderStepGraph(nn.Module):
         self.kernels = nn.ParameterList()
         for block in self.model.decoder:
             conv = block.mixer.conv.conv if isinstance(block.mixer, LSRAMixer) else None
-            w = conv.channel_kernels().detach().t() if isinstance(conv, LightweightConv) else torch.zeros(0)
-            self.kernels.append(nn.Parameter(w, requires_grad=False))  # [K, C]
+            w = conv.channel_kernels().detach().unsqueeze(-1) if isinstance(conv, LightweightConv) else torch.zeros(0)
+            self.kernels.append(nn.Parameter(w, requires_grad=False))  # [C, K, 1]
 
     def _self_attention(self, attn: MultiheadAttention, h: Tensor, k_cache: Tensor, v_cache: Tensor,
                         write: Tensor, visible: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -100,7 +100,9 @@ class DecoderStepGraph(nn.Module):
         if isinstance(branch.conv, DynamicConv):
             y = branch.conv.step(full)
         else:
-            y = (full * self.kernels[layer].unsqueeze(0)).sum(dim=1, keepdim=True)
+            # per channel c: y[b, c] = sum_k full[b, k, c] * w[c, k], as a batched matmul over channels
+            # (a Mul + ReduceSum would compute the same, but graph MAC counters only see matmuls)
+            y = (full.permute(2, 0, 1) @ self.kernels[layer]).permute(1, 2, 0)
         return branch.output(y), full[:, 1:]
 
     def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:

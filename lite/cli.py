@@ -4,7 +4,9 @@
     lite tokenizer RUN --config C         train the joint sentencepiece model
     lite train RUN [--resume]             train the model of the run's config
     lite evaluate RUN [--beam 4]          translate the test split, score BLEU
-    lite translate RUN [TEXT | -]         translate text with the trained model
+    lite translate RUN [TEXT | -]         translate text with the trained model (PyTorch)
+    lite export RUN [--format tflite,onnx]  model folders for devices, each behind a parity gate
+    lite translate --model DIR [TEXT | -] the on-device translator on an exported folder (no torch)
     lite macs --config C [--json]         analytic MACs and parameters (paper convention)
     lite fit --family lsra --macs 100M    the widest config under a MAC budget, as YAML
     lite report RUN [RUN...]              MAC/BLEU budget report from saved measurements
@@ -84,6 +86,16 @@ def _read_lines(source: str) -> list[str]:
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
+    if len(args.positional) > (1 if args.model else 2):
+        raise ValueError(f"too many arguments: {' '.join(args.positional)} (quote a sentence with spaces)")
+    if args.model:  # the exported folder through the torch-free runtime
+        from export.runtime import run
+
+        return run(args.model, args.positional[0] if args.positional else None, args.file, args.beam, args.lenpen,
+                   args.threads)
+    if not args.positional:
+        raise ValueError("give a RUN folder, or --model DIR for an exported model folder")
+    args.run, args.text = args.positional[0], (args.positional[1:] or [None])[0]
     from lite.checkpoint import load_model
     from lite.decode import translate
     from lite.run import open_run
@@ -95,6 +107,33 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     dcfg = replace(cfg.decode, beam=args.beam or cfg.decode.beam, lenpen=args.lenpen if args.lenpen is not None else cfg.decode.lenpen)
     for out in translate(load_model(paths.model), Tokenizer(paths.tokenizer), lines, dcfg):
         print(out)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from lite.config import FORMATS, PRECISIONS
+    from lite.run import open_run
+
+    def listed(value: str | None, allowed: tuple[str, ...], flag: str) -> list[str] | None:
+        if value is None:
+            return None
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [v for v in items if v not in allowed]
+        if bad or not items:
+            raise ValueError(f"{flag}: expected a comma-separated list from {', '.join(allowed)}, got {value!r}")
+        return items
+
+    formats = listed(args.format, FORMATS, "--format")
+    precisions = listed(args.precision, PRECISIONS, "--precision")
+    paths, cfg = open_run(Path(args.run), args.config)
+    from export.errors import ExportError
+    from export.stage import export_run
+
+    try:
+        export_run(cfg, paths, formats, precisions, force=args.force, progress=not args.quiet)
+    except ExportError as exc:
+        print(f"lite export: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -181,13 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--force", action="store_true", help="decode again even if results.json has this decoding of this model")
     ev.set_defaults(func=_cmd_evaluate)
 
-    tl = sub.add_parser("translate", help="translate TEXT, a file (--file) or stdin ('-') with a trained run")
-    tl.add_argument("run", metavar="RUN")
-    tl.add_argument("text", nargs="?", help="a sentence, or '-' to read lines from stdin (default)")
-    tl.add_argument("--file", help="read lines from this file")
-    tl.add_argument("--beam", type=int)
-    tl.add_argument("--lenpen", type=float)
+    tl = sub.add_parser("translate", help="translate TEXT, a file (--file) or stdin ('-') with a run or an exported folder",
+                        usage="lite translate (RUN | --model DIR) [TEXT | -] [--file F] [--beam K]",
+                        description="With RUN: PyTorch and RUN/model.pt. With --model DIR: the exported folder "
+                                    "through the on-device runtime (numpy + TFLite/ONNX interpreter, no torch). "
+                                    "One output line per input line; empty lines stay empty; sources longer than "
+                                    "the exported graphs take are truncated with a warning.")
+    tl.add_argument("positional", nargs="*", metavar="RUN / TEXT", help="RUN folder (without --model), then a "
+                    "sentence or '-' for stdin (default)")
+    tl.add_argument("--model", metavar="DIR", help="exported model folder, e.g. runs/default/export/tflite-int8")
+    from export.runtime import add_arguments
+
+    add_arguments(tl)
     tl.set_defaults(func=_cmd_translate)
+
+    xp = run_parser("export", "export RUN/model.pt to TFLite/ONNX model folders, each gated on parity with PyTorch")
+    xp.add_argument("--format", help="comma-separated: tflite,onnx (default: export.formats of the config)")
+    xp.add_argument("--precision", help="comma-separated: fp32,fp16,dynamic-int8,int8 (default: export.precisions)")
+    xp.add_argument("--force", action="store_true", help="rebuild folders that are up to date")
+    xp.set_defaults(func=_cmd_export)
 
     mc = sub.add_parser("macs", help="analytic MACs (30+30 tokens, no embeddings/output projection) and parameters",
                         description="Mult-adds of one forward pass under the Lite Transformer convention, per layer and branch.")

@@ -1,0 +1,322 @@
+"""The on-device translator: numpy + an interpreter + sentencepiece, no torch.
+
+    python -m export.runtime --model DIR [TEXT | -] [--file F] [--beam K]     (also: lite translate --model DIR)
+
+Reads a model folder written by `lite export` (manifest.json, the graphs, spm.model), verifies every
+checksum, then per sentence: tokenize, run the encoder once, run decoder steps with the caches
+(greedy or beam search, the same rules as lite/decode.py), detokenize.
+
+Backends: TFLite graphs through ai_edge_litert (fallback: tflite_runtime), ONNX graphs through
+onnxruntime. Sources longer than the graphs' max_src_len are truncated to it (eos kept) with a warning
+on stderr: a static graph cannot take more, and dropping the line would break one-line-per-input.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from export.manifest import ModelFolderError, read_manifest
+
+BATCH_LINES = 32  # lines read (and flushed) together when streaming
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+class TFLiteBackend:
+    """One .tflite file with signatures encode_<S> (source buckets) and decode_<B> (batch sizes)."""
+
+    dynamic_cache = False
+
+    def __init__(self, path: Path, manifest: dict, num_threads: int | None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # the older standalone runtime, where ai-edge-litert has no wheel
+            try:
+                from tflite_runtime.interpreter import Interpreter
+            except ImportError:
+                raise ModelFolderError(f"{path}: needs ai-edge-litert (pip install ai-edge-litert) "
+                                       "or tflite-runtime to run TFLite graphs") from None
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelFolderError(f"{path}: the interpreter cannot load it ({str(exc).splitlines()[0]})") from None
+        signatures = self.interpreter.get_signature_list()
+        self.src_lens = sorted(manifest["src_lens"])
+        self.batches = sorted(manifest["batches"])
+        wanted = [f"encode_{s}" for s in self.src_lens] + [f"decode_{b}" for b in self.batches]
+        absent = [w for w in wanted if w not in signatures]
+        if absent:
+            raise ModelFolderError(f"{path}: signature(s) {', '.join(absent)} missing (has {', '.join(signatures)})")
+        self.runners = {name: self.interpreter.get_signature_runner(name) for name in wanted}
+        self.max_src_len = self.src_lens[-1]
+
+    def encode(self, src: np.ndarray) -> dict[str, np.ndarray]:
+        """src [1, n] int32 -> encoder outputs padded to max_src_len (padding is masked by src_keep)."""
+        n = src.shape[1]
+        bucket = next(s for s in self.src_lens if s >= n)
+        padded = np.zeros((1, bucket), dtype=np.int32)
+        padded[:, :n] = src
+        out = self.runners[f"encode_{bucket}"](inputs_src=padded)
+        grow = self.max_src_len - bucket
+        if grow:
+            out = {k: np.pad(v, [(0, 0), (0, grow)] + [(0, 0)] * (v.ndim - 2)) for k, v in out.items()}
+        return out
+
+    def step(self, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+        runner = self.runners.get(f"decode_{batch}")
+        if runner is None:
+            raise ValueError(f"this model folder has decoder batch sizes {self.batches}; beam {batch} needs "
+                             f"decode_{batch} (export with decode.beam: {batch})")
+        return runner(**{f"inputs_{k}": v for k, v in inputs.items()})
+
+
+class OnnxBackend:
+    """encoder.onnx + decoder.onnx with dynamic batch, source length and cache length."""
+
+    dynamic_cache = True
+
+    def __init__(self, folder: Path, manifest: dict, num_threads: int | None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelFolderError(f"{folder}: needs onnxruntime (pip install onnxruntime) to run ONNX graphs") from None
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+            options.inter_op_num_threads = 1
+        self.sessions = {}
+        for part in ("encoder", "decoder"):
+            path = folder / manifest["graphs"][part]
+            try:
+                self.sessions[part] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+                raise ModelFolderError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
+        self.outputs = {part: [o.name for o in s.get_outputs()] for part, s in self.sessions.items()}
+        self.max_src_len = manifest["max_src_len"]
+
+    def _run(self, part: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # ONNX is single-assignment: updated caches are named "<input>_next" (export/to_onnx.py)
+        return {name.removesuffix("_next"): value
+                for name, value in zip(self.outputs[part], self.sessions[part].run(None, inputs))}
+
+    def encode(self, src: np.ndarray) -> dict[str, np.ndarray]:
+        return self._run("encoder", {"src": src})
+
+    def step(self, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+        return self._run("decoder", inputs)
+
+
+class Translator:
+    """Greedy and beam search over the exported encoder and decoder-step graphs."""
+
+    def __init__(self, folder: str | Path, num_threads: int | None = None, verify: bool = True):
+        self.folder = Path(folder)
+        self.manifest = m = read_manifest(self.folder, verify=verify)
+        try:
+            import sentencepiece as spm
+        except ImportError:
+            raise ModelFolderError("the runtime needs sentencepiece (pip install sentencepiece)") from None
+        spm_path = self.folder / m["tokenizer"]
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(spm_path))
+        except (OSError, RuntimeError) as exc:
+            raise ModelFolderError(f"{spm_path}: not a sentencepiece model ({str(exc).splitlines()[0]})") from None
+        if m["format"] == "tflite":
+            self.backend: Any = TFLiteBackend(self.folder / m["graphs"]["tflite"], m, num_threads)
+        elif m["format"] == "onnx":
+            self.backend = OnnxBackend(self.folder, m, num_threads)
+        else:
+            raise ModelFolderError(f"{self.folder / 'manifest.json'}: unknown format {m['format']!r}")
+        self.pad, self.bos, self.eos = m["ids"]["pad"], m["ids"]["bos"], m["ids"]["eos"]
+        self.cache = {name: tuple(shape) for name, shape in m["cache"].items()}  # shapes at batch 1
+        self.decode_cfg = m["decode"]
+        self.truncated = 0  # sources cut to max_src_len so far
+
+    # -- graphs ---------------------------------------------------------------------------------
+    def source_ids(self, text: str) -> list[int]:
+        """Token ids + eos, truncated to the graphs' max_src_len."""
+        ids = self.sp.encode(text)
+        limit = self.backend.max_src_len - 1
+        if len(ids) > limit:
+            self.truncated += 1
+            ids = ids[:limit]
+        return ids + [self.eos]
+
+    def max_len(self, src_len: int) -> int:
+        """Most output tokens (eos excluded): a * source length + b, within the cache and positions."""
+        d = self.decode_cfg
+        return max(1, min(int(d["max_len_a"] * src_len + d["max_len_b"]), self.manifest["max_positions"] - 2,
+                          self.manifest["target_slots"] - 1))
+
+    def encode(self, ids: list[int]) -> dict[str, np.ndarray]:
+        return self.backend.encode(np.asarray([ids], dtype=np.int32))
+
+    def initial_state(self, memory: dict[str, np.ndarray], batch: int, steps: int) -> dict[str, np.ndarray]:
+        """Decoder inputs besides token/pos for `batch` hypotheses and `steps` positions: the memory
+        repeated per hypothesis, zero caches (ONNX caches are sized to the sentence: less to attend over)."""
+        state = {}
+        for name, value in memory.items():  # src_keep [1, S]; cross [Hc, S, Dh] per hypothesis
+            state[name] = np.tile(value, (batch,) + (1,) * (value.ndim - 1)) if batch > 1 else value
+        for name, shape in self.cache.items():
+            shape = (shape[0] * batch,) + shape[1:]
+            if self.backend.dynamic_cache and name.startswith("self_"):
+                shape = (shape[0], steps) + shape[2:]
+            state[name] = np.zeros(shape, dtype=np.float32)
+        return state
+
+    def step(self, state: dict[str, np.ndarray], tokens: np.ndarray, pos: int) -> np.ndarray:
+        """Feed tokens [B] at position pos; updates the caches in `state`, returns logits [B, V]."""
+        batch = tokens.shape[0]
+        inputs = dict(state, token=tokens.astype(np.int32).reshape(batch, 1), pos=np.array([pos], dtype=np.int32))
+        out = self.backend.step(inputs, batch)
+        for name in self.cache:
+            state[name] = out[name]
+        return out["logits"]
+
+    def log_probs(self, logits: np.ndarray) -> np.ndarray:
+        lprobs = _log_softmax(logits)
+        lprobs[:, self.pad] = -np.inf  # pad and bos are never generated (as lite/decode.py)
+        lprobs[:, self.bos] = -np.inf
+        return lprobs
+
+    # -- search ---------------------------------------------------------------------------------
+    def greedy(self, ids: list[int]) -> list[int]:
+        max_len = self.max_len(len(ids))
+        state = self.initial_state(self.encode(ids), 1, max_len)
+        token, out = self.bos, []
+        for pos in range(max_len):
+            token = int(self.log_probs(self.step(state, np.array([token]), pos))[0].argmax())
+            if token == self.eos:
+                break
+            out.append(token)
+        return out
+
+    def beam_search(self, ids: list[int], beam: int, lenpen: float) -> list[int]:
+        """One sentence; the rules of lite/decode.py beam_search (score / (length + 1) ** lenpen)."""
+        max_len = self.max_len(len(ids))
+        state = self.initial_state(self.encode(ids), beam, max_len + 1)
+        heads = {name: shape[0] for name, shape in self.cache.items()}  # rows per hypothesis
+        scores = np.full(beam, -np.inf)
+        scores[0] = 0.0
+        hyps: list[list[int]] = [[] for _ in range(beam)]
+        prev = np.full(beam, self.bos)
+        finished: list[tuple[float, list[int]]] = []
+        for pos in range(max_len + 1):  # max_len tokens, then eos
+            lprobs = self.log_probs(self.step(state, prev, pos))
+            vocab = lprobs.shape[1]
+            if pos == max_len:  # force the end
+                forced = np.full_like(lprobs, -np.inf)
+                forced[:, self.eos] = np.maximum(lprobs[:, self.eos], -1e9)
+                lprobs = forced
+            cand = (scores[:, None] + lprobs).reshape(-1)
+            n = min(2 * beam, cand.size)
+            top = np.argpartition(-cand, n - 1)[:n]
+            top = top[np.argsort(-cand[top], kind="stable")]
+            rows, toks = top // vocab, top % vocab
+            keep = []
+            for j, (r, t, i) in enumerate(zip(rows, toks, top)):
+                if t == self.eos:  # finished when among the top `beam` candidates
+                    if j < beam and np.isfinite(cand[i]) and len(finished) < beam:
+                        finished.append((float(cand[i]) / (len(hyps[r]) + 1) ** lenpen, hyps[r]))
+                elif len(keep) < beam:
+                    keep.append((r, t, i))
+            if len(finished) >= beam:
+                break
+            order = np.array([r for r, _, _ in keep])
+            scores = np.array([cand[i] for _, _, i in keep])
+            hyps = [hyps[r] + [int(t)] for r, t, _ in keep]
+            prev = np.array([t for _, t, _ in keep])
+            for name, rows_per in heads.items():  # keep the caches of the surviving hypotheses
+                value = state[name]
+                state[name] = value.reshape(beam, rows_per, *value.shape[1:])[order].reshape(value.shape)
+        return max(finished, key=lambda h: h[0])[1] if finished else []
+
+    def translate(self, lines: Iterable[str], beam: int | None = None, lenpen: float | None = None) -> Iterator[str]:
+        """One output line per input line; empty lines stay empty."""
+        beam = beam or self.decode_cfg["beam"]
+        lenpen = self.decode_cfg["lenpen"] if lenpen is None else lenpen
+        for line in lines:
+            if not line.strip():
+                yield ""
+                continue
+            ids = self.source_ids(line)
+            out = self.greedy(ids) if beam == 1 else self.beam_search(ids, beam, lenpen)
+            yield self.sp.decode(out)
+
+
+def read_lines(stream: TextIO | Any, name: str) -> Iterator[str]:
+    """Lines of a binary stream without their newline; invalid UTF-8 is a one-line error naming the line."""
+    for number, raw in enumerate(stream, 1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{name}: line {number} is not valid UTF-8 ({exc.reason})") from None
+
+
+def _batches(lines: Iterator[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def run(model: str, text: str | None = None, file: str | None = None, beam: int | None = None,
+        lenpen: float | None = None, threads: int | None = None, out: TextIO = sys.stdout) -> int:
+    """`--model DIR [TEXT | -] [--file F]`: translate and print one line per input line."""
+    translator = Translator(model, num_threads=threads)
+    if text not in (None, "-") and not file:
+        sources: Iterator[str] = iter(text.split("\n"))
+        name = "argument"
+    else:
+        name = file or "stdin"
+        if file and not Path(file).is_file():
+            raise FileNotFoundError(f"{file}: input file not found")
+        stream = open(file, "rb") if file else sys.stdin.buffer
+        sources = read_lines(stream, name)
+    for batch in _batches(sources, BATCH_LINES):  # reading and writing by batch keeps a pipe flowing
+        for line in translator.translate(batch, beam, lenpen):
+            print(line, file=out)
+        out.flush()
+    if translator.truncated:
+        print(f"warning: {translator.truncated} input line(s) longer than {translator.backend.max_src_len - 1} "
+              f"tokens were truncated to fit the exported graphs", file=sys.stderr)
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--beam", type=int, help="beam size (default: the model folder's decode.beam; 1 = greedy)")
+    parser.add_argument("--lenpen", type=float, help="length penalty exponent (default: the folder's decode.lenpen)")
+    parser.add_argument("--threads", type=int, help="interpreter threads (default: the interpreter's choice)")
+    parser.add_argument("--file", help="read lines from this file")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.runtime", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model folder written by `lite export`")
+    parser.add_argument("text", nargs="?", help="a sentence, or '-' to read lines from stdin (default)")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args.model, args.text, args.file, args.beam, args.lenpen, args.threads)
+    except (ModelFolderError, FileNotFoundError, ValueError) as exc:
+        print(f"translate: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

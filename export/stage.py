@@ -1,0 +1,207 @@
+"""`lite export RUN`: RUN/model.pt -> one self-describing model folder per format x precision.
+
+    RUN/export/tflite-int8/{model.tflite, spm.model, manifest.json}
+    RUN/export/onnx-fp32/{encoder.onnx, decoder.onnx, spm.model, manifest.json}
+
+Each folder is built in a temp folder beside it: convert, check that only builtin ops appear, count
+the graph MACs against the analytic count, run the parity gate through the shipped runtime, and only
+then rename it into place and add its row to RUN/artifacts.json. A failed gate exits non-zero and
+leaves nothing that looks like a valid artifact. A folder already made from the same model.pt and
+export settings is reused (--force rebuilds).
+"""
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from eval.macs import count_macs
+from export.calibration import calibration_inputs
+from export.errors import ExportError
+from export.graphs import cache_shapes
+from export.manifest import read_manifest, write_manifest
+from export.parity import failures, parity
+from export.runtime import Translator
+from lite.checkpoint import load_model
+from lite.config import RunConfig, to_dict
+from lite.data.corpus import load_pairs
+from lite.files import read_json, sha256_file, write_json_atomic
+from lite.models.seq2seq import EncoderDecoder
+from lite.run import RunPaths
+from lite.tokenizer import Tokenizer
+
+
+def _calibration(model: EncoderDecoder, cfg: RunConfig, tokenizer: Tokenizer) -> tuple[list, list]:
+    """Real training pairs (a fixed random sample) as graph inputs at the longest source length."""
+    pairs, _ = load_pairs(cfg.data, "train")
+    pairs = random.Random(0).sample(pairs, min(cfg.export.calibration_sentences, len(pairs)))
+    ex, eos = cfg.export, model.cfg.eos_id
+    ids = [(s[:ex.max_src_len - 1] + [eos], t[:ex.max_target_len - 2] + [eos])
+           for s, t in zip(tokenizer.encode_batch([p[0] for p in pairs]), tokenizer.encode_batch([p[1] for p in pairs]))]
+    return calibration_inputs(model, ids, ex.max_src_len, ex.max_target_len)
+
+
+def _graph_macs(folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig) -> dict:
+    """MACs read from the exported files, next to the analytic count at the same shapes.
+
+    ONNX (dynamic axes): encoder + 30 decoder steps at 30 source tokens and 30 cache slots, i.e. the
+    paper convention. TFLite (static): encode_<max_src_len> + max_target_len decoder steps over all
+    cache slots, compared with the analytic count at those lengths."""
+    if fmt == "onnx":
+        from eval.macs_graph import onnx_macs
+
+        s = t = 30
+        enc = onnx_macs(folder / "encoder.onnx", dims={"src_len": s})
+        dec = onnx_macs(folder / "decoder.onnx", dims={"batch": 1, "src_len": s, "cache_len": t})
+    else:
+        from eval.macs_tflite import tflite_macs
+
+        s, t = cfg.export.max_src_len, cfg.export.max_target_len
+        enc = tflite_macs(folder / "model.tflite", f"encode_{s}")
+        dec = tflite_macs(folder / "model.tflite", "decode_1")
+    graph = enc["macs_excluding_output_projection"] + t * dec["macs_excluding_output_projection"]
+    analytic = count_macs(model.cfg, s, t)["macs"]
+    if graph != analytic:
+        raise ExportError(f"{folder}: graph MACs {graph:,} differ from the analytic {analytic:,} "
+                          f"({s} source tokens, {t} steps): the exported graph computes something else")
+    return {"graph": graph, "analytic": analytic, "src_len": s, "steps": t,
+            "output_projection_per_step": dec["macs_total"] - dec["macs_excluding_output_projection"]}
+
+
+def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> dict:
+    """What an export depends on: a folder made with the same settings is reused."""
+    ex = to_dict(cfg.export)
+    ex.pop("formats"), ex.pop("precisions")
+    return {"format": fmt, "precision": precision, "source_sha256": model_sha, "export": ex,
+            "decode": to_dict(cfg.decode), "data": to_dict(cfg.data)}
+
+
+def export_one(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str, precision: str,
+               calibration, progress: bool, log) -> dict:
+    """Build, gate and publish RUN/export/<fmt>-<precision>; returns its manifest."""
+    ex = cfg.export
+    final = paths.root / "export" / f"{fmt}-{precision}"
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.monotonic()
+    try:
+        shutil.copyfile(paths.tokenizer, tmp / "spm.model")
+        calib = calibration() if precision == "int8" else None
+        if fmt == "tflite":
+            from export.to_tflite import check_builtin_ops, convert_tflite
+
+            batches = sorted({1, cfg.decode.beam})
+            src_lens = sorted(set(ex.src_buckets) | {ex.max_src_len})
+            info = convert_tflite(model, tmp / "model.tflite", precision=precision, src_lens=src_lens,
+                                  target_slots=ex.max_target_len, batches=batches, calibration=calib)
+            ops = check_builtin_ops(tmp / "model.tflite")
+            graphs = {"tflite": "model.tflite"}
+            shape_info = {"src_lens": src_lens, "batches": batches}
+        else:
+            from export.to_onnx import check_onnx_ops, convert_onnx
+
+            info = convert_onnx(model, tmp, precision=precision, max_src_len=ex.max_src_len,
+                                target_slots=ex.max_target_len, calibration=calib)
+            ops = {}
+            for part in ("encoder", "decoder"):
+                for op, n in check_onnx_ops(tmp / f"{part}.onnx").items():
+                    ops[op] = ops.get(op, 0) + n
+            graphs = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+            shape_info = {}
+        convert_seconds = time.monotonic() - started
+        mcfg = model.cfg
+        cache = {k: list(v) for k, v in cache_shapes(model, 1, ex.max_src_len, ex.max_target_len).items()
+                 if k.startswith(("self_", "conv_"))}
+        record = {
+            "format": fmt, "precision": precision, "graphs": graphs, "tokenizer": "spm.model",
+            "model_config": to_dict(mcfg), "src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
+            "ids": {"pad": mcfg.pad_id, "bos": mcfg.bos_id, "eos": mcfg.eos_id}, "vocab_size": mcfg.vocab_size,
+            "max_src_len": ex.max_src_len, "target_slots": ex.max_target_len, "max_positions": mcfg.max_positions,
+            **shape_info, "cache": cache,
+            "decode": {"beam": cfg.decode.beam, "lenpen": cfg.decode.lenpen,
+                       "max_len_a": cfg.decode.max_len_a, "max_len_b": cfg.decode.max_len_b},
+            "macs": count_macs(mcfg)["macs"], "graph_macs": _graph_macs(tmp, fmt, model, cfg),
+            "ops": ops, "converter": info, "convert_seconds": round(convert_seconds, 1),
+            "settings": _settings(cfg, fmt, precision, sha256_file(paths.model)),
+        }
+        write_manifest(tmp, record)
+        test_pairs, _ = load_pairs(cfg.data, "test")
+        figures = parity(model, Translator(tmp), test_pairs[:ex.parity_sentences], progress=progress)
+        limits = getattr(ex.parity, precision.replace("-", "_"))
+        record["parity"] = figures | {"thresholds": to_dict(limits)}
+        missed = failures(figures, limits)
+        if missed:
+            raise ExportError(f"{final.name}: parity gate failed on {figures['sentences']} test sentences: "
+                              + "; ".join(missed) + " (thresholds: export.parity." + precision.replace("-", "_") + ")")
+        manifest = write_manifest(tmp, record)
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"{final}: {sum(m['bytes'] for n, m in manifest['files'].items() if n in graphs.values()):,} bytes, "
+        f"top-1 {figures['top1']:.4f}, max logit diff {figures['max_logit_diff']:.2g}, BLEU {figures['bleu_artifact']:.2f} "
+        f"vs PyTorch {figures['bleu_pytorch']:.2f} on {figures['sentences']} sentences "
+        f"({time.monotonic() - started:.0f} s)")
+    return manifest
+
+
+def _artifact_row(paths: RunPaths, folder: Path, manifest: dict) -> dict:
+    p = manifest["parity"]
+    size = sum(manifest["files"][g]["bytes"] for g in manifest["graphs"].values())
+    return {"name": folder.name, "path": str(folder.relative_to(paths.root)), "format": manifest["format"],
+            "precision": manifest["precision"], "size_bytes": size, "macs": manifest["macs"],
+            "macs_method": f"analytic; {manifest['format']} graph count agrees "
+                           f"({manifest['graph_macs']['graph']:,} at {manifest['graph_macs']['src_len']}+"
+                           f"{manifest['graph_macs']['steps']})",
+            "source_model": "model.pt",
+            "notes": f"parity on {p['sentences']} test sentences: top-1 {p['top1']:.4f}, max logit diff "
+                     f"{p['max_logit_diff']:.2g}, greedy BLEU {p['bleu_artifact']:.2f} vs PyTorch {p['bleu_pytorch']:.2f}"}
+
+
+def export_run(cfg: RunConfig, paths: RunPaths, formats: list[str] | None = None, precisions: list[str] | None = None,
+               force: bool = False, progress: bool = True, log=print) -> list[dict]:
+    """Export every format x precision (default: the config's export section); returns the manifests.
+    Stops at the first failure with ExportError, keeping the artifacts already published."""
+    if not paths.model.is_file():
+        raise FileNotFoundError(f"{paths.model}: no trained model (run `lite train {paths.root}` first)")
+    formats = formats or cfg.export.formats
+    precisions = precisions or cfg.export.precisions
+    model = load_model(paths.model)
+    model_sha = sha256_file(paths.model)
+    tokenizer = Tokenizer(paths.tokenizer)
+    torch.set_num_threads(cfg.train.threads)
+    calibration_cache: list = []
+
+    def calibration():
+        if not calibration_cache:
+            calibration_cache.append(_calibration(model, cfg, tokenizer))
+        return calibration_cache[0]
+
+    manifests = []
+    for fmt in formats:
+        for precision in precisions:
+            folder = paths.root / "export" / f"{fmt}-{precision}"
+            manifest = None
+            if folder.is_dir() and not force:
+                try:
+                    manifest = read_manifest(folder)
+                except ValueError:
+                    manifest = None
+                if manifest and manifest.get("settings") != _settings(cfg, fmt, precision, model_sha):
+                    manifest = None
+                if manifest:
+                    log(f"{folder}: up to date (same model.pt and export settings; --force rebuilds)")
+            if manifest is None:
+                manifest = export_one(model, cfg, paths, fmt, precision, calibration, progress, log)
+            manifests.append(manifest)
+            rows = [r for r in read_json(paths.root / "artifacts.json", []) if r.get("name") != folder.name]
+            write_json_atomic(rows + [_artifact_row(paths, folder, manifest)], paths.root / "artifacts.json")
+    return manifests

@@ -1,0 +1,374 @@
+"""PyTorch -> one .tflite file: the encoder at several source lengths and the decoder step at several
+batch sizes, as named signatures sharing one copy of the weights, at one of four precisions.
+
+Route (shared/DESIGN.md, measured):
+1. litert-torch (torch.export -> TFLite, builtin ops only, exact in fp32) converts the static-shape
+   graphs of export/graphs.py, one signature per shape:
+       encode_<S>   inputs_src [1, S] int32                   -> src_keep, cross_k_i, cross_v_i
+       decode_<B>   inputs_token [B, 1], inputs_pos [1] int32,
+                    inputs_<cache> (src_keep, cross_*, self_*, conv_*) -> logits [B, V] and the updated caches
+   Signature input names are the graph's dict keys prefixed with "inputs_" (the forward argument's
+   name); output names are the dict keys.
+2. ai-edge-quantizer rewrites that float file:
+       fp32          as converted
+       fp16          weights stored as float16 and dequantized inside the graph (float_casting recipe)
+       dynamic-int8  int8 per-channel weights, float activations quantized on the fly (dynamic_wi8_afp32)
+       int8          int8 weights and activations (static_wi8_ai8), calibrated on real inputs
+                     (export/calibration.py), every signature input and output kept float32
+                     (quantize/dequantize inside the graph, see INT8_FLOAT_OPS)
+
+check_builtin_ops() is the gate every file passes: no CUSTOM and no Flex (select TensorFlow) op.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.errors import ExportError
+from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes, decoder_sample, encoder_sample
+from lite.files import atomic_path
+from lite.models.convolution import ConvBranch, LightweightConv
+from lite.models.seq2seq import EncoderDecoder
+
+PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
+
+# Ops kept float in the int8 file (ai-edge-quantizer "no_quantize"); everything else it supports is
+# static int8. INPUT / OUTPUT are the signature's own tensors: callers keep feeding float caches and
+# reading float logits, and the graph quantizes/dequantizes inside. With int8 graph inputs/outputs a
+# cache would carry one scale in and another out and drift step to step (DESIGN.md). Inside, a cache
+# passes through the slot-writing SELECT_V2, whose int8 output keeps its input's scale, so re-quantizing
+# the dequantized cache next step gives back the same integers: measured zero drift of a written slot
+# over 30 steps. (Keeping SELECT_V2 float as well hit an ai-edge-quantizer 0.10 bug: the subgraph
+# output list then named an internal int8 tensor while the signature named a float tensor whose memory
+# the runtime reused; _check_signature_tensors catches that class of fault.)
+INT8_FLOAT_OPS = ("INPUT", "OUTPUT")
+
+
+def int8_recipe() -> list[dict]:
+    """static_wi8_ai8, plus int8 embedding tables (static int8 has no EMBEDDING_LOOKUP; a float table
+    tied to the int8 output projection would be stored again in float, once per signature), minus
+    INT8_FLOAT_OPS."""
+    from ai_edge_quantizer import recipe
+
+    embeddings = recipe.dynamic_wi8_afp32()[0] | {"operation": "EMBEDDING_LOOKUP"}
+    keep_float = [{"regex": ".*", "operation": op, "algorithm_key": "no_quantize", "op_config": {}}
+                  for op in INT8_FLOAT_OPS]
+    return recipe.static_wi8_ai8() + [embeddings] + keep_float
+
+
+def _check_args(precision: str, src_lens: list[int], target_slots: int, batches: list[int]) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if not src_lens or any(s < 1 for s in src_lens) or len(set(src_lens)) != len(src_lens):
+        raise ValueError(f"src_lens {src_lens}: expected distinct positive lengths")
+    if not batches or any(b < 1 for b in batches) or len(set(batches)) != len(batches):
+        raise ValueError(f"batches {batches}: expected distinct positive batch sizes")
+    if target_slots < 1:
+        raise ValueError(f"target_slots {target_slots}: expected a positive slot count")
+
+
+@contextlib.contextmanager
+def _quiet(log_path: Path) -> Iterator[None]:
+    """Send the converters' progress bars, C++ log lines and expected warnings to `log_path`.
+
+    The C++ converter writes to file descriptor 2 directly, so the descriptor is redirected, not just
+    sys.stderr. Whoever catches an error can append the log's tail (see _log_tail).
+    """
+    import litert_torch
+
+    shared_weights = logging.Filter()
+    # Signatures share weight buffers, so the quantizer rewrites each shared buffer once per user
+    # with the same values and warns every time; nothing is wrong.
+    shared_weights.filter = lambda record: "is overriding other previously quantized data" not in record.getMessage()
+    root = logging.getLogger()
+    root.addFilter(shared_weights)
+    show_progress = litert_torch.config.show_progress
+    litert_torch.config.show_progress = False
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(log_path, "wb") as log, warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.export's pytree deprecations
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+        litert_torch.config.show_progress = show_progress
+        root.removeFilter(shared_weights)
+
+
+def _log_tail(log_path: Path, lines: int = 15) -> str:
+    try:
+        text = log_path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    return ("\nconverter log (last lines):\n" + "\n".join(text.splitlines()[-lines:])) if text else ""
+
+
+class _ConstantKernelConv(LightweightConv):
+    """A LightweightConv whose normalised kernels are a stored constant (eval mode, export only)."""
+
+    def channel_kernels(self) -> torch.Tensor:
+        return self.constant_kernels
+
+
+def _constant_encoder_kernels(graph: EncoderGraph) -> EncoderGraph:
+    """Store the encoder's softmax-normalised convolution kernels as constants in the graph's own copy.
+
+    litert-torch does not fold softmax of a constant, so the DEPTHWISE_CONV_2D filter stays a runtime
+    tensor: softmax work on every call, and static int8 quantizes that filter like an activation, which
+    broke the convolution outright (relative error > 1 on the default model). DecoderStepGraph already
+    precomputes its kernels; EncoderGraph (export/graphs.py) does not yet, so it is done here.
+    """
+    for branch in graph.model.modules():
+        if isinstance(branch, ConvBranch) and type(branch.conv) is LightweightConv:
+            conv = branch.conv
+            frozen = _ConstantKernelConv(conv.channels, conv.kernel_size, conv.heads, conv.causal)
+            frozen.load_state_dict(conv.state_dict())
+            frozen.register_buffer("constant_kernels", conv.channel_kernels().detach().clone())
+            branch.conv = frozen.eval()
+    return graph
+
+
+def _convert_float(model: EncoderDecoder, src_lens: list[int], target_slots: int, batches: list[int]) -> bytes:
+    """The float32 file from litert-torch, one signature per encoder length and decoder batch size."""
+    import litert_torch
+
+    converter = litert_torch.Converter()
+    encoder = _constant_encoder_kernels(EncoderGraph(model)).eval()
+    step = DecoderStepGraph(model).eval()
+    with torch.no_grad():
+        for s in src_lens:
+            converter.signature(f"encode_{s}", encoder, sample_kwargs={"inputs": encoder_sample(model, s)})
+        for b in batches:
+            sample = decoder_sample(model, b, max(src_lens), target_slots)
+            converter.signature(f"decode_{b}", step, sample_kwargs={"inputs": sample})
+        return bytes(converter.convert().model_content())
+
+
+def _encoder_samples(samples: list[dict[str, np.ndarray]], src_len: int, pad_id: int, eos_id: int
+                     ) -> list[dict[str, np.ndarray]]:
+    """Calibration sources re-padded (or cut, ending in eos) to `src_len`."""
+    out = []
+    for sample in samples:
+        ids = sample["src"][0]
+        ids = ids[ids != pad_id]
+        if len(ids) > src_len:
+            ids = np.concatenate([ids[:src_len - 1], [eos_id]])
+        src = np.full((1, src_len), pad_id, dtype=np.int32)
+        src[0, :len(ids)] = ids
+        out.append({"inputs_src": src})
+    return out
+
+
+def _decoder_samples(samples: list[dict[str, np.ndarray]], batch: int) -> list[dict[str, np.ndarray]]:
+    """Batch-1 decoder steps tiled to `batch` rows (every input but the shared position is batch-major)."""
+    return [{f"inputs_{k}": v if k == "pos" or batch == 1 else np.concatenate([v] * batch, axis=0)
+             for k, v in sample.items()} for sample in samples]
+
+
+def _calibration_data(model: EncoderDecoder, calibration, src_lens: list[int], target_slots: int,
+                      batches: list[int]) -> dict[str, list[dict[str, np.ndarray]]]:
+    enc, dec = calibration
+    if not enc or not dec:
+        raise ValueError("int8 calibration needs encoder and decoder samples (export.calibration.calibration_inputs)")
+    want = {"src_keep": (1, max(src_lens)), "self_k_0": None}
+    got = dec[0]["src_keep"].shape
+    if got != want["src_keep"] or dec[0]["self_k_0"].shape[1] != target_slots:
+        raise ValueError(f"decoder calibration samples were recorded at src_keep {got} and "
+                         f"{dec[0]['self_k_0'].shape[1]} cache slots; this export needs "
+                         f"{want['src_keep']} and {target_slots} slots")
+    cfg = model.cfg
+    data = {f"encode_{s}": _encoder_samples(enc, s, cfg.pad_id, cfg.eos_id) for s in src_lens}
+    data |= {f"decode_{b}": _decoder_samples(dec, b) for b in batches}
+    return data
+
+
+def _quantize(float_model: bytes, precision: str, calibration_data: dict | None) -> tuple[bytes, str]:
+    """(quantized file, recipe name) from the float file."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    if precision == "fp16":
+        q = quantizer.Quantizer(bytearray(float_model))
+        q.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                 algorithm_key=AlgorithmName.FLOAT_CASTING)
+        name = "float_casting fp16 weights (weight-only)"
+    elif precision == "dynamic-int8":
+        q = quantizer.Quantizer(bytearray(float_model), recipe.dynamic_wi8_afp32())
+        name = "dynamic_wi8_afp32"
+    else:
+        q = quantizer.Quantizer(bytearray(float_model), int8_recipe())
+        name = "static_wi8_ai8 + int8 embedding tables, float32 signature inputs/outputs"
+    calibration = q.calibrate(calibration_data, num_threads=os.cpu_count() or 1) if q.need_calibration else None
+    result = q.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
+    return bytes(result.quantized_model), name
+
+
+def convert_tflite(model: EncoderDecoder, path: Path, *, precision: str, src_lens: list[int], target_slots: int,
+                   batches: list[int], calibration: tuple[list[dict], list[dict]] | None = None) -> dict:
+    """Write one .tflite file at `path` with signatures encode_<S> (S in src_lens) and decode_<B>
+    (B in batches; decoder step at src_len max(src_lens) with `target_slots` cache slots).
+
+    precision: fp32 | fp16 | dynamic-int8 | int8. int8 needs `calibration`: (encoder samples, decoder
+    samples) from export.calibration.calibration_inputs at src_len max(src_lens) and target_slots.
+    Returns {"precision", "recipe", "signatures": {name: {"inputs": {name: [shape, dtype]}, "outputs": ...}},
+    "ops": {op: count}, "size_bytes", "seconds"}. Raises ExportError naming `path` if a converter fails,
+    the file holds a non-builtin op, or a signature tensor is missing or has another shape or a type
+    other than float32/int32.
+    """
+    path = Path(path)
+    _check_args(precision, src_lens, target_slots, batches)
+    src_lens, batches = sorted(src_lens), sorted(batches)
+    if precision == "int8" and calibration is None:
+        raise ValueError("precision int8 needs calibration samples (export.calibration.calibration_inputs)")
+    calibration_data = (_calibration_data(model, calibration, src_lens, target_slots, batches)
+                        if precision == "int8" else None)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "converter.log"
+        try:
+            with _quiet(log):
+                data = _convert_float(model, src_lens, target_slots, batches)
+                recipe = "none (litert-torch float32)"
+                if precision != "fp32":
+                    data, recipe = _quantize(data, precision, calibration_data)
+        except Exception as exc:  # noqa: BLE001 - any converter failure becomes one error naming the file
+            raise ExportError(f"{path}: TFLite {precision} conversion failed "
+                              f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+                              + _log_tail(log)) from exc
+    with atomic_path(path) as tmp_path:
+        tmp_path.write_bytes(data)
+    ops = check_builtin_ops(path)
+    _check_signature_tensors(path)
+    signatures = read_signatures(path)
+    _check_signatures(path, signatures, _expected_signatures(model, src_lens, target_slots, batches))
+    return {"precision": precision, "recipe": recipe, "signatures": signatures, "ops": ops,
+            "size_bytes": path.stat().st_size, "seconds": round(time.monotonic() - started, 1)}
+
+
+def _expected_signatures(model: EncoderDecoder, src_lens: list[int], target_slots: int, batches: list[int]) -> dict:
+    """What the runtime relies on: names, shapes and float32/int32 types of every signature tensor."""
+    expected = {}
+    for s in src_lens:
+        outputs = {k: [list(v), "float32"] for k, v in cache_shapes(model, 1, s, target_slots).items()
+                   if k == "src_keep" or k.startswith("cross_")}
+        expected[f"encode_{s}"] = {"inputs": {"inputs_src": [[1, s], "int32"]}, "outputs": outputs}
+    for b in batches:
+        caches = {k: [list(v), "float32"] for k, v in cache_shapes(model, b, max(src_lens), target_slots).items()}
+        inputs = {"inputs_token": [[b, 1], "int32"], "inputs_pos": [[1], "int32"]}
+        inputs |= {f"inputs_{k}": v for k, v in caches.items()}
+        outputs = {"logits": [[b, model.cfg.vocab_size], "float32"]}
+        outputs |= {k: v for k, v in caches.items() if k.startswith(("self_", "conv_"))}
+        expected[f"decode_{b}"] = {"inputs": inputs, "outputs": outputs}
+    return expected
+
+
+def _check_signatures(path: Path, got: dict, expected: dict) -> None:
+    """Every expected signature tensor present with its shape and a float32/int32 type (int8 graphs
+    quantize inside: callers feed caches back unchanged)."""
+    problems = [f"signature {name} missing" for name in expected if name not in got]
+    for name, want in expected.items():
+        for kind in ("inputs", "outputs"):
+            have = got.get(name, {}).get(kind, {})
+            for tensor, spec in want[kind].items():
+                if name in got and have.get(tensor) != spec:
+                    problems.append(f"{name} {kind[:-1]} {tensor}: {have.get(tensor, 'missing')} instead of {spec}")
+            problems += [f"{name} has an unexpected {kind[:-1]} {t}" for t in have if t not in want[kind]]
+    if problems:
+        raise ExportError(f"{path}: signatures differ from the graphs: " + "; ".join(problems[:8])
+                          + (f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""))
+
+
+# ---------------------------------------------------------------- reading the flatbuffer
+
+def _read(path: Path):
+    """The flatbuffer root of a .tflite file (lazy: tensors and weights are not copied)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such TFLite file")
+    data = path.read_bytes()
+    if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
+        raise ExportError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
+    return schema, schema.Model.GetRootAs(data, 0)
+
+
+def _names(enum_class) -> dict[int, str]:
+    return {v: k for k, v in vars(enum_class).items() if not k.startswith("_")}
+
+
+def check_builtin_ops(path: Path) -> dict[str, int]:
+    """Operator counts of every subgraph {op name: count}; raises ExportError naming the file and the
+    op if any operator is CUSTOM, which includes Flex (select TensorFlow) ops: a stock LiteRT
+    runtime cannot run them."""
+    schema, model = _read(path)
+    op_names = _names(schema.BuiltinOperator)
+    counts: dict[str, int] = {}
+    for g in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(g)
+        for i in range(subgraph.OperatorsLength()):
+            code = model.OperatorCodes(subgraph.Operators(i).OpcodeIndex())
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())  # schema v3a keeps both fields
+            name = op_names.get(builtin, f"BUILTIN_{builtin}")
+            if builtin == schema.BuiltinOperator.CUSTOM:
+                custom = (code.CustomCode() or b"").decode(errors="replace")
+                kind = "a Flex (select TensorFlow) op" if custom.startswith("Flex") else "a custom op"
+                where = (subgraph.Name() or b"").decode() or f"subgraph {g}"
+                raise ExportError(f"{path}: {kind} {custom!r} in {where} (operator {i}); only builtin ops "
+                                  "run on a stock LiteRT runtime")
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def read_signatures(path: Path) -> dict[str, dict[str, dict[str, list]]]:
+    """{signature: {"inputs": {name: [shape, dtype]}, "outputs": {name: [shape, dtype]}}} from the file."""
+    schema, model = _read(path)
+    types = {k: v.lower() for k, v in _names(schema.TensorType).items()}
+    out = {}
+    for i in range(model.SignatureDefsLength()):
+        sig = model.SignatureDefs(i)
+        subgraph = model.Subgraphs(sig.SubgraphIndex())
+
+        def tensors(n, get):
+            info = {}
+            for j in range(n):
+                m = get(j)
+                t = subgraph.Tensors(m.TensorIndex())
+                info[m.Name().decode()] = [[int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else [],
+                                           types.get(t.Type(), str(t.Type()))]
+            return dict(sorted(info.items()))
+
+        out[sig.SignatureKey().decode()] = {"inputs": tensors(sig.InputsLength(), sig.Inputs),
+                                            "outputs": tensors(sig.OutputsLength(), sig.Outputs)}
+    return out
+
+
+def _check_signature_tensors(path: Path) -> None:
+    """Each signature must name exactly its subgraph's input and output tensors: the runtime only keeps
+    the subgraph's declared outputs alive, so a signature naming any other tensor reads reused memory."""
+    _, model = _read(path)
+    for i in range(model.SignatureDefsLength()):
+        sig = model.SignatureDefs(i)
+        subgraph = model.Subgraphs(sig.SubgraphIndex())
+        for kind, n, get, declared in (("inputs", sig.InputsLength(), sig.Inputs, subgraph.InputsAsNumpy()),
+                                       ("outputs", sig.OutputsLength(), sig.Outputs, subgraph.OutputsAsNumpy())):
+            named = sorted(get(j).TensorIndex() for j in range(n))
+            if named != sorted(int(t) for t in declared):
+                raise ExportError(f"{path}: signature {sig.SignatureKey().decode()} names {kind} tensors {named} "
+                                  f"but its subgraph declares {sorted(int(t) for t in declared)}")

@@ -1,0 +1,156 @@
+"""`lite export` end to end on the smoke run: parity gate (pass and a forced failure), the model folder,
+and the torch-free on-device translator with its bad-input cases."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, lite
+from export.errors import ExportError
+from export.manifest import ModelFolderError, read_manifest
+from export.runtime import Translator
+from lite.checkpoint import load_model
+from lite.config import DecodeConfig, load_config
+from lite.decode import beam_search, greedy
+from lite.run import RunPaths
+
+FORMATS = ("tflite", "onnx")
+
+
+@pytest.fixture(scope="module")
+def exported(smoke_run):
+    """fp32 and int8 folders of both formats, through the CLI."""
+    done = lite("export", str(smoke_run), "--format", "tflite,onnx", "--precision", "fp32,int8", "--quiet")
+    assert done.returncode == 0, done.stderr.decode()
+    return smoke_run
+
+
+def test_fp32_folders_pass_the_gate_with_exact_logits(exported):
+    for fmt in FORMATS:
+        manifest = read_manifest(exported / "export" / f"{fmt}-fp32")
+        p = manifest["parity"]
+        assert p["sentences"] == 40 and p["steps"] > 200
+        assert p["max_logit_diff"] < 1e-3 and p["top1"] >= 0.995 and abs(p["bleu_drop"]) <= 0.2
+        # the graph MAC counter read the files and agreed with the analytic count
+        assert manifest["graph_macs"]["graph"] == manifest["graph_macs"]["analytic"] > 0
+        assert set(manifest["files"]) == {"spm.model", *manifest["graphs"].values()}
+
+
+def test_int8_folders_are_smaller_and_still_translate(exported):
+    for fmt in FORMATS:
+        fp32 = read_manifest(exported / "export" / f"{fmt}-fp32")
+        int8 = read_manifest(exported / "export" / f"{fmt}-int8")
+        size = {m["precision"]: sum(m["files"][g]["bytes"] for g in m["graphs"].values()) for m in (fp32, int8)}
+        assert size["int8"] < 0.5 * size["fp32"]
+        assert int8["parity"]["top1"] >= int8["parity"]["thresholds"]["min_top1"]
+    rows = {r["name"]: r for r in json.loads((exported / "artifacts.json").read_text())}
+    assert set(rows) == {"tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"}
+    assert rows["tflite-int8"]["precision"] == "int8" and rows["tflite-int8"]["size_bytes"] > 0
+
+
+def test_second_export_reuses_up_to_date_folders(exported):
+    before = (exported / "export" / "tflite-fp32" / "manifest.json").read_bytes()
+    done = lite("export", str(exported), "--format", "tflite", "--precision", "fp32", "--quiet")
+    assert done.returncode == 0 and "up to date" in done.stdout.decode()
+    assert (exported / "export" / "tflite-fp32" / "manifest.json").read_bytes() == before
+
+
+def test_perturbed_weights_fail_the_gate_and_leave_no_artifact(exported, tmp_path, monkeypatch):
+    """The exported graph gets weights that differ from model.pt: the gate must catch it."""
+    import export.to_tflite as to_tflite
+    from export.stage import export_run
+
+    run = tmp_path / "run"
+    shutil.copytree(exported, run, ignore=shutil.ignore_patterns("export", "artifacts.json", "checkpoints"))
+    real = to_tflite.convert_tflite
+
+    def perturbed(model, *args, **kwargs):
+        model = type(model)(model.cfg)
+        model.load_state_dict(load_model(run / "model.pt").state_dict())
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "fc2.weight" in name:
+                    p.add_(torch.randn_like(p) * 0.05)
+        return real(model.eval(), *args, **kwargs)
+
+    monkeypatch.setattr(to_tflite, "convert_tflite", perturbed)
+    cfg = load_config(run / "config.yaml")
+    with pytest.raises(ExportError, match="parity gate failed"):
+        export_run(cfg, RunPaths(run), ["tflite"], ["fp32"], progress=False, log=lambda *_: None)
+    assert not (run / "export" / "tflite-fp32").exists()
+    assert [p.name for p in (run / "export").iterdir()] == []  # no temp folder left either
+    assert not (run / "artifacts.json").exists()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_runtime_greedy_and_beam_search_match_pytorch(exported, docs_corpus, fmt):
+    model = load_model(exported / "model.pt")
+    translator = Translator(exported / "export" / f"{fmt}-fp32")
+    lines = (docs_corpus / "test.en").read_text(encoding="utf-8").splitlines()[:8]
+    for line in lines:
+        ids = translator.source_ids(line)
+        ours = translator.beam_search(ids, 2, 1.0)
+        theirs = beam_search(model, torch.tensor([ids]), DecodeConfig(beam=2, lenpen=1.0))[0]
+        assert ours == theirs, line
+        assert translator.greedy(ids) == greedy(model, torch.tensor([ids]), DecodeConfig())[0], line
+
+
+TORCH_FREE = ("import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+              "from lite.cli import main\n"
+              "code = main(sys.argv[1:])\n"
+              "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules if sys.modules[m]), 'torch loaded'\n"
+              "sys.exit(code)\n")
+
+
+def torch_free(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", TORCH_FREE, "translate", *args], input=stdin,
+                          capture_output=True, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_torch_free_translation_matches_the_in_process_runtime(exported, docs_corpus, fmt):
+    folder = exported / "export" / f"{fmt}-int8"
+    lines = (docs_corpus / "test.en").read_text(encoding="utf-8").splitlines()[:5]
+    text = "\n".join([lines[0], "", *lines[1:]]) + "\n"
+    done = torch_free("--model", str(folder), "--beam", "1", "-", stdin=text.encode())
+    assert done.returncode == 0, done.stderr.decode()
+    out = done.stdout.decode().split("\n")
+    assert len(out) == 7 and out[1] == "" and out[-1] == ""  # one line per input, the empty one stays empty
+    expected = list(Translator(folder).translate([lines[0], "", *lines[1:]], beam=1))
+    assert out[:-1] == expected and all(expected[i] for i in (0, 2, 3))
+
+
+def test_bad_input_and_damaged_folders(exported, tmp_path):
+    folder = exported / "export" / "tflite-fp32"
+    # invalid UTF-8 names the line; nothing is a traceback
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"Click OK.\nbroken \xff here\n")
+    done = torch_free("--model", str(folder), "--file", str(bad))
+    assert done.returncode == 2 and f"{bad}: line 2 is not valid UTF-8" in done.stderr.decode()
+    # an over-long source is truncated to the graphs' length, with a warning, and still translated
+    long = " ".join(["Click the Save button to keep the document."] * 20)
+    done = torch_free("--model", str(folder), "--beam", "1", long)
+    assert done.returncode == 0 and done.stdout.decode().strip()
+    assert "truncated to fit the exported graphs" in done.stderr.decode()
+    # a modified file fails the checksum, a missing one is named, a garbage graph is a clear error
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    with open(broken / "model.tflite", "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00\x01\x02\x03")
+    done = torch_free("--model", str(broken), "Hello")
+    assert done.returncode == 2 and "model.tflite: checksum mismatch" in done.stderr.decode()
+    (broken / "spm.model").unlink()
+    with pytest.raises(ModelFolderError, match="spm.model: listed in manifest.json but missing"):
+        Translator(broken)
+    shutil.copyfile(folder / "spm.model", broken / "spm.model")
+    (broken / "model.tflite").write_bytes(b"not a flatbuffer")
+    with pytest.raises(ModelFolderError, match="the interpreter cannot load it"):
+        Translator(broken, verify=False)
+    done = torch_free("--model", str(tmp_path / "nowhere"), "Hello")
+    assert done.returncode == 2 and "model folder not found" in done.stderr.decode()

@@ -1,0 +1,283 @@
+"""export/to_tflite.py and eval/macs_tflite.py on tiny randomly initialised models (LSRA and Transformer):
+the TFLite signatures against the PyTorch graphs they were converted from, the builtin-op gate, the
+quantized precisions (size, agreement, caches that do not drift) and the graph MAC count against the
+analytic one."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eval.macs import count_macs
+from eval.macs_tflite import tflite_macs
+from export.calibration import calibration_inputs
+from export.errors import ExportError
+from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes
+from export.to_tflite import check_builtin_ops, convert_tflite
+from lite.config import ModelConfig
+from lite.models.seq2seq import EncoderDecoder
+
+SRC_LENS, SLOTS, BATCHES = [8, 16], 12, [1, 2]
+TINY = dict(embed_dim=32, ffn_dim=64, encoder_layers=2, decoder_layers=2, attention_heads=2, vocab_size=200,
+            max_positions=64)
+
+
+def tiny_model(arch: str) -> EncoderDecoder:
+    torch.manual_seed(0)
+    kernels = {"encoder_kernels": [3, 5], "decoder_kernels": [3, 5]} if arch == "lsra" else {}
+    return EncoderDecoder(ModelConfig(arch=arch, **TINY, **kernels)).eval()
+
+
+def interpreter(path: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_path=str(path), num_threads=1)
+
+
+def source(n: int, length: int, seed: int = 0) -> np.ndarray:
+    """[1, length] int32: n ordinary tokens ending in eos, then padding."""
+    rng = np.random.default_rng(seed)
+    src = np.zeros((1, length), dtype=np.int32)
+    src[0, :n - 1] = rng.integers(3, 200, n - 1)
+    src[0, n - 1] = 2
+    return src
+
+
+def empty_caches(model: EncoderDecoder, batch: int) -> dict[str, np.ndarray]:
+    return {k: np.zeros(v, dtype=np.float32) for k, v in cache_shapes(model, batch, max(SRC_LENS), SLOTS).items()
+            if k.startswith(("self_", "conv_"))}
+
+
+def run_steps(runner, memory: dict, caches: dict, tokens: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Teacher-forced decoder steps: tokens [steps, B]; outputs of every step (caches fed back)."""
+    outs = []
+    for pos, token in enumerate(tokens):
+        feed = {"token": token[:, None].astype(np.int32), "pos": np.array([pos], dtype=np.int32), **memory, **caches}
+        out = runner(**{f"inputs_{k}": v for k, v in feed.items()})
+        caches = {k: v for k, v in out.items() if k != "logits"}
+        outs.append(out)
+    return outs
+
+
+@torch.no_grad()
+def torch_steps(model: EncoderDecoder, memory: dict, caches: dict, tokens: np.ndarray) -> list[dict[str, np.ndarray]]:
+    step = DecoderStepGraph(model)
+    outs = []
+    state = {k: torch.from_numpy(v) for k, v in caches.items()}
+    mem = {k: torch.from_numpy(v) for k, v in memory.items()}
+    for pos, token in enumerate(tokens):
+        out = step({"token": torch.from_numpy(token[:, None].astype(np.int32)),
+                    "pos": torch.tensor([pos], dtype=torch.int32), **mem, **state})
+        state = {k: v for k, v in out.items() if k != "logits"}
+        outs.append({k: v.numpy() for k, v in out.items()})
+    return outs
+
+
+def batch_memory(memory: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([v] * batch, axis=0) for k, v in memory.items()}
+
+
+def weight_bytes(path: Path) -> int:
+    """Bytes of stored constant data (weights), each shared buffer once."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    return sum(model.Buffers(i).DataLength() for i in range(model.BuffersLength()))
+
+
+@pytest.fixture(scope="module")
+def lsra():
+    return tiny_model("lsra")
+
+
+@pytest.fixture(scope="module")
+def exports(lsra, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """The LSRA model at every precision, converted once for the whole module."""
+    out = tmp_path_factory.mktemp("tflite")
+    rng = np.random.default_rng(1)
+    pairs = [(list(rng.integers(3, 200, n)) + [2], list(rng.integers(3, 200, m)) + [2])
+             for n, m in zip(rng.integers(4, 15, 24), rng.integers(3, SLOTS - 2, 24))]
+    calibration = calibration_inputs(lsra, pairs, max(SRC_LENS), SLOTS, max_decoder_samples=96)
+    made = {}
+    for precision in ("fp32", "dynamic-int8", "fp16", "int8"):
+        path = out / f"{precision}.tflite"
+        info = convert_tflite(lsra, path, precision=precision, src_lens=SRC_LENS, target_slots=SLOTS, batches=BATCHES,
+                              calibration=calibration if precision == "int8" else None)
+        made[precision] = (path, info)
+    return made
+
+
+def test_signatures_names_shapes_and_types(lsra, exports):
+    path, info = exports["fp32"]
+    sigs = info["signatures"]
+    assert set(sigs) == {"encode_8", "encode_16", "decode_1", "decode_2"}
+    assert set(interpreter(path).get_signature_list()) == set(sigs)
+    assert sigs["encode_8"]["inputs"] == {"inputs_src": [[1, 8], "int32"]}
+    assert sigs["encode_16"]["outputs"]["cross_k_1"] == [[2, 16, 16], "float32"]  # [heads, S, head dim]
+    assert sigs["encode_16"]["outputs"]["src_keep"] == [[1, 16], "float32"]
+    dec = sigs["decode_2"]
+    assert dec["inputs"]["inputs_token"] == [[2, 1], "int32"] and dec["inputs"]["inputs_pos"] == [[1], "int32"]
+    assert dec["inputs"]["inputs_cross_v_0"] == [[4, 16, 16], "float32"]  # decoder step at the longest source
+    assert dec["inputs"]["inputs_self_k_1"] == [[4, SLOTS, 8], "float32"]  # LSRA: 2 heads of 8 on 16 channels
+    assert dec["inputs"]["inputs_conv_1"] == [[2, 4, 16], "float32"]  # kernel 5: the last 4 GLU outputs
+    assert dec["outputs"]["logits"] == [[2, 200], "float32"]
+    assert set(dec["outputs"]) == {"logits"} | {k for k in cache_shapes(lsra, 2, 16, SLOTS) if k.startswith(("self_", "conv_"))}
+    # every precision keeps the same float32/int32 signature tensors: int8 quantizes inside the graph
+    for precision, (_, other) in exports.items():
+        assert other["signatures"] == sigs, precision
+    assert info["ops"]["FULLY_CONNECTED"] > 0 and info["seconds"] > 0
+
+
+def test_fp32_equals_the_torch_graphs(lsra, exports):
+    runners = {name: interpreter(exports["fp32"][0]).get_signature_runner(name)
+               for name in ("encode_8", "encode_16", "decode_1", "decode_2")}
+    encoder = EncoderGraph(lsra)
+    for s in SRC_LENS:
+        src = source(6, s)
+        got = runners[f"encode_{s}"](inputs_src=src)
+        with torch.no_grad():
+            want = {k: v.numpy() for k, v in encoder({"src": torch.from_numpy(src)}).items()}
+        assert got.keys() == want.keys()
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], atol=1e-4, rtol=0, err_msg=f"encode_{s} {k}")
+    memory = runners["encode_16"](inputs_src=source(11, 16, seed=3))
+    tokens = np.random.default_rng(4).integers(3, 200, (6, 2))
+    for batch in BATCHES:
+        mem = batch_memory(memory, batch)
+        got = run_steps(runners[f"decode_{batch}"], mem, empty_caches(lsra, batch), tokens[:, :batch])
+        want = torch_steps(lsra, mem, empty_caches(lsra, batch), tokens[:, :batch])
+        for t, (g, w) in enumerate(zip(got, want)):
+            assert g.keys() == w.keys()
+            for k in w:
+                np.testing.assert_allclose(g[k], w[k], atol=1e-4, rtol=0, err_msg=f"decode_{batch} step {t} {k}")
+
+
+def test_quantized_files_are_smaller(exports):
+    fp32 = weight_bytes(exports["fp32"][0])
+    assert 3.3 < fp32 / weight_bytes(exports["dynamic-int8"][0]) < 4.1  # int8 weights; biases stay float
+    assert 1.9 < fp32 / weight_bytes(exports["fp16"][0]) < 2.05
+    assert 3.0 < fp32 / weight_bytes(exports["int8"][0]) < 4.1  # int32 biases, embeddings int8 and shared
+    sizes = {p: path.stat().st_size for p, (path, _) in exports.items()}
+    # whole files: a tiny model's are mostly graph structure (int8 adds quantization parameters to it)
+    assert sizes["dynamic-int8"] < sizes["fp16"] < sizes["fp32"] and sizes["int8"] < sizes["fp32"]
+    assert all(info["size_bytes"] == sizes[p] for p, (_, info) in exports.items())
+
+
+@pytest.mark.parametrize("precision, min_agreement, logit_tol", [("fp16", 1.0, 0.02), ("dynamic-int8", 0.9, 0.5),
+                                                                  ("int8", 0.75, None)])
+def test_quantized_decoding_agrees(lsra, exports, precision, min_agreement, logit_tol):
+    """Top-1 of each teacher-forced decoder step against PyTorch, on sources of every bucket."""
+    runners = {name: interpreter(exports[precision][0]).get_signature_runner(name)
+               for name in ("encode_8", "encode_16", "decode_1")}
+    rng = np.random.default_rng(5)
+    agree = steps = 0
+    worst = 0.0
+    for i, n in enumerate([5, 7, 9, 12, 15]):
+        bucket = 8 if n <= 8 else 16
+        memory = runners[f"encode_{bucket}"](inputs_src=source(n, bucket, seed=10 + i))
+        memory = {k: np.pad(v, [(0, 0), (0, 16 - bucket)] + [(0, 0)] * (v.ndim - 2)) for k, v in memory.items()}
+        tokens = rng.integers(3, 200, (SLOTS, 1))
+        got = run_steps(runners["decode_1"], memory, empty_caches(lsra, 1), tokens)
+        want = torch_steps(lsra, memory, empty_caches(lsra, 1), tokens)
+        for g, w in zip(got, want):
+            agree += int(g["logits"].argmax() == w["logits"].argmax())
+            steps += 1
+            worst = max(worst, float(np.abs(g["logits"] - w["logits"]).max()))
+    assert agree / steps >= min_agreement, (precision, agree, steps)
+    if logit_tol is not None:
+        assert worst < logit_tol, (precision, worst)
+
+
+def test_int8_caches_do_not_drift(lsra, exports):
+    """A written cache slot comes back bit-identical at every later step (float I/O, quantized inside)."""
+    runners = interpreter(exports["int8"][0])
+    memory = runners.get_signature_runner("encode_16")(inputs_src=source(10, 16))
+    outs = run_steps(runners.get_signature_runner("decode_1"), memory, empty_caches(lsra, 1),
+                     np.random.default_rng(6).integers(3, 200, (SLOTS, 1)))
+    for name in ("self_k_0", "self_v_1"):
+        first = outs[0][name][:, 0]
+        assert np.abs(first).max() > 0
+        for t, out in enumerate(outs[1:], start=1):
+            np.testing.assert_array_equal(out[name][:, 0], first, err_msg=f"{name} slot 0 at step {t}")
+            assert not np.array_equal(out[name][:, t], outs[t - 1][name][:, t])  # slot t written at step t
+    for conv in ("conv_0", "conv_1"):  # the convolution window shifts by one per step
+        np.testing.assert_array_equal(outs[5][conv][:, :-1], outs[4][conv][:, 1:])
+
+
+def test_check_builtin_ops_rejects_custom_and_flex_ops(exports, tmp_path):
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    path = exports["fp32"][0]
+    ops = check_builtin_ops(path)
+    assert ops["FULLY_CONNECTED"] >= 4 * 2 and ops["SOFTMAX"] > 0 and "CUSTOM" not in ops
+    for custom in ("FlexErf", "MyFusedAttention"):
+        model = flatbuffer_utils.read_model_from_bytearray(path.read_bytes())
+        code = next(c for c in model.operatorCodes if c.builtinCode == flatbuffer_utils.BuiltinOperator.SOFTMAX)
+        code.builtinCode = code.deprecatedBuiltinCode = flatbuffer_utils.BuiltinOperator.CUSTOM
+        code.customCode = custom
+        crafted = tmp_path / f"{custom}.tflite"
+        crafted.write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+        with pytest.raises(ExportError, match=rf"{crafted.name}.*{custom}") as err:
+            check_builtin_ops(crafted)
+        assert ("Flex" in str(err.value)) == custom.startswith("Flex")
+    not_tflite = tmp_path / "model.tflite"
+    not_tflite.write_bytes(b"\0" * 64)
+    with pytest.raises(ExportError, match="not a TFLite flatbuffer"):
+        check_builtin_ops(not_tflite)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "dynamic-int8", "fp16", "int8"])
+def test_graph_macs_equal_analytic_lsra(lsra, exports, precision):
+    """encode_S + T decoder steps over T cache slots = the analytic count at S source and T target tokens:
+    the step attends over all T slots (T steps x T keys, the analytic square), the cross-attention
+    keys/values are projected once in the encoder graph, and the one-token convolution step (a MUL
+    reduced by SUM) counts K*C per step."""
+    path = exports[precision][0]
+    for s in SRC_LENS:
+        enc, dec = tflite_macs(path, f"encode_{s}"), tflite_macs(path, "decode_1")
+        assert enc["macs_total"] == enc["macs_excluding_output_projection"] and enc["output_projection"] is None
+        assert dec["macs_total"] - dec["macs_excluding_output_projection"] == 32 * 200  # d x V per step
+        assert enc["macs_excluding_output_projection"] + SLOTS * dec["macs_excluding_output_projection"] \
+            == count_macs(lsra.cfg, s, SLOTS)["macs"]
+    # the decoder's convolution step: K x C products, each accumulated, per step and layer
+    assert dec["by_op"]["MUL+SUM"] == sum(k * 16 for k in lsra.cfg.decoder_kernels)
+    assert tflite_macs(path, "decode_2")["macs_total"] == 2 * tflite_macs(path, "decode_1")["macs_total"]
+
+
+def test_transformer_export_and_macs(tmp_path):
+    model = tiny_model("transformer")
+    path = tmp_path / "transformer.tflite"
+    info = convert_tflite(model, path, precision="fp32", src_lens=[16], target_slots=SLOTS, batches=[1])
+    assert set(info["signatures"]) == {"encode_16", "decode_1"}
+    assert "conv_0" not in info["signatures"]["decode_1"]["outputs"]
+    runners = {n: interpreter(path).get_signature_runner(n) for n in ("encode_16", "decode_1")}
+    src = source(9, 16)
+    memory = runners["encode_16"](inputs_src=src)
+    with torch.no_grad():
+        want = EncoderGraph(model)({"src": torch.from_numpy(src)})
+    for k, v in want.items():
+        np.testing.assert_allclose(memory[k], v.numpy(), atol=1e-4, rtol=0)
+    tokens = np.random.default_rng(7).integers(3, 200, (5, 1))
+    caches = {k: np.zeros(v, np.float32) for k, v in cache_shapes(model, 1, 16, SLOTS).items() if k.startswith("self_")}
+    for g, w in zip(run_steps(runners["decode_1"], memory, caches, tokens), torch_steps(model, memory, caches, tokens)):
+        for k in w:
+            np.testing.assert_allclose(g[k], w[k], atol=1e-4, rtol=0)
+    enc, dec = tflite_macs(path, "encode_16"), tflite_macs(path, "decode_1")
+    assert "MUL+SUM" not in dec["by_op"] and "DEPTHWISE_CONV_2D" not in enc["by_op"]
+    assert enc["macs_total"] + SLOTS * dec["macs_excluding_output_projection"] == count_macs(model.cfg, 16, SLOTS)["macs"]
+
+
+def test_argument_and_signature_errors(lsra, exports, tmp_path):
+    with pytest.raises(ValueError, match="precision"):
+        convert_tflite(lsra, tmp_path / "x.tflite", precision="int4", src_lens=[8], target_slots=4, batches=[1])
+    with pytest.raises(ValueError, match="calibration"):
+        convert_tflite(lsra, tmp_path / "x.tflite", precision="int8", src_lens=[8], target_slots=4, batches=[1])
+    assert not (tmp_path / "x.tflite").exists()
+    with pytest.raises(KeyError, match="decode_3"):
+        tflite_macs(exports["fp32"][0], "decode_3")
+    copy = tmp_path / "copy.tflite"
+    shutil.copyfile(exports["fp32"][0], copy)
+    assert tflite_macs(copy, "decode_1") == tflite_macs(exports["fp32"][0], "decode_1")
