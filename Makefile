@@ -38,9 +38,11 @@ evaluate: train
 	$(BIN)/lite evaluate $(RUN) --beam 1
 	$(BIN)/lite evaluate $(RUN)
 
-# TFLite/ONNX model folders for devices, each behind the parity gate (formats/precisions: export section).
+# TFLite/ONNX model folders for devices, each behind the parity gate (formats/precisions: export
+# section), then each scored on the whole test split through the on-device runtime (greedy).
 export: evaluate
 	$(BIN)/lite export $(RUN)
+	$(BIN)/lite evaluate $(RUN) --artifact all --beam 1
 
 # The pipeline grows here: prune -> quantize (later stages) -> export -> measure -> report.
 compress: export
@@ -61,4 +63,4 @@ bench: setup
 
 # HAT latency protocol on the exported folders of the default LSRA and Transformer runs.
 bench-latency: setup
-	$(BIN)/python benchmarks/latency.py
+	$(BIN)/python benchmarks/latency.py --record

@@ -2,6 +2,9 @@
 
 Writes eval/<split>.<decoding>.hyp (one line per source) and merges the scores into
 results.json under "<split>/<decoding>", e.g. "test/greedy" or "test/beam4-lenpen1.0".
+
+`evaluate_artifact` does the same for an exported model folder through the on-device runtime (what
+ships, not PyTorch) and records the score in that artifact's row of artifacts.json.
 """
 from __future__ import annotations
 
@@ -53,4 +56,46 @@ def evaluate(cfg: RunConfig, paths: RunPaths, split: str = "test", beam: int | N
     results = read_json(paths.results, {})
     results[f"{split}/{name}"] = record
     write_json_atomic(results, paths.results)
+    return record
+
+
+def evaluate_artifact(cfg: RunConfig, paths: RunPaths, name: str, split: str = "test", beam: int | None = None,
+                      lenpen: float | None = None, progress: bool = True, threads: int | None = None) -> dict:
+    """Translate `split` with the exported folder of artifacts.json entry `name` (export/runtime.py),
+    score it, and store the record under that entry's "bleu"; cached by the folder's manifest checksum."""
+    from tqdm import tqdm
+
+    from export.runtime import Translator
+
+    artifacts_path = paths.root / "artifacts.json"
+    rows = read_json(artifacts_path, [])
+    row = next((r for r in rows if r.get("name") == name), None)
+    if row is None:
+        known = ", ".join(r.get("name", "?") for r in rows) or "none"
+        raise ValueError(f"{artifacts_path}: no artifact named {name!r} (artifacts: {known})")
+    folder = paths.root / row["path"]
+    translator = Translator(folder, num_threads=threads)
+    beam = translator.decode_cfg["beam"] if beam is None else beam
+    lenpen = translator.decode_cfg["lenpen"] if lenpen is None else lenpen
+    decoding = decoding_name(beam, lenpen)
+    manifest_sha = sha256_file(folder / "manifest.json")
+    cached = (row.get("bleu") or {}).get(f"{split}/{decoding}")
+    if isinstance(cached, dict) and cached.get("manifest_sha256") == manifest_sha:
+        return cached | {"cached": True, "split": split, "decoding": decoding}
+    pairs, info = load_pairs(cfg.data, split)
+    started = time.monotonic()
+    lines = tqdm(translator.translate([s for s, _ in pairs], beam, lenpen), total=len(pairs), disable=not progress,
+                 desc=name, unit="sent", dynamic_ncols=True)
+    hyps = list(lines)
+    seconds = time.monotonic() - started
+    write_text_atomic("".join(h + "\n" for h in hyps), paths.eval_dir / f"{split}.{decoding}.{name}.hyp")
+    record = score(hyps, [t for _, t in pairs]) | {
+        "split": split, "decoding": decoding, "beam": beam, "lenpen": lenpen, "corpus": cfg.data.corpus,
+        "pairs": info, "decode_seconds": round(seconds, 2), "threads": threads, "manifest_sha256": manifest_sha,
+        "runtime": f"export.runtime ({translator.manifest['format']})"}
+    rows = read_json(artifacts_path, [])  # re-read: keep whatever else changed meanwhile
+    for r in rows:
+        if r.get("name") == name:
+            r.setdefault("bleu", {})[f"{split}/{decoding}"] = {k: v for k, v in record.items() if k != "pairs"}
+    write_json_atomic(rows, artifacts_path)
     return record

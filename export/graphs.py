@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from lite.models.attention import MultiheadAttention
 from lite.models.blocks import LSRAMixer
-from lite.models.convolution import DynamicConv, LightweightConv
+from lite.models.convolution import ConvBranch, DynamicConv, LightweightConv
 from lite.models.seq2seq import EncoderDecoder
 
 # exp(-30) ~ 1e-13 of the largest real score's weight, and int8 can still represent real scores.
@@ -34,12 +34,29 @@ EXPORT_MASK_FILL = -30.0
 
 
 
+class ConstantKernelConv(LightweightConv):
+    """A LightweightConv whose softmax-normalised kernels are a stored constant (eval mode, export only).
+
+    The converters do not fold a softmax of constant weights: the convolution filter would be a runtime
+    tensor, computed on every call, and static int8 would quantize it like an activation (that broke
+    the convolution outright on the default model: relative error > 1)."""
+
+    def channel_kernels(self) -> Tensor:
+        return self.constant_kernels
+
+
 def export_copy(model: EncoderDecoder) -> EncoderDecoder:
-    """An eval-mode copy whose attention masks use the bounded export fill."""
+    """An eval-mode copy with the bounded export mask fill and constant lightweight-conv kernels."""
     model = copy.deepcopy(model).eval()
     for module in model.modules():
         if isinstance(module, MultiheadAttention):
             module.mask_fill = EXPORT_MASK_FILL
+        if isinstance(module, ConvBranch) and type(module.conv) is LightweightConv:
+            conv = module.conv
+            frozen = ConstantKernelConv(conv.channels, conv.kernel_size, conv.heads, conv.causal)
+            frozen.load_state_dict(conv.state_dict())
+            frozen.register_buffer("constant_kernels", conv.channel_kernels().detach().clone())
+            module.conv = frozen.eval()
     return model
 
 

@@ -202,6 +202,13 @@ def export_run(cfg: RunConfig, paths: RunPaths, formats: list[str] | None = None
             if manifest is None:
                 manifest = export_one(model, cfg, paths, fmt, precision, calibration, progress, log)
             manifests.append(manifest)
-            rows = [r for r in read_json(paths.root / "artifacts.json", []) if r.get("name") != folder.name]
-            write_json_atomic(rows + [_artifact_row(paths, folder, manifest)], paths.root / "artifacts.json")
+            rows = read_json(paths.root / "artifacts.json", [])
+            row = _artifact_row(paths, folder, manifest)
+            old = next((r for r in rows if r.get("name") == folder.name), None)
+            current = sha256_file(folder / "manifest.json")
+            kept = {k: v for k, v in ((old or {}).get("bleu") or {}).items()
+                    if isinstance(v, dict) and v.get("manifest_sha256") == current}
+            if kept:  # scores of this very folder (same manifest) stay; those of an older build go
+                row["bleu"] = kept
+            write_json_atomic([r for r in rows if r is not old] + [row], paths.root / "artifacts.json")
     return manifests

@@ -13,9 +13,10 @@ Route (shared/DESIGN.md, measured):
        fp32          as converted
        fp16          weights stored as float16 and dequantized inside the graph (float_casting recipe)
        dynamic-int8  int8 per-channel weights, float activations quantized on the fly (dynamic_wi8_afp32)
-       int8          int8 weights and activations (static_wi8_ai8), calibrated on real inputs
-                     (export/calibration.py), every signature input and output kept float32
-                     (quantize/dequantize inside the graph, see INT8_FLOAT_OPS)
+       int8          int8 weights and activations (static_wi8_ai8), activation ranges the min/max
+                     over real inputs (export/calibration.py; see _calibrate), every signature input
+                     and output kept float32: the graph quantizes and dequantizes inside (INT8_FLOAT_OPS)
+   The convolution kernels are constants in the traced graphs (export/graphs.py, export_copy).
 
 check_builtin_ops() is the gate every file passes: no CUSTOM and no Flex (select TensorFlow) op.
 """
@@ -37,7 +38,6 @@ import torch
 from export.errors import ExportError
 from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes, decoder_sample, encoder_sample
 from lite.files import atomic_path
-from lite.models.convolution import ConvBranch, LightweightConv
 from lite.models.seq2seq import EncoderDecoder
 
 PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
@@ -47,8 +47,8 @@ PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
 # reading float logits, and the graph quantizes/dequantizes inside. With int8 graph inputs/outputs a
 # cache would carry one scale in and another out and drift step to step (DESIGN.md). Inside, a cache
 # passes through the slot-writing SELECT_V2, whose int8 output keeps its input's scale, so re-quantizing
-# the dequantized cache next step gives back the same integers: measured zero drift of a written slot
-# over 30 steps. (Keeping SELECT_V2 float as well hit an ai-edge-quantizer 0.10 bug: the subgraph
+# the dequantized cache next step gives back the same integers: a written slot stayed bit-identical
+# over 40 steps of the default model. (Keeping SELECT_V2 float as well hit an ai-edge-quantizer 0.10 bug: the subgraph
 # output list then named an internal int8 tensor while the signature named a float tensor whose memory
 # the runtime reused; _check_signature_tensors catches that class of fault.)
 INT8_FLOAT_OPS = ("INPUT", "OUTPUT")
@@ -77,38 +77,44 @@ def _check_args(precision: str, src_lens: list[int], target_slots: int, batches:
         raise ValueError(f"target_slots {target_slots}: expected a positive slot count")
 
 
+class _SharedWeightWarnings(logging.Filter):
+    """Signatures share weight buffers, so ai-edge-quantizer rewrites each shared buffer once per user
+    (with the same values) and logs a warning every time: nothing is wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is overriding other previously quantized data" not in record.getMessage()
+
+
 @contextlib.contextmanager
 def _quiet(log_path: Path) -> Iterator[None]:
-    """Send the converters' progress bars, C++ log lines and expected warnings to `log_path`.
+    """Send the converters' progress output, import-time and C++ log lines and expected warnings to
+    `log_path`.
 
     The C++ converter writes to file descriptor 2 directly, so the descriptor is redirected, not just
-    sys.stderr. Whoever catches an error can append the log's tail (see _log_tail).
+    sys.stderr; a caller reporting an error appends the log's tail (_log_tail).
     """
-    import litert_torch
-
-    shared_weights = logging.Filter()
-    # Signatures share weight buffers, so the quantizer rewrites each shared buffer once per user
-    # with the same values and warns every time; nothing is wrong.
-    shared_weights.filter = lambda record: "is overriding other previously quantized data" not in record.getMessage()
-    root = logging.getLogger()
-    root.addFilter(shared_weights)
-    show_progress = litert_torch.config.show_progress
-    litert_torch.config.show_progress = False
-    sys.stdout.flush(), sys.stderr.flush()
+    root, quiet_logs = logging.getLogger(), _SharedWeightWarnings()
+    sys.stdout.flush()
+    sys.stderr.flush()
     saved = os.dup(2)
+    show_progress = None
     try:
         with open(log_path, "wb") as log, warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.export's pytree deprecations
+            warnings.simplefilter("ignore", UserWarning)  # the calibrator's "preserve all tensors" notice
             os.dup2(log.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
+            root.addFilter(quiet_logs)
+            import litert_torch  # imported here: its import logs (absl, torchao) go to the log as well
+
+            show_progress, litert_torch.config.show_progress = litert_torch.config.show_progress, False
+            yield
     finally:
+        if show_progress is not None:
+            litert_torch.config.show_progress = show_progress
+        root.removeFilter(quiet_logs)
+        sys.stderr.flush()
+        os.dup2(saved, 2)
         os.close(saved)
-        litert_torch.config.show_progress = show_progress
-        root.removeFilter(shared_weights)
 
 
 def _log_tail(log_path: Path, lines: int = 15) -> str:
@@ -119,37 +125,12 @@ def _log_tail(log_path: Path, lines: int = 15) -> str:
     return ("\nconverter log (last lines):\n" + "\n".join(text.splitlines()[-lines:])) if text else ""
 
 
-class _ConstantKernelConv(LightweightConv):
-    """A LightweightConv whose normalised kernels are a stored constant (eval mode, export only)."""
-
-    def channel_kernels(self) -> torch.Tensor:
-        return self.constant_kernels
-
-
-def _constant_encoder_kernels(graph: EncoderGraph) -> EncoderGraph:
-    """Store the encoder's softmax-normalised convolution kernels as constants in the graph's own copy.
-
-    litert-torch does not fold softmax of a constant, so the DEPTHWISE_CONV_2D filter stays a runtime
-    tensor: softmax work on every call, and static int8 quantizes that filter like an activation, which
-    broke the convolution outright (relative error > 1 on the default model). DecoderStepGraph already
-    precomputes its kernels; EncoderGraph (export/graphs.py) does not yet, so it is done here.
-    """
-    for branch in graph.model.modules():
-        if isinstance(branch, ConvBranch) and type(branch.conv) is LightweightConv:
-            conv = branch.conv
-            frozen = _ConstantKernelConv(conv.channels, conv.kernel_size, conv.heads, conv.causal)
-            frozen.load_state_dict(conv.state_dict())
-            frozen.register_buffer("constant_kernels", conv.channel_kernels().detach().clone())
-            branch.conv = frozen.eval()
-    return graph
-
-
 def _convert_float(model: EncoderDecoder, src_lens: list[int], target_slots: int, batches: list[int]) -> bytes:
     """The float32 file from litert-torch, one signature per encoder length and decoder batch size."""
     import litert_torch
 
     converter = litert_torch.Converter()
-    encoder = _constant_encoder_kernels(EncoderGraph(model)).eval()
+    encoder = EncoderGraph(model).eval()
     step = DecoderStepGraph(model).eval()
     with torch.no_grad():
         for s in src_lens:
@@ -183,19 +164,33 @@ def _decoder_samples(samples: list[dict[str, np.ndarray]], batch: int) -> list[d
 
 def _calibration_data(model: EncoderDecoder, calibration, src_lens: list[int], target_slots: int,
                       batches: list[int]) -> dict[str, list[dict[str, np.ndarray]]]:
+    """{signature: samples named like its inputs} from calibration_inputs()' (encoder, decoder) samples."""
     enc, dec = calibration
     if not enc or not dec:
         raise ValueError("int8 calibration needs encoder and decoder samples (export.calibration.calibration_inputs)")
-    want = {"src_keep": (1, max(src_lens)), "self_k_0": None}
-    got = dec[0]["src_keep"].shape
-    if got != want["src_keep"] or dec[0]["self_k_0"].shape[1] != target_slots:
-        raise ValueError(f"decoder calibration samples were recorded at src_keep {got} and "
-                         f"{dec[0]['self_k_0'].shape[1]} cache slots; this export needs "
-                         f"{want['src_keep']} and {target_slots} slots")
-    cfg = model.cfg
-    data = {f"encode_{s}": _encoder_samples(enc, s, cfg.pad_id, cfg.eos_id) for s in src_lens}
+    recorded = (dec[0]["src_keep"].shape[1], dec[0]["self_k_0"].shape[1])
+    if recorded != (max(src_lens), target_slots):
+        raise ValueError(f"decoder calibration samples were recorded at src_len {recorded[0]} with {recorded[1]} "
+                         f"cache slots; this export needs src_len {max(src_lens)} and {target_slots} slots")
+    data = {f"encode_{s}": _encoder_samples(enc, s, model.cfg.pad_id, model.cfg.eos_id) for s in src_lens}
     data |= {f"decode_{b}": _decoder_samples(dec, b) for b in batches}
     return data
+
+
+def _calibrate(float_model: bytes, recipe: list[dict], data: dict[str, list[dict[str, np.ndarray]]]) -> dict:
+    """Activation ranges over every calibration sample: the global min/max, not ai-edge-quantizer's
+    default moving average of per-sample ranges. That average follows the latest samples, and for the
+    caches those include early steps whose caches are still mostly empty: the cache ranges came out
+    clipped and per-step top-1 agreement on the default model fell from 0.975 to 0.87."""
+    from ai_edge_quantizer import calibrator, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(recipe)
+    calib = calibrator.Calibrator(float_model, num_threads=os.cpu_count() or 1,
+                                  qsv_update_func=qsv_utils.min_max_update)
+    calib.calibrate(data, manager)
+    return calib.get_model_qsvs()
 
 
 def _quantize(float_model: bytes, precision: str, calibration_data: dict | None) -> tuple[bytes, str]:
@@ -203,6 +198,7 @@ def _quantize(float_model: bytes, precision: str, calibration_data: dict | None)
     from ai_edge_quantizer import qtyping, quantizer, recipe
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
+    ranges = None
     if precision == "fp16":
         q = quantizer.Quantizer(bytearray(float_model))
         q.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
@@ -212,10 +208,11 @@ def _quantize(float_model: bytes, precision: str, calibration_data: dict | None)
         q = quantizer.Quantizer(bytearray(float_model), recipe.dynamic_wi8_afp32())
         name = "dynamic_wi8_afp32"
     else:
-        q = quantizer.Quantizer(bytearray(float_model), int8_recipe())
-        name = "static_wi8_ai8 + int8 embedding tables, float32 signature inputs/outputs"
-    calibration = q.calibrate(calibration_data, num_threads=os.cpu_count() or 1) if q.need_calibration else None
-    result = q.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
+        int8 = int8_recipe()
+        q = quantizer.Quantizer(bytearray(float_model), int8)
+        ranges = _calibrate(float_model, int8, calibration_data)
+        name = "static_wi8_ai8 + int8 embedding tables, float32 signature inputs/outputs, min/max calibration"
+    result = q.quantize(ranges, enable_progress_bar=False, enable_progress_report=False)
     return bytes(result.quantized_model), name
 
 
@@ -227,9 +224,10 @@ def convert_tflite(model: EncoderDecoder, path: Path, *, precision: str, src_len
     precision: fp32 | fp16 | dynamic-int8 | int8. int8 needs `calibration`: (encoder samples, decoder
     samples) from export.calibration.calibration_inputs at src_len max(src_lens) and target_slots.
     Returns {"precision", "recipe", "signatures": {name: {"inputs": {name: [shape, dtype]}, "outputs": ...}},
-    "ops": {op: count}, "size_bytes", "seconds"}. Raises ExportError naming `path` if a converter fails,
-    the file holds a non-builtin op, or a signature tensor is missing or has another shape or a type
-    other than float32/int32.
+    "ops": {op: count}, "size_bytes", "seconds"} (+ "calibration_samples": {signature: n} for int8).
+    Raises ValueError for bad arguments, and ExportError naming `path` if a converter fails, the file
+    holds a non-builtin op, or a signature tensor is missing or has another shape or a type other than
+    float32/int32 (the file is then removed).
     """
     path = Path(path)
     _check_args(precision, src_lens, target_slots, batches)
@@ -253,12 +251,19 @@ def convert_tflite(model: EncoderDecoder, path: Path, *, precision: str, src_len
                               + _log_tail(log)) from exc
     with atomic_path(path) as tmp_path:
         tmp_path.write_bytes(data)
-    ops = check_builtin_ops(path)
-    _check_signature_tensors(path)
-    signatures = read_signatures(path)
-    _check_signatures(path, signatures, _expected_signatures(model, src_lens, target_slots, batches))
-    return {"precision": precision, "recipe": recipe, "signatures": signatures, "ops": ops,
+    try:  # the file's own gate; a file that fails it is removed, so nothing invalid stays under `path`
+        ops = check_builtin_ops(path)
+        _check_signature_tensors(path)
+        signatures = read_signatures(path)
+        _check_signatures(path, signatures, _expected_signatures(model, src_lens, target_slots, batches))
+    except ExportError:
+        path.unlink(missing_ok=True)
+        raise
+    info = {"precision": precision, "recipe": recipe, "signatures": signatures, "ops": ops,
             "size_bytes": path.stat().st_size, "seconds": round(time.monotonic() - started, 1)}
+    if calibration_data:
+        info["calibration_samples"] = {name: len(samples) for name, samples in calibration_data.items()}
+    return info
 
 
 def _expected_signatures(model: EncoderDecoder, src_lens: list[int], target_slots: int, batches: list[int]) -> dict:
@@ -336,6 +341,12 @@ def check_builtin_ops(path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _signature_tensors(sig, kind: str) -> dict[str, int]:
+    """{signature tensor name: subgraph tensor index} of a SignatureDef's "inputs" or "outputs"."""
+    n, get = (sig.InputsLength(), sig.Inputs) if kind == "inputs" else (sig.OutputsLength(), sig.Outputs)
+    return {get(j).Name().decode(): get(j).TensorIndex() for j in range(n)}
+
+
 def read_signatures(path: Path) -> dict[str, dict[str, dict[str, list]]]:
     """{signature: {"inputs": {name: [shape, dtype]}, "outputs": {name: [shape, dtype]}}} from the file."""
     schema, model = _read(path)
@@ -344,31 +355,27 @@ def read_signatures(path: Path) -> dict[str, dict[str, dict[str, list]]]:
     for i in range(model.SignatureDefsLength()):
         sig = model.SignatureDefs(i)
         subgraph = model.Subgraphs(sig.SubgraphIndex())
-
-        def tensors(n, get):
-            info = {}
-            for j in range(n):
-                m = get(j)
-                t = subgraph.Tensors(m.TensorIndex())
-                info[m.Name().decode()] = [[int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else [],
-                                           types.get(t.Type(), str(t.Type()))]
-            return dict(sorted(info.items()))
-
-        out[sig.SignatureKey().decode()] = {"inputs": tensors(sig.InputsLength(), sig.Inputs),
-                                            "outputs": tensors(sig.OutputsLength(), sig.Outputs)}
+        out[sig.SignatureKey().decode()] = specs = {}
+        for kind in ("inputs", "outputs"):
+            specs[kind] = {}
+            for name, index in sorted(_signature_tensors(sig, kind).items()):
+                t = subgraph.Tensors(index)
+                shape = [int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else []
+                specs[kind][name] = [shape, types.get(t.Type(), str(t.Type()))]
     return out
 
 
 def _check_signature_tensors(path: Path) -> None:
-    """Each signature must name exactly its subgraph's input and output tensors: the runtime only keeps
+    """Each signature must name exactly its subgraph's input and output tensors: the runtime keeps only
     the subgraph's declared outputs alive, so a signature naming any other tensor reads reused memory."""
     _, model = _read(path)
     for i in range(model.SignatureDefsLength()):
         sig = model.SignatureDefs(i)
         subgraph = model.Subgraphs(sig.SubgraphIndex())
-        for kind, n, get, declared in (("inputs", sig.InputsLength(), sig.Inputs, subgraph.InputsAsNumpy()),
-                                       ("outputs", sig.OutputsLength(), sig.Outputs, subgraph.OutputsAsNumpy())):
-            named = sorted(get(j).TensorIndex() for j in range(n))
-            if named != sorted(int(t) for t in declared):
+        declared = {"inputs": [subgraph.Inputs(j) for j in range(subgraph.InputsLength())],
+                    "outputs": [subgraph.Outputs(j) for j in range(subgraph.OutputsLength())]}
+        for kind in ("inputs", "outputs"):
+            named = sorted(_signature_tensors(sig, kind).values())
+            if named != sorted(declared[kind]):
                 raise ExportError(f"{path}: signature {sig.SignatureKey().decode()} names {kind} tensors {named} "
-                                  f"but its subgraph declares {sorted(int(t) for t in declared)}")
+                                  f"but its subgraph declares {sorted(declared[kind])}")

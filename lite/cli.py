@@ -65,6 +65,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from lite.run import open_run
 
     paths, cfg = open_run(Path(args.run), args.config)
+    if args.artifact:
+        from eval.evaluate import evaluate_artifact
+        from lite.files import read_json
+
+        names = args.artifact
+        if names == ["all"]:
+            names = [r["name"] for r in read_json(paths.root / "artifacts.json", []) if r.get("format") != "pytorch"]
+        for name in names:
+            record = evaluate_artifact(cfg, paths, name, args.split, args.beam, args.lenpen, progress=not args.quiet)
+            print(f"{'(cached) ' if record.get('cached') else ''}{name} {record['split']} {record['decoding']}: "
+                  f"BLEU {record['bleu']} chrF {record['chrf']} ({record['sentences']} sentences)")
+        return 0
     record = evaluate(cfg, paths, args.split, args.beam, args.lenpen, progress=not args.quiet, force=args.force)
     print(f"{'(cached) ' if record.get('cached') else ''}{record['split']} {record['decoding']}: BLEU {record['bleu']} chrF {record['chrf']} "
           f"(BP {record['brevity_penalty']}, {record['sentences']} sentences) {record['bleu_signature']}")
@@ -218,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--beam", type=int, help="beam size (default: decode.beam of the config; 1 = greedy)")
     ev.add_argument("--lenpen", type=float, help="length penalty exponent (default: decode.lenpen)")
     ev.add_argument("--force", action="store_true", help="decode again even if results.json has this decoding of this model")
+    ev.add_argument("--artifact", action="append", metavar="NAME",
+                    help="score an exported folder of RUN/artifacts.json (e.g. tflite-int8; 'all' for every one) "
+                         "through the on-device runtime instead of model.pt; repeatable")
     ev.set_defaults(func=_cmd_evaluate)
 
     tl = sub.add_parser("translate", help="translate TEXT, a file (--file) or stdin ('-') with a run or an exported folder",

@@ -104,7 +104,11 @@ def exports(lsra, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     made = {}
     for precision in ("fp32", "dynamic-int8", "fp16", "int8"):
         path = out / f"{precision}.tflite"
-        info = convert_tflite(lsra, path, precision=precision, src_lens=SRC_LENS, target_slots=SLOTS, batches=BATCHES,
+        # every signature costs seconds to convert: the weight-only precisions get one of each kind;
+        # int8 keeps them all (re-padded encoder samples, decoder samples tiled to batch 2)
+        full = precision in ("fp32", "int8")
+        info = convert_tflite(lsra, path, precision=precision, src_lens=SRC_LENS if full else SRC_LENS[-1:],
+                              target_slots=SLOTS, batches=BATCHES if full else [1],
                               calibration=calibration if precision == "int8" else None)
         made[precision] = (path, info)
     return made
@@ -124,10 +128,14 @@ def test_signatures_names_shapes_and_types(lsra, exports):
     assert dec["inputs"]["inputs_self_k_1"] == [[4, SLOTS, 8], "float32"]  # LSRA: 2 heads of 8 on 16 channels
     assert dec["inputs"]["inputs_conv_1"] == [[2, 4, 16], "float32"]  # kernel 5: the last 4 GLU outputs
     assert dec["outputs"]["logits"] == [[2, 200], "float32"]
-    assert set(dec["outputs"]) == {"logits"} | {k for k in cache_shapes(lsra, 2, 16, SLOTS) if k.startswith(("self_", "conv_"))}
+    caches = {k for k in cache_shapes(lsra, 2, 16, SLOTS) if k.startswith(("self_", "conv_"))}
+    assert set(dec["outputs"]) == {"logits"} | caches
     # every precision keeps the same float32/int32 signature tensors: int8 quantizes inside the graph
     for precision, (_, other) in exports.items():
-        assert other["signatures"] == sigs, precision
+        assert other["signatures"] == {k: v for k, v in sigs.items() if k in other["signatures"]}, precision
+    int8 = exports["int8"][1]
+    assert set(int8["signatures"]) == set(sigs)
+    assert int8["calibration_samples"]["decode_2"] == int8["calibration_samples"]["decode_1"] > 0
     assert info["ops"]["FULLY_CONNECTED"] > 0 and info["seconds"] > 0
 
 
@@ -166,17 +174,18 @@ def test_quantized_files_are_smaller(exports):
     assert all(info["size_bytes"] == sizes[p] for p, (_, info) in exports.items())
 
 
-@pytest.mark.parametrize("precision, min_agreement, logit_tol", [("fp16", 1.0, 0.02), ("dynamic-int8", 0.9, 0.5),
-                                                                  ("int8", 0.75, None)])
+@pytest.mark.parametrize("precision, min_agreement, logit_tol", [("fp16", 1.0, 0.01), ("dynamic-int8", 0.95, 0.2),
+                                                                  ("int8", 0.85, None)])
 def test_quantized_decoding_agrees(lsra, exports, precision, min_agreement, logit_tol):
     """Top-1 of each teacher-forced decoder step against PyTorch, on sources of every bucket."""
-    runners = {name: interpreter(exports[precision][0]).get_signature_runner(name)
-               for name in ("encode_8", "encode_16", "decode_1")}
+    path, info = exports[precision]
+    buckets = [s for s in SRC_LENS if f"encode_{s}" in info["signatures"]]
+    runners = {name: interpreter(path).get_signature_runner(name) for name in info["signatures"]}
     rng = np.random.default_rng(5)
     agree = steps = 0
     worst = 0.0
     for i, n in enumerate([5, 7, 9, 12, 15]):
-        bucket = 8 if n <= 8 else 16
+        bucket = next(s for s in buckets if s >= n)
         memory = runners[f"encode_{bucket}"](inputs_src=source(n, bucket, seed=10 + i))
         memory = {k: np.pad(v, [(0, 0), (0, 16 - bucket)] + [(0, 0)] * (v.ndim - 2)) for k, v in memory.items()}
         tokens = rng.integers(3, 200, (SLOTS, 1))
@@ -231,20 +240,45 @@ def test_check_builtin_ops_rejects_custom_and_flex_ops(exports, tmp_path):
 
 @pytest.mark.parametrize("precision", ["fp32", "dynamic-int8", "fp16", "int8"])
 def test_graph_macs_equal_analytic_lsra(lsra, exports, precision):
-    """encode_S + T decoder steps over T cache slots = the analytic count at S source and T target tokens:
-    the step attends over all T slots (T steps x T keys, the analytic square), the cross-attention
-    keys/values are projected once in the encoder graph, and the one-token convolution step (a MUL
-    reduced by SUM) counts K*C per step."""
+    """encode_S + T decoder steps over T cache slots = the analytic count at S source and T target tokens,
+    S the longest bucket (the step's cross-attention always spans max(src_lens) keys): the step attends
+    over all T slots (T steps x T keys, the analytic square), the cross-attention keys/values are
+    projected once in the encoder graph, and the one-token convolution step counts K*C per step."""
     path = exports[precision][0]
-    for s in SRC_LENS:
-        enc, dec = tflite_macs(path, f"encode_{s}"), tflite_macs(path, "decode_1")
+    s, d, vocab = max(SRC_LENS), lsra.cfg.embed_dim, lsra.cfg.vocab_size
+    dec = tflite_macs(path, "decode_1")
+    assert dec["macs_total"] - dec["macs_excluding_output_projection"] == d * vocab  # the projection, per step
+    assert "logits" in dec["output_projection"]["op"]
+    for bucket in [b for b in SRC_LENS if f"encode_{b}" in exports[precision][1]["signatures"]]:
+        enc = tflite_macs(path, f"encode_{bucket}")
         assert enc["macs_total"] == enc["macs_excluding_output_projection"] and enc["output_projection"] is None
-        assert dec["macs_total"] - dec["macs_excluding_output_projection"] == 32 * 200  # d x V per step
-        assert enc["macs_excluding_output_projection"] + SLOTS * dec["macs_excluding_output_projection"] \
-            == count_macs(lsra.cfg, s, SLOTS)["macs"]
-    # the decoder's convolution step: K x C products, each accumulated, per step and layer
-    assert dec["by_op"]["MUL+SUM"] == sum(k * 16 for k in lsra.cfg.decoder_kernels)
-    assert tflite_macs(path, "decode_2")["macs_total"] == 2 * tflite_macs(path, "decode_1")["macs_total"]
+        graph = enc["macs_total"] + SLOTS * dec["macs_excluding_output_projection"]
+        # a shorter bucket's memory is padded to s keys: scores and values over s - bucket more keys
+        padded = 2 * SLOTS * (s - bucket) * d * lsra.cfg.decoder_layers
+        assert graph == count_macs(lsra.cfg, bucket, SLOTS)["macs"] + padded
+    if precision in ("fp32", "int8"):
+        assert tflite_macs(path, "decode_2")["macs_total"] == 2 * dec["macs_total"]
+
+
+def test_a_mul_reduced_by_sum_is_a_contraction(tmp_path):
+    """(x * w).sum(1), what a one-token convolution step can lower to, counts one MAC per product; a MUL
+    whose result is not only summed counts zero."""
+    import litert_torch
+
+    class Step(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("w", torch.rand(1, 7, 32))
+            self.register_buffer("v", torch.rand(1, 7, 32))
+
+        def forward(self, x):
+            return (x * self.w).sum(dim=1), x * self.v + 1.0
+
+    path = tmp_path / "step.tflite"
+    litert_torch.signature("step", Step().eval(), (torch.rand(1, 7, 32),)).convert().export(str(path))
+    macs = tflite_macs(path, "step")
+    assert macs["macs_total"] == 7 * 32 and macs["output_projection"] is None
+    assert set(macs["by_op"]) <= {"MUL+SUM", "BATCH_MATMUL", "FULLY_CONNECTED"}
 
 
 def test_transformer_export_and_macs(tmp_path):
@@ -267,7 +301,8 @@ def test_transformer_export_and_macs(tmp_path):
             np.testing.assert_allclose(g[k], w[k], atol=1e-4, rtol=0)
     enc, dec = tflite_macs(path, "encode_16"), tflite_macs(path, "decode_1")
     assert "MUL+SUM" not in dec["by_op"] and "DEPTHWISE_CONV_2D" not in enc["by_op"]
-    assert enc["macs_total"] + SLOTS * dec["macs_excluding_output_projection"] == count_macs(model.cfg, 16, SLOTS)["macs"]
+    graph = enc["macs_total"] + SLOTS * dec["macs_excluding_output_projection"]
+    assert graph == count_macs(model.cfg, 16, SLOTS)["macs"]
 
 
 def test_argument_and_signature_errors(lsra, exports, tmp_path):
