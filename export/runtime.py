@@ -13,7 +13,6 @@ on stderr: a static graph cannot take more, and dropping the line would break on
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path

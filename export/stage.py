@@ -199,16 +199,14 @@ def export_run(cfg: RunConfig, paths: RunPaths, formats: list[str] | None = None
                     manifest = None
                 if manifest:
                     log(f"{folder}: up to date (same model.pt and export settings; --force rebuilds)")
-            if manifest is None:
+            reused = manifest is not None
+            if not reused:
                 manifest = export_one(model, cfg, paths, fmt, precision, calibration, progress, log)
             manifests.append(manifest)
             rows = read_json(paths.root / "artifacts.json", [])
             row = _artifact_row(paths, folder, manifest)
             old = next((r for r in rows if r.get("name") == folder.name), None)
-            current = sha256_file(folder / "manifest.json")
-            kept = {k: v for k, v in ((old or {}).get("bleu") or {}).items()
-                    if isinstance(v, dict) and v.get("manifest_sha256") == current}
-            if kept:  # scores of this very folder (same manifest) stay; those of an older build go
-                row["bleu"] = kept
+            if reused and old:  # measurements of this very folder (BLEU, latency, instructions) stay
+                row.update({k: old[k] for k in ("bleu", "latency_ms", "instructions") if k in old})
             write_json_atomic([r for r in rows if r is not old] + [row], paths.root / "artifacts.json")
     return manifests

@@ -48,7 +48,8 @@ def weight_bytes(folder) -> int:
         from export.to_tflite import _read
 
         _, model = _read(folder / "model.tflite")
-        return sum(model.Buffers(i).DataLength() for i in range(model.BuffersLength()))
+        buffers = [model.Buffers(i) for i in range(model.BuffersLength())]
+        return sum(b.DataLength() or b.Size() for b in buffers)  # inline data, or stored after the flatbuffer
     import onnx
 
     return sum(len(t.raw_data) for part in ("encoder", "decoder")
