@@ -173,14 +173,9 @@ def _output_projection(g: _Graph, logits: int | None, macs: dict[int, int]) -> i
     return None
 
 
-def tflite_macs(path: Path, signature: str) -> dict:
-    """MACs of one signature's subgraph of a .tflite file, counted per op from static tensor shapes.
-
-    Returns {"macs_total", "macs_excluding_output_projection", "by_op": {op name: macs} (the
-    elementwise contraction counted as "MUL+SUM"), "output_projection": {"op", "macs"} or None,
-    "signature", "subgraph"}. Raises FileNotFoundError, KeyError for an unknown signature (listing
-    the file's), GraphShapeError or UnsupportedOpError naming the op.
-    """
+def read_flatbuffer(path: Path):
+    """(schema module, flatbuffer root) of a .tflite file, read lazily (tensors and weights are not
+    copied). FileNotFoundError if absent, ValueError if it is not a TFLite flatbuffer."""
     from ai_edge_litert import schema_py_generated as schema
 
     path = Path(path)
@@ -189,7 +184,19 @@ def tflite_macs(path: Path, signature: str) -> dict:
     data = path.read_bytes()
     if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
         raise ValueError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
-    model = schema.Model.GetRootAs(data, 0)
+    return schema, schema.Model.GetRootAs(data, 0)
+
+
+def tflite_macs(path: Path, signature: str) -> dict:
+    """MACs of one signature's subgraph of a .tflite file, counted per op from static tensor shapes.
+
+    Returns {"macs_total", "macs_excluding_output_projection", "by_op": {op name: macs} (the
+    elementwise contraction counted as "MUL+SUM"), "output_projection": {"op", "macs"} or None,
+    "signature", "subgraph"}. Raises FileNotFoundError, KeyError for an unknown signature (listing
+    the file's), GraphShapeError or UnsupportedOpError naming the op.
+    """
+    path = Path(path)
+    schema, model = read_flatbuffer(path)
     signatures = {model.SignatureDefs(i).SignatureKey().decode(): model.SignatureDefs(i)
                   for i in range(model.SignatureDefsLength())}
     if signature not in signatures:

@@ -79,19 +79,8 @@ def _artifact_pass(translator: Translator, ids: list[int], max_len: int, forced:
         if own is None and mine != int(ref.argmax()):
             own = forced[:pos] + ([] if mine == translator.eos else [mine])
             if mine != translator.eos and len(own) < max_len:
-                own += _continue_greedy(translator, {k: v.copy() for k, v in state.items()}, mine, pos + 1, max_len - len(own))
+                own += translator.greedy_from({k: v.copy() for k, v in state.items()}, mine, pos + 1, max_len - len(own))
     return worst, agree, len(ref_logits), forced if own is None else own
-
-
-def _continue_greedy(translator: Translator, state: dict, token: int, pos: int, budget: int) -> list[int]:
-    out: list[int] = []
-    while len(out) < budget:
-        token = int(translator.log_probs(translator.step(state, np.array([token]), pos))[0].argmax())
-        if token == translator.eos:
-            break
-        out.append(token)
-        pos += 1
-    return out
 
 
 def parity(model: EncoderDecoder, translator: Translator, pairs: list[tuple[str, str]],

@@ -191,13 +191,17 @@ class Translator:
     # -- search ---------------------------------------------------------------------------------
     def greedy(self, ids: list[int]) -> list[int]:
         max_len = self.max_len(len(ids))
-        state = self.initial_state(self.encode(ids), 1, max_len)
-        token, out = self.bos, []
-        for pos in range(max_len):
+        return self.greedy_from(self.initial_state(self.encode(ids), 1, max_len), self.bos, 0, max_len)
+
+    def greedy_from(self, state: dict[str, np.ndarray], token: int, pos: int, budget: int) -> list[int]:
+        """Greedy tokens (eos excluded, at most `budget`) after feeding `token` at `pos` to `state`."""
+        out: list[int] = []
+        while len(out) < budget:
             token = int(self.log_probs(self.step(state, np.array([token]), pos))[0].argmax())
             if token == self.eos:
                 break
             out.append(token)
+            pos += 1
         return out
 
     def beam_search(self, ids: list[int], beam: int, lenpen: float) -> list[int]:

@@ -146,16 +146,21 @@ def export_one(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str,
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log(f"{final}: {sum(m['bytes'] for n, m in manifest['files'].items() if n in graphs.values()):,} bytes, "
+    log(f"{final}: {_graph_bytes(manifest):,} bytes, "
         f"top-1 {figures['top1']:.4f}, max logit diff {figures['max_logit_diff']:.2g}, BLEU {figures['bleu_artifact']:.2f} "
         f"vs PyTorch {figures['bleu_pytorch']:.2f} on {figures['sentences']} sentences "
         f"({time.monotonic() - started:.0f} s)")
     return manifest
 
 
+def _graph_bytes(manifest: dict) -> int:
+    """Bytes of the graphs a folder ships (tokenizer and manifest aside)."""
+    return sum(manifest["files"][g]["bytes"] for g in manifest["graphs"].values())
+
+
 def _artifact_row(paths: RunPaths, folder: Path, manifest: dict) -> dict:
     p = manifest["parity"]
-    size = sum(manifest["files"][g]["bytes"] for g in manifest["graphs"].values())
+    size = _graph_bytes(manifest)
     return {"name": folder.name, "path": str(folder.relative_to(paths.root)), "format": manifest["format"],
             "precision": manifest["precision"], "size_bytes": size, "macs": manifest["macs"],
             "macs_method": f"analytic; {manifest['format']} graph count agrees "

@@ -302,16 +302,13 @@ def _check_signatures(path: Path, got: dict, expected: dict) -> None:
 # ---------------------------------------------------------------- reading the flatbuffer
 
 def _read(path: Path):
-    """The flatbuffer root of a .tflite file (lazy: tensors and weights are not copied)."""
-    from ai_edge_litert import schema_py_generated as schema
+    """(schema, flatbuffer root) of a .tflite file (eval/macs_tflite.py reads it), a failure as ExportError."""
+    from eval.macs_tflite import read_flatbuffer
 
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: no such TFLite file")
-    data = path.read_bytes()
-    if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
-        raise ExportError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
-    return schema, schema.Model.GetRootAs(data, 0)
+    try:
+        return read_flatbuffer(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _names(enum_class) -> dict[int, str]:

@@ -84,17 +84,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _read_lines(source: str) -> list[str]:
-    """Lines of a file or stdin, as UTF-8; a bad byte is reported with its line number."""
-    raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    lines = []
-    for number, line in enumerate(raw.split(b"\n"), 1):
-        try:
-            lines.append(line.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{'stdin' if source == '-' else source}: line {number} is not valid UTF-8 ({exc.reason})") from None
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
+    """Lines of a file or stdin ('-'), as UTF-8; a bad byte is reported with its line number."""
+    from export.runtime import read_lines
+
+    if source == "-":
+        return list(read_lines(sys.stdin.buffer, "stdin"))
+    with open(source, "rb") as stream:
+        return list(read_lines(stream, source))
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:

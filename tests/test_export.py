@@ -45,9 +45,9 @@ def weight_bytes(folder) -> int:
     """Bytes of the constant tensors (weights) in a folder's graphs; the rest of a file is graph
     structure (for the tiny smoke model, tensor names and quantization parameters are most of it)."""
     if (folder / "model.tflite").is_file():
-        from export.to_tflite import _read
+        from eval.macs_tflite import read_flatbuffer
 
-        _, model = _read(folder / "model.tflite")
+        _, model = read_flatbuffer(folder / "model.tflite")
         buffers = [model.Buffers(i) for i in range(model.BuffersLength())]
         return sum(b.DataLength() or b.Size() for b in buffers)  # inline data, or stored after the flatbuffer
     import onnx
