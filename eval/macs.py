@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lite.config import ModelConfig
+from lite.config import LayerShape, ModelConfig
 from lite.models.seq2seq import EncoderDecoder, count_parameters
 
 
@@ -27,35 +27,40 @@ def _attention(prefix: str, t_q: int, t_k: int, d_model: int, d_kv: int, width: 
     }
 
 
-def _conv_branch(t: int, width: int, kernel: int, cfg: ModelConfig) -> dict[str, int]:
-    heads = cfg.conv_heads or cfg.attention_heads
-    parts = {"glu" if cfg.conv_glu else "conv_in": t * width * width * (2 if cfg.conv_glu else 1)}
+def _conv_branch(t: int, dim: int, shape: LayerShape, cfg: ModelConfig) -> dict[str, int]:
+    """dim: the branch's input/output width; shape.conv_width channels inside (fewer when pruned)."""
+    width, heads, kernel = shape.conv_width, len(shape.conv_channels), shape.kernel
+    parts = {"glu" if cfg.conv_glu else "conv_in": t * dim * width * (2 if cfg.conv_glu else 1)}
     if cfg.conv_type == "dynamic":
         parts["conv_kernel"] = t * width * heads * kernel
     parts["conv"] = t * kernel * width
-    parts["conv_out"] = t * width * width
+    parts["conv_out"] = t * width * dim
     return parts
 
 
-def _mixer(t: int, layer: int, causal: bool, cfg: ModelConfig) -> dict[str, int]:
+def _mixer(t: int, shape: LayerShape, cfg: ModelConfig) -> dict[str, int]:
     d = cfg.embed_dim
+    width = shape.heads * shape.head_dim
     if cfg.arch == "transformer":
-        return _attention("attn", t, t, d, d, d)
+        return _attention("attn", t, t, d, d, width)
     half = d // 2
-    kernels = cfg.decoder_kernels if causal else cfg.encoder_kernels
-    return _attention("attn", t, t, half, half, half) | _conv_branch(t, d - half, kernels[layer], cfg)
+    return _attention("attn", t, t, half, half, width) | _conv_branch(t, d - half, shape, cfg)
 
 
 def count_macs(cfg: ModelConfig, src_len: int = 30, tgt_len: int = 30) -> dict:
-    """{"macs", "encoder", "decoder", "src_len", "tgt_len", "layers": [{"name", parts..., "total"}]}."""
-    d, f = cfg.embed_dim, cfg.ffn_dim
+    """{"macs", "encoder", "decoder", "src_len", "tgt_len", "layers": [{"name", parts..., "total"}]}.
+    Per-layer widths (structured pruning) are read from cfg.layer_shape."""
+    d = cfg.embed_dim
     layers = []
     for i in range(cfg.encoder_layers):
-        parts = _mixer(src_len, i, False, cfg) | {"ffn": 2 * src_len * d * f}
+        shape = cfg.layer_shape("encoder", i)
+        parts = _mixer(src_len, shape, cfg) | {"ffn": 2 * src_len * d * shape.ffn}
         layers.append({"name": f"encoder.{i}", **parts})
     for i in range(cfg.decoder_layers):
-        parts = _mixer(tgt_len, i, True, cfg) | _attention("cross", tgt_len, src_len, d, d, d)
-        parts["ffn"] = 2 * tgt_len * d * f
+        shape = cfg.layer_shape("decoder", i)
+        parts = _mixer(tgt_len, shape, cfg) | _attention("cross", tgt_len, src_len, d, d,
+                                                         shape.cross_heads * shape.cross_head_dim)
+        parts["ffn"] = 2 * tgt_len * d * shape.ffn
         layers.append({"name": f"decoder.{i}", **parts})
     for layer in layers:
         layer["total"] = sum(v for k, v in layer.items() if k != "name")

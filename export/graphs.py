@@ -53,7 +53,8 @@ def export_copy(model: EncoderDecoder) -> EncoderDecoder:
             module.mask_fill = EXPORT_MASK_FILL
         if isinstance(module, ConvBranch) and type(module.conv) is LightweightConv:
             conv = module.conv
-            frozen = ConstantKernelConv(conv.channels, conv.kernel_size, conv.heads, conv.causal)
+            frozen = ConstantKernelConv(conv.channels, conv.kernel_size, conv.heads, conv.causal,
+                                        head_channels=conv.head_channels)
             frozen.load_state_dict(conv.state_dict())
             frozen.register_buffer("constant_kernels", conv.channel_kernels().detach().clone())
             module.conv = frozen.eval()

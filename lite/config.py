@@ -68,6 +68,54 @@ class ModelConfig:
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
+    # Per-layer widths, written by structured pruning (compress/structured.py). None: every layer has
+    # the widths above. Head widths never change (pruning removes whole heads).
+    encoder_heads: list[int] | None = None  # attention (branch) heads per encoder layer
+    decoder_heads: list[int] | None = None  # self-attention (branch) heads per decoder layer
+    cross_heads: list[int] | None = None  # encoder-decoder attention heads per decoder layer
+    encoder_ffn: list[int] | None = None  # FFN hidden units per encoder layer
+    decoder_ffn: list[int] | None = None
+    encoder_conv: list[list[int]] | None = None  # LSRA: convolution-branch channels kept per kernel head
+    decoder_conv: list[list[int]] | None = None
+
+    def layer_shape(self, stack: str, layer: int) -> "LayerShape":
+        """The widths of encoder (stack="encoder") or decoder layer `layer`, pruned or not."""
+        decoder = stack == "decoder"
+        attn_width = self.embed_dim // 2 if self.arch == "lsra" else self.embed_dim
+        cross_heads = self.cross_attention_heads or self.attention_heads
+        conv_heads = self.conv_heads or self.attention_heads
+        conv_width = self.embed_dim - self.embed_dim // 2
+
+        def pick(values: list | None, default):
+            return default if values is None else values[layer]
+
+        return LayerShape(
+            heads=pick(self.decoder_heads if decoder else self.encoder_heads, self.attention_heads),
+            head_dim=attn_width // self.attention_heads,
+            ffn=pick(self.decoder_ffn if decoder else self.encoder_ffn, self.ffn_dim),
+            conv_channels=(None if self.arch != "lsra" else
+                           list(pick(self.decoder_conv if decoder else self.encoder_conv,
+                                     [conv_width // conv_heads] * conv_heads))),
+            kernel=(self.decoder_kernels if decoder else self.encoder_kernels)[layer] if self.arch == "lsra" else 0,
+            cross_heads=pick(self.cross_heads, cross_heads) if decoder else 0,
+            cross_head_dim=self.embed_dim // cross_heads,
+        )
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """What one layer is built with (ModelConfig.layer_shape)."""
+    heads: int  # self-attention heads (LSRA: of the attention branch)
+    head_dim: int
+    ffn: int
+    conv_channels: list[int] | None  # LSRA: channels per kernel head of the convolution branch
+    kernel: int  # LSRA: convolution kernel size
+    cross_heads: int  # decoder only
+    cross_head_dim: int
+
+    @property
+    def conv_width(self) -> int:
+        return sum(self.conv_channels or [])
 
 
 @dataclass
@@ -142,6 +190,7 @@ class ExportConfig:
     max_target_len: int = 160  # self-attention cache slots: output tokens + 1
     parity_sentences: int = 100  # real test sentences decoded by PyTorch and by the artifact
     calibration_sentences: int = 200  # real training sentences for static int8
+    pack: str = "none"  # "none" or "xz": graph files stored xz-compressed (pruned zeros shrink on disk; same size in memory)
     parity: ParityConfig = field(default_factory=ParityConfig)
 
 
@@ -221,6 +270,7 @@ def validate(cfg: RunConfig, where: str) -> None:
         (cfg.decode.beam >= 1, "decode.beam", ">= 1"),
         (set(cfg.export.formats) <= set(FORMATS), "export.formats", f"a list from {FORMATS}"),
         (set(cfg.export.precisions) <= set(PRECISIONS), "export.precisions", f"a list from {PRECISIONS}"),
+        (cfg.export.pack in ("none", "xz"), "export.pack", "none or xz"),
         (all(0 < b < cfg.export.max_src_len for b in cfg.export.src_buckets), "export.src_buckets",
          f"lengths between 1 and export.max_src_len - 1 ({cfg.export.max_src_len - 1})"),
         (cfg.export.max_src_len <= m.max_positions, "export.max_src_len", f"<= model.max_positions ({m.max_positions})"),
@@ -237,6 +287,18 @@ def validate(cfg: RunConfig, where: str) -> None:
     else:
         checks.append((m.embed_dim % m.attention_heads == 0, "model.attention_heads", f"a divisor of embed_dim {m.embed_dim}"))
     checks.append((m.embed_dim % (m.cross_attention_heads or m.attention_heads) == 0, "model.cross_attention_heads", f"a divisor of embed_dim {m.embed_dim}"))
+    for name in ("encoder_heads", "encoder_ffn", "encoder_conv", "decoder_heads", "cross_heads", "decoder_ffn", "decoder_conv"):
+        values = getattr(m, name)
+        layers = m.encoder_layers if name.startswith("encoder") else m.decoder_layers
+        if values is None:
+            continue
+        flat = [sum(v) for v in values] if name.endswith("conv") else values
+        checks += [(len(values) == layers, f"model.{name}", f"{layers} entries (one per layer)"),
+                   (all(v >= 1 for v in flat), f"model.{name}", "positive widths")]
+        if name.endswith("conv"):
+            heads = m.conv_heads or m.attention_heads
+            checks.append((m.arch == "lsra" and all(len(v) == heads for v in values), f"model.{name}",
+                           f"per layer, {heads} channel counts (one per convolution head; LSRA only)"))
     for ok, fld, expected in checks:
         if not ok:
             raise ConfigError(f"{where}: {fld} must be {expected}")

@@ -19,22 +19,28 @@ MASK_FILL = -1e4
 
 
 class MultiheadAttention(nn.Module):
-    """Scaled dot-product attention over `num_heads` heads of width embed_dim / num_heads."""
+    """Scaled dot-product attention over `num_heads` heads of width head_dim (default embed_dim / num_heads).
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, kv_dim: int | None = None):
+    Head-pruned layers keep their head width and have fewer heads: q/k/v project embed_dim to
+    num_heads * head_dim and out_proj maps that back to embed_dim.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, kv_dim: int | None = None,
+                 head_dim: int | None = None):
         super().__init__()
-        if embed_dim % num_heads:
+        if head_dim is None and embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         kv_dim = kv_dim or embed_dim
         self.embed_dim = embed_dim
         self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
+        self.head_dim = head_dim or embed_dim // num_heads
+        inner = num_heads * self.head_dim
         self.dropout = dropout
         self.mask_fill = MASK_FILL  # export sets a smaller bound: int8 scores need a narrow range
-        self.q_proj = nn.Linear(embed_dim, embed_dim)
-        self.k_proj = nn.Linear(kv_dim, embed_dim)
-        self.v_proj = nn.Linear(kv_dim, embed_dim)
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, inner)
+        self.k_proj = nn.Linear(kv_dim, inner)
+        self.v_proj = nn.Linear(kv_dim, inner)
+        self.out_proj = nn.Linear(inner, embed_dim)
         for proj in (self.q_proj, self.k_proj, self.v_proj):
             nn.init.xavier_uniform_(proj.weight, gain=1 / math.sqrt(2))
         nn.init.xavier_uniform_(self.out_proj.weight)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lite.config import LayerShape, ModelConfig
 from lite.models.attention import MultiheadAttention
 from lite.models.convolution import ConvBranch
 
@@ -32,9 +33,9 @@ class FeedForward(nn.Module):
 
 
 class AttentionMixer(nn.Module):
-    def __init__(self, dim: int, heads: int, attention_dropout: float, causal: bool):
+    def __init__(self, dim: int, shape: LayerShape, attention_dropout: float, causal: bool):
         super().__init__()
-        self.attn = MultiheadAttention(dim, heads, attention_dropout)
+        self.attn = MultiheadAttention(dim, shape.heads, attention_dropout, head_dim=shape.head_dim)
         self.causal = causal
 
     def forward(self, x: Tensor, padding_mask: Tensor | None, cache: Cache | None = None) -> Tensor:
@@ -45,12 +46,13 @@ class AttentionMixer(nn.Module):
 class LSRAMixer(nn.Module):
     """First half of the channels -> attention branch, second half -> convolution branch."""
 
-    def __init__(self, dim: int, heads: int, attention_dropout: float, causal: bool, kernel_size: int,
-                 conv_type: str, conv_glu: bool, conv_heads: int, weight_dropout: float):
+    def __init__(self, dim: int, shape: LayerShape, attention_dropout: float, causal: bool,
+                 conv_type: str, conv_glu: bool, weight_dropout: float):
         super().__init__()
         self.branch_dim = dim // 2
-        self.attn = MultiheadAttention(self.branch_dim, heads, attention_dropout)
-        self.conv = ConvBranch(dim - self.branch_dim, kernel_size, conv_heads, conv_type, conv_glu, causal, weight_dropout)
+        self.attn = MultiheadAttention(self.branch_dim, shape.heads, attention_dropout, head_dim=shape.head_dim)
+        self.conv = ConvBranch(dim - self.branch_dim, shape.kernel, len(shape.conv_channels), conv_type, conv_glu,
+                               causal, weight_dropout, head_channels=shape.conv_channels)
         self.causal = causal
 
     def forward(self, x: Tensor, padding_mask: Tensor | None, cache: Cache | None = None) -> Tensor:
@@ -62,13 +64,12 @@ class LSRAMixer(nn.Module):
         return torch.cat([a, c], dim=-1)
 
 
-def make_mixer(cfg, layer: int, causal: bool) -> nn.Module:
-    """The token mixer of encoder (causal=False) or decoder (causal=True) layer `layer`."""
+def make_mixer(cfg: ModelConfig, shape: LayerShape, causal: bool) -> nn.Module:
+    """The token mixer of an encoder (causal=False) or decoder (causal=True) layer of widths `shape`."""
     if cfg.arch == "transformer":
-        return AttentionMixer(cfg.embed_dim, cfg.attention_heads, cfg.attention_dropout, causal)
-    kernels = cfg.decoder_kernels if causal else cfg.encoder_kernels
-    return LSRAMixer(cfg.embed_dim, cfg.attention_heads, cfg.attention_dropout, causal, kernels[layer],
-                     cfg.conv_type, cfg.conv_glu, cfg.conv_heads or cfg.attention_heads, cfg.weight_dropout)
+        return AttentionMixer(cfg.embed_dim, shape, cfg.attention_dropout, causal)
+    return LSRAMixer(cfg.embed_dim, shape, cfg.attention_dropout, causal, cfg.conv_type, cfg.conv_glu,
+                     cfg.weight_dropout)
 
 
 class Residual(nn.Module):
@@ -87,10 +88,11 @@ class Residual(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    def __init__(self, cfg, layer: int):
+    def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
-        self.mixer = make_mixer(cfg, layer, causal=False)
-        self.ffn = FeedForward(cfg.embed_dim, cfg.ffn_dim, cfg.activation_dropout)
+        shape = cfg.layer_shape("encoder", layer)
+        self.mixer = make_mixer(cfg, shape, causal=False)
+        self.ffn = FeedForward(cfg.embed_dim, shape.ffn, cfg.activation_dropout)
         self.mix_res = Residual(cfg.embed_dim, cfg.dropout, cfg.pre_norm)
         self.ffn_res = Residual(cfg.embed_dim, cfg.dropout, cfg.pre_norm)
 
@@ -100,12 +102,13 @@ class EncoderBlock(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    def __init__(self, cfg, layer: int):
+    def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
-        self.mixer = make_mixer(cfg, layer, causal=True)
-        self.cross = MultiheadAttention(cfg.embed_dim, cfg.cross_attention_heads or cfg.attention_heads,
-                                        cfg.attention_dropout)
-        self.ffn = FeedForward(cfg.embed_dim, cfg.ffn_dim, cfg.activation_dropout)
+        shape = cfg.layer_shape("decoder", layer)
+        self.mixer = make_mixer(cfg, shape, causal=True)
+        self.cross = MultiheadAttention(cfg.embed_dim, shape.cross_heads, cfg.attention_dropout,
+                                        head_dim=shape.cross_head_dim)
+        self.ffn = FeedForward(cfg.embed_dim, shape.ffn, cfg.activation_dropout)
         self.mix_res = Residual(cfg.embed_dim, cfg.dropout, cfg.pre_norm)
         self.cross_res = Residual(cfg.embed_dim, cfg.dropout, cfg.pre_norm)
         self.ffn_res = Residual(cfg.embed_dim, cfg.dropout, cfg.pre_norm)

@@ -38,29 +38,42 @@ def _padding(kernel_size: int, causal: bool) -> tuple[int, int]:
 
 class _HeadedConv(nn.Module):
     """What both convolutions share: C channels in `heads` groups, a kernel size, causal or centred,
-    DropConnect on the normalised kernels."""
+    DropConnect on the normalised kernels.
 
-    def __init__(self, channels: int, kernel_size: int, heads: int, causal: bool, weight_dropout: float):
+    Channels are grouped head by head: `head_channels[h]` consecutive channels use kernel h (C / heads
+    each unless pruning removed some; a head may keep none)."""
+
+    def __init__(self, channels: int, kernel_size: int, heads: int, causal: bool, weight_dropout: float,
+                 head_channels: list[int] | None = None):
         super().__init__()
-        if channels % heads:
-            raise ValueError(f"channels {channels} not divisible by heads {heads}")
+        if head_channels is None:
+            if channels % heads:
+                raise ValueError(f"channels {channels} not divisible by heads {heads}")
+            head_channels = [channels // heads] * heads
+        if len(head_channels) != heads or sum(head_channels) != channels:
+            raise ValueError(f"head_channels {head_channels} must be {heads} counts summing to {channels}")
         self.channels, self.kernel_size, self.heads, self.causal = channels, kernel_size, heads, causal
+        self.head_channels = list(head_channels)
         self.weight_dropout = weight_dropout
+        # rebuilt from the config, so not in the state_dict (old checkpoints load unchanged)
+        self.register_buffer("head_of_channel", torch.repeat_interleave(torch.arange(heads), torch.tensor(head_channels)),
+                             persistent=False)
 
 
 class LightweightConv(_HeadedConv):
     """Depthwise convolution whose softmax-normalised kernel is shared within each of `heads` channel groups."""
 
-    def __init__(self, channels: int, kernel_size: int, heads: int, causal: bool, weight_dropout: float = 0.0):
-        super().__init__(channels, kernel_size, heads, causal, weight_dropout)
+    def __init__(self, channels: int, kernel_size: int, heads: int, causal: bool, weight_dropout: float = 0.0,
+                 head_channels: list[int] | None = None):
+        super().__init__(channels, kernel_size, heads, causal, weight_dropout, head_channels)
         self.weight = nn.Parameter(torch.empty(heads, kernel_size))
         nn.init.xavier_uniform_(self.weight)
 
     def channel_kernels(self) -> Tensor:
-        """[C, K] normalised kernels, channel c using head c // (C / heads)."""
+        """[C, K] normalised kernels, channel c using kernel head_of_channel[c]."""
         w = F.softmax(self.weight, dim=-1)
         w = F.dropout(w, p=self.weight_dropout, training=self.training)
-        return w.repeat_interleave(self.channels // self.heads, dim=0)
+        return w.index_select(0, self.head_of_channel)
 
     def forward(self, x: Tensor) -> Tensor:
         """x [B, T, C] -> [B, T, C]."""
@@ -76,8 +89,9 @@ class LightweightConv(_HeadedConv):
 class DynamicConv(_HeadedConv):
     """Depthwise convolution whose per-head kernel at step t is predicted from the input at t."""
 
-    def __init__(self, channels: int, kernel_size: int, heads: int, causal: bool, weight_dropout: float = 0.0):
-        super().__init__(channels, kernel_size, heads, causal, weight_dropout)
+    def __init__(self, channels: int, kernel_size: int, heads: int, causal: bool, weight_dropout: float = 0.0,
+                 head_channels: list[int] | None = None):
+        super().__init__(channels, kernel_size, heads, causal, weight_dropout, head_channels)
         self.weight_linear = nn.Linear(channels, heads * kernel_size)
         nn.init.xavier_uniform_(self.weight_linear.weight)
         nn.init.zeros_(self.weight_linear.bias)
@@ -91,8 +105,11 @@ class DynamicConv(_HeadedConv):
     def _combine(self, windows: Tensor, w: Tensor) -> Tensor:
         """windows [B, T, K, C], w [B, T, H, K] -> [B, T, C]."""
         b, t, k, c = windows.shape
-        windows = windows.view(b, t, k, self.heads, c // self.heads)
-        return torch.einsum("btkhr,bthk->bthr", windows, w).reshape(b, t, c)
+        if self.head_channels == [c // self.heads] * self.heads:
+            windows = windows.view(b, t, k, self.heads, c // self.heads)
+            return torch.einsum("btkhr,bthk->bthr", windows, w).reshape(b, t, c)
+        # pruned heads of unequal widths: each channel picks its head's kernel
+        return torch.einsum("btkc,btck->btc", windows, w.index_select(2, self.head_of_channel))
 
     def forward(self, x: Tensor) -> Tensor:
         left, right = _padding(self.kernel_size, self.causal)
@@ -106,15 +123,17 @@ class DynamicConv(_HeadedConv):
 
 
 class ConvBranch(nn.Module):
-    """Linear (or GLU) -> lightweight/dynamic depthwise convolution -> Linear, at width `dim`."""
+    """Linear (or GLU) -> lightweight/dynamic depthwise convolution -> Linear: `dim` in and out, sum(head_channels)
+    channels inside (dim unless pruned)."""
 
     def __init__(self, dim: int, kernel_size: int, heads: int, conv_type: str, glu: bool, causal: bool,
-                 weight_dropout: float = 0.0):
+                 weight_dropout: float = 0.0, head_channels: list[int] | None = None):
         super().__init__()
-        self.input = GLU(dim, dim) if glu else nn.Linear(dim, dim)
+        inner = dim if head_channels is None else sum(head_channels)  # channel-pruned branches are narrower
+        self.input = GLU(dim, inner) if glu else nn.Linear(dim, inner)
         conv_cls = {"lightweight": LightweightConv, "dynamic": DynamicConv}[conv_type]
-        self.conv = conv_cls(dim, kernel_size, heads, causal, weight_dropout)
-        self.output = nn.Linear(dim, dim)
+        self.conv = conv_cls(inner, kernel_size, heads, causal, weight_dropout, head_channels)
+        self.output = nn.Linear(inner, dim)
         self.kernel_size = kernel_size
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None, cache: dict[str, Tensor] | None = None) -> Tensor:
