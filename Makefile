@@ -1,24 +1,28 @@
 # One-command entry points. Every target depends on setup, so a fresh clone needs nothing else.
-#   make compress                      the whole pipeline on CONFIG into RUN (train, BLEU, export, report)
+#   make compress                      the whole pipeline on CONFIG into RUN (train, BLEU, export,
+#                                      compress by RECIPE, report)
 #   make test                          the test suite (what CI runs)
 #   make bench                         benchmarks -> benchmarks/results/*.json
 CONFIG ?= configs/default.yaml
 RUN    ?= runs/$(basename $(notdir $(CONFIG)))
+RECIPE ?= configs/compress/default.yaml
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-latency help
+.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-latency bench-compression help
 
 help:
-	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>]   data -> tokenizer -> train -> BLEU -> export -> report"
+	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>] [RECIPE=configs/compress/default.yaml]"
+	@echo "                  data -> tokenizer -> train -> BLEU -> export -> compress (prune, distil, int8) -> report"
 	@echo "make report RUN='runs/default runs/default-transformer'   budget report from saved measurements"
 	@echo "make test        the test suite (fast; what .ci/run runs)"
 	@echo "make test-all    also the slow end-to-end tests"
 	@echo "make export      TFLite/ONNX folders of RUN/model.pt, each gated on parity with PyTorch"
 	@echo "make bench       benchmarks, JSON under benchmarks/results/"
 	@echo "make bench-latency   HAT latency protocol (needs runs/default and runs/default-transformer exported)"
+	@echo "make bench-compression   the paper's size chain, Transformer -> LSRA -> int8 -> pruned (needs both runs)"
 
 setup: $(STAMP)
 
@@ -44,9 +48,11 @@ export: evaluate
 	$(BIN)/lite export $(RUN)
 	$(BIN)/lite evaluate $(RUN) --artifact all --beam 1
 
-# The pipeline grows here: prune -> quantize (later stages) -> export -> measure -> report.
+# The recipe's steps on RUN/model.pt into RUN/compressed/<recipe name>/ (resumes after finished steps),
+# its artifacts exported and measured, then one report over the uncompressed and compressed runs.
 compress: export
-	$(BIN)/lite report $(RUN)
+	$(BIN)/lite compress $(RUN) --recipe $(RECIPE)
+	$(BIN)/lite report $(RUN) $(RUN)/compressed/$(basename $(notdir $(RECIPE)))
 
 # Regenerate the budget report from saved measurements only (RUN may list several folders).
 report: setup
@@ -64,3 +70,7 @@ bench: setup
 # HAT latency protocol on the exported folders of the default LSRA and Transformer runs.
 bench-latency: setup
 	$(BIN)/python benchmarks/latency.py --record
+
+# Lite Transformer's compression chain on our data, from the runs' measured artifacts.
+bench-compression: setup
+	$(BIN)/python benchmarks/compression.py

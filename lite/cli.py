@@ -6,6 +6,7 @@
     lite evaluate RUN [--beam 4]          translate the test split, score BLEU
     lite translate RUN [TEXT | -]         translate text with the trained model (PyTorch)
     lite export RUN [--format tflite,onnx]  model folders for devices, each behind a parity gate
+    lite compress RUN --recipe R          prune / distil / quantize by a recipe, export and measure
     lite translate --model DIR [TEXT | -] the on-device translator on an exported folder (no torch)
     lite macs --config C [--json]         analytic MACs and parameters (paper convention)
     lite fit --family lsra --macs 100M    the widest config under a MAC budget, as YAML
@@ -145,6 +146,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from lite.run import open_run
+
+    paths, cfg = open_run(Path(args.run), args.config)
+    from compress.pipeline import compress_run, output_paths
+    from compress.recipe import load_recipe
+    from export.errors import ExportError
+
+    recipe = load_recipe(args.recipe)
+    try:
+        record = compress_run(cfg, paths, recipe, force=args.force, progress=not args.quiet)
+    except ExportError as exc:
+        print(f"lite compress: error: {exc}", file=sys.stderr)
+        return 1
+    out = output_paths(paths, recipe).root
+    print(f"{out}: {record['model']['params']:,} parameters, greedy BLEU {record['model']['bleu_greedy']:.2f}; "
+          f"artifacts: " + ", ".join(f"{r['name']} {r['size_bytes'] / 1e6:.2f} MB BLEU {r['bleu']:.2f}"
+                                     for r in record["artifacts"]))
+    return 0
+
+
 def _cmd_macs(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -250,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--precision", help="comma-separated: fp32,fp16,dynamic-int8,int8 (default: export.precisions)")
     xp.add_argument("--force", action="store_true", help="rebuild folders that are up to date")
     xp.set_defaults(func=_cmd_export)
+
+    cp = run_parser("compress", "apply a compression recipe (structured/fine-grained pruning, distillation, "
+                                "quantization) to RUN/model.pt; writes RUN/compressed/<recipe name>/, a run folder "
+                                "with the compressed model, its exported artifacts and their measurements")
+    cp.add_argument("--recipe", type=Path, default=Path("configs/compress/default.yaml"),
+                    help="recipe YAML (default: configs/compress/default.yaml; format: compress/recipe.py)")
+    cp.add_argument("--force", action="store_true", help="start over instead of resuming after the last finished step")
+    cp.set_defaults(func=_cmd_compress)
 
     mc = sub.add_parser("macs", help="analytic MACs (30+30 tokens, no embeddings/output projection) and parameters",
                         description="Mult-adds of one forward pass under the Lite Transformer convention, per layer and branch.")

@@ -1,0 +1,241 @@
+"""`lite compress RUN --recipe R`: apply a recipe's steps to a trained run and ship the result.
+
+    RUN/compressed/<recipe name>/      a run folder of its own, so export/evaluate/report work on it
+      config.yaml                      the run's config, model section = the compressed widths,
+                                       export section = the recipe's
+      tokenizer/spm.model              copied from RUN
+      steps/NN-<kind>.pt               model (+ fine-grained masks) after each step: a rerun resumes
+                                       after the last step whose recipe prefix is unchanged
+      compress.json                    what each step did (widths, sparsities, fine-tuning losses, time)
+      sensitivity.json                 per-layer sensitivity sweep (magnitude steps)
+      quant_report.json                per-layer quantization error (quant_report steps)
+      model.pt, results.json           the compressed PyTorch model and its test BLEU
+      export/, artifacts.json          the exported artifacts, measured (BLEU through the runtime)
+
+Quantization happens where the artifact is made (`lite export`, ai-edge-quantizer / onnxruntime);
+if an int8 artifact loses more than qat.when_bleu_drop_over BLEU against the compressed PyTorch model,
+the model is fine-tuned with fake-quant (compress/qat.py) and exported again.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from compress import distill, magnitude, qat, quant_report, structured
+from compress.finetune import FinetuneConfig, finetune, load_examples
+from compress.recipe import Recipe
+from eval.evaluate import evaluate, evaluate_artifact
+from export.stage import export_run
+from lite import checkpoint
+from lite.config import RunConfig, to_dict
+from lite.files import atomic_path, read_json, write_json_atomic, write_text_atomic
+from lite.models.seq2seq import EncoderDecoder, count_parameters
+from lite.run import RunPaths
+from lite.tokenizer import Tokenizer
+
+
+def output_paths(run: RunPaths, recipe: Recipe) -> RunPaths:
+    return RunPaths(run.root / "compressed" / recipe.name)
+
+
+def _write_config(cfg: RunConfig, out: RunPaths) -> None:
+    with atomic_path(out.config) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+class _Context:
+    """What the steps share: data, teacher, the fine-grained masks so far, the log."""
+
+    def __init__(self, cfg: RunConfig, run: RunPaths, out: RunPaths, recipe: Recipe, progress: bool,
+                 log: Callable[[str], None]):
+        self.cfg, self.run, self.out, self.recipe, self.progress, self.log = cfg, run, out, recipe, progress, log
+        self.tokenizer = Tokenizer(run.tokenizer)
+        self.train_ex = load_examples(cfg, self.tokenizer, "train")
+        self.valid_ex = load_examples(cfg, self.tokenizer, "valid")
+        self.masks: dict[str, torch.Tensor] | None = None
+        self.teacher: EncoderDecoder | None = None
+        if recipe.teacher == "self":
+            self.teacher = checkpoint.load_model(run.model)
+        elif recipe.teacher:
+            self.teacher = distill.load_teacher(Path(recipe.teacher), run.tokenizer)
+        if recipe.sequence_kd.max_sentences:
+            self.train_ex = self._sequence_kd()
+
+    def _sequence_kd(self) -> list:
+        if self.teacher is None:
+            raise ValueError("recipe.sequence_kd: needs a teacher (set teacher: self or a run folder)")
+        path = self.out.root / "sequence_kd.jsonl"
+        if path.is_file():
+            return distill.read_examples(path)
+        self.log(f"sequence-level KD: the teacher translates {self.recipe.sequence_kd.max_sentences} training sources")
+        examples = distill.teacher_examples(self.teacher, self.train_ex, self.recipe.sequence_kd, progress=self.progress)
+        distill.write_examples(path, examples)
+        return examples
+
+    def finetune(self, model: EncoderDecoder, fcfg: FinetuneConfig, desc: str) -> dict | None:
+        if fcfg.steps <= 0:
+            return None
+        after = (lambda m: magnitude.apply_masks(m, self.masks)) if self.masks else None
+        teacher = self.teacher if fcfg.kd_alpha > 0 else None
+        return finetune(model, self.train_ex, self.valid_ex, fcfg, teacher=teacher, after_step=after,
+                        progress=self.progress, desc=desc)
+
+
+def _structured(ctx: _Context, model: EncoderDecoder, step) -> tuple[EncoderDecoder, dict]:
+    prune_cfg = structured.StructuredConfig(**{f.name: getattr(step, f.name)
+                                               for f in dataclasses.fields(structured.StructuredConfig)})
+    tunes: list[dict | None] = []
+
+    def between(m: EncoderDecoder, i: int) -> None:
+        fcfg = step.finetune if i == step.iterative_steps else step.finetune_between
+        tunes.append(ctx.finetune(m, fcfg, f"fine-tune after structured step {i}"))
+
+    model, records = structured.prune_structured(model, prune_cfg, ctx.train_ex, finetune=between, log=ctx.log)
+    for record, tune in zip(records, tunes):
+        record["finetune"] = tune
+    return model, {"steps": records, "config": to_dict(model.cfg)}
+
+
+def _magnitude(ctx: _Context, model: EncoderDecoder, step) -> tuple[EncoderDecoder, dict]:
+    sweep_path = ctx.out.root / "sensitivity.json"
+    sweep = magnitude.sensitivity_sweep(model, ctx.valid_ex, ctx.tokenizer, step, progress=ctx.progress)
+    write_json_atomic(sweep, sweep_path)
+    chosen = magnitude.choose_sparsities(sweep, step.max_drop)
+    masks = magnitude.magnitude_masks(model, chosen)
+    if ctx.masks:  # weights pruned by an earlier step stay pruned
+        masks = {name: mask & ctx.masks[name] if name in ctx.masks else mask for name, mask in masks.items()}
+    ctx.masks = masks
+    magnitude.apply_masks(model, masks)
+    tune = ctx.finetune(model, step.finetune, "fine-tune with masks fixed")
+    report = magnitude.sparsity_report(model, masks)
+    ctx.log(f"fine-grained: {report['sparsity']:.1%} of the prunable weights are zero")
+    return model, {"sparsities": chosen, "sparsity": report, "finetune": tune}
+
+
+def _quant_report(ctx: _Context, model: EncoderDecoder, step) -> tuple[EncoderDecoder, dict]:
+    report = quant_report.quantization_report(model, ctx.valid_ex, step, progress=ctx.progress)
+    write_json_atomic(report, ctx.out.root / "quant_report.json")
+    write_text_atomic(quant_report.format_report(report) + "\n", ctx.out.root / "quant_report.txt")
+    ctx.log(quant_report.format_report(report, top=5))
+    return model, {"keep_float": report.get("keep_float", [])}
+
+
+def _finetune_step(ctx: _Context, model: EncoderDecoder, step) -> tuple[EncoderDecoder, dict]:
+    return model, {"finetune": ctx.finetune(model, step, "fine-tune")}
+
+
+STEPS = {"structured": _structured, "magnitude": _magnitude, "quant_report": _quant_report,
+         "finetune": _finetune_step}
+
+
+def _step_file(out: RunPaths, index: int, kind: str) -> Path:
+    return out.root / "steps" / f"{index:02d}-{kind}.pt"
+
+
+def _resume_point(out: RunPaths, recipe: Recipe) -> int:
+    """Index of the last step whose saved result was made by the same recipe prefix (-1: none)."""
+    last = -1
+    for i, (kind, _) in enumerate(recipe.steps):
+        path = _step_file(out, i, kind)
+        if not path.is_file() or checkpoint.load(path).get("spec") != recipe.spec(i):
+            break
+        last = i
+    return last
+
+
+def compress_run(cfg: RunConfig, run: RunPaths, recipe: Recipe, force: bool = False, progress: bool = True,
+                 log: Callable[[str], None] = print) -> dict:
+    """Run every step of `recipe` on RUN's model, export and measure; returns the compress.json record."""
+    if not run.model.is_file():
+        raise FileNotFoundError(f"{run.model}: no trained model (run `lite train {run.root}` first)")
+    out = output_paths(run, recipe)
+    if force and out.root.exists():
+        shutil.rmtree(out.root)
+    out.root.mkdir(parents=True, exist_ok=True)
+    (out.root / "tokenizer").mkdir(exist_ok=True)
+    for src in run.tokenizer.parent.iterdir():
+        shutil.copyfile(src, out.root / "tokenizer" / src.name)
+    torch.set_num_threads(cfg.train.threads)
+    ctx = _Context(cfg, run, out, recipe, progress, log)
+
+    record_path = out.root / "compress.json"
+    record: dict[str, Any] = read_json(record_path, {}) if not force else {}
+    resume = _resume_point(out, recipe)
+    model = checkpoint.load_model(run.model)
+    record["source"] = {"model": str(run.model), "params": count_parameters(model),
+                        "params_no_embed": count_parameters(model, False)}
+    steps_done = record.get("steps", [])[:resume + 1]
+    if resume >= 0:
+        saved = checkpoint.load(_step_file(out, resume, recipe.steps[resume][0]))
+        model = checkpoint.load_model(_step_file(out, resume, recipe.steps[resume][0]))
+        ctx.masks = saved.get("masks")
+        log(f"resuming after step {resume + 1} ({recipe.steps[resume][0]}): earlier results are unchanged")
+    for i, (kind, step) in enumerate(recipe.steps):
+        if i <= resume:
+            continue
+        log(f"step {i + 1}/{len(recipe.steps)}: {kind}")
+        started = time.monotonic()
+        model, info = STEPS[kind](ctx, model, step)
+        model.eval()
+        info |= {"kind": kind, "seconds": round(time.monotonic() - started, 1), "params": count_parameters(model),
+                 "params_no_embed": count_parameters(model, False)}
+        steps_done.append(info)
+        checkpoint.save_atomic(checkpoint.model_record(model) | {"masks": ctx.masks, "spec": recipe.spec(i)},
+                               _step_file(out, i, kind))
+        record["steps"] = steps_done
+        write_json_atomic(record, record_path)
+
+    checkpoint.save_atomic(checkpoint.model_record(model), out.model)
+    out_cfg = dataclasses.replace(cfg, name=f"{cfg.name}-{recipe.name}", model=model.cfg,
+                                  export=dataclasses.replace(cfg.export, formats=list(recipe.export.formats),
+                                                             precisions=list(recipe.export.precisions),
+                                                             pack=recipe.export.pack))
+    _write_config(out_cfg, out)
+    record["model"] = {"params": count_parameters(model), "params_no_embed": count_parameters(model, False),
+                       "config": to_dict(model.cfg),
+                       "bleu_greedy": evaluate(out_cfg, out, beam=1, progress=progress)["bleu"]}
+    log(f"compressed PyTorch model: test BLEU {record['model']['bleu_greedy']:.2f} (greedy)")
+    record["artifacts"] = _export_and_measure(ctx, out_cfg, out, model, record, progress, log)
+    write_json_atomic(record, record_path)
+    return record
+
+
+def _export_and_measure(ctx: _Context, cfg: RunConfig, out: RunPaths, model: EncoderDecoder, record: dict,
+                        progress: bool, log: Callable[[str], None]) -> list[dict]:
+    """Export, score each artifact on the test set; QAT and re-export if an int8 artifact loses too much."""
+    reference = record["model"]["bleu_greedy"]
+    qat_cfg = ctx.recipe.qat
+    rows = _export_all(cfg, out, progress, log, force=False)
+    losing = [r for r in rows if "int8" in r["precision"] and reference - r["bleu"] > (
+        qat_cfg.when_bleu_drop_over if qat_cfg else float("inf"))]
+    if losing:
+        log(f"{', '.join(r['name'] for r in losing)} lose more than {qat_cfg.when_bleu_drop_over} BLEU: "
+            "quantization-aware fine-tuning")
+        model = copy.deepcopy(model)
+        qat.prepare_qat(model, qat_cfg)
+        tune = ctx.finetune(model, qat_cfg.finetune, "QAT fine-tune")
+        qat.convert_qat(model)
+        checkpoint.save_atomic(checkpoint.model_record(model), out.model)
+        record["qat"] = {"triggered_by": {r["name"]: reference - r["bleu"] for r in losing}, "finetune": tune,
+                         "bleu_greedy": evaluate(cfg, out, beam=1, progress=progress, force=True)["bleu"]}
+        rows = _export_all(cfg, out, progress, log, force=True)
+    return rows
+
+
+def _export_all(cfg: RunConfig, out: RunPaths, progress: bool, log, force: bool) -> list[dict]:
+    manifests = export_run(cfg, out, force=force, progress=progress, log=log)
+    names = [f"{m['format']}-{m['precision']}" for m in manifests]
+    bleu = {name: evaluate_artifact(cfg, out, name, beam=1, progress=progress)["bleu"] for name in names}
+    rows = [{"name": r["name"], "format": r["format"], "precision": r["precision"], "bleu": bleu[r["name"]],
+             "size_bytes": r["size_bytes"], "notes": r.get("notes", "")}
+            for r in read_json(out.root / "artifacts.json", []) if r.get("name") in bleu]
+    for r in rows:
+        log(f"{r['name']}: test BLEU {r['bleu']:.2f} (greedy, through the runtime), graphs {r['size_bytes'] / 1e6:.2f} MB")
+    return rows
