@@ -1,6 +1,8 @@
 """The self-describing model folder: manifest.json beside the graphs and the tokenizer.
 
-    model.tflite | encoder.onnx + decoder.onnx     the graphs (export/to_tflite.py, export/to_onnx.py)
+    model.tflite | encoder.onnx + decoder.onnx     the graphs (export/to_tflite.py, export/to_onnx.py),
+                                                   or the same names + ".xz" (export.pack: xz,
+                                                   export/packing.py; "bytes" is then the packed size)
     spm.model                                      the sentencepiece tokenizer
     manifest.json                                  config, vocabulary ids, precision, shapes, MACs,
                                                    parity figures, and sha256 + size of every file

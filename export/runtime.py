@@ -7,8 +7,10 @@ checksum, then per sentence: tokenize, run the encoder once, run decoder steps w
 (greedy or beam search, the same rules as lite/decode.py), detokenize.
 
 Backends: TFLite graphs through ai_edge_litert (fallback: tflite_runtime), ONNX graphs through
-onnxruntime. Sources longer than the graphs' max_src_len are truncated to it (eos kept) with a warning
-on stderr: a static graph cannot take more, and dropping the line would break one-line-per-input.
+onnxruntime. Graph files packed with xz (`*.xz`, export.pack: xz; export/packing.py) are decompressed
+in memory at load and given to the interpreter as bytes: smaller on disk, the same size in memory.
+Sources longer than the graphs' max_src_len are truncated to it (eos kept) with a warning on stderr:
+a static graph cannot take more, and dropping the line would break one-line-per-input.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from export.manifest import ModelFolderError, read_manifest
+from export.packing import is_packed, read_graph
 
 BATCH_LINES = 32  # lines read (and flushed) together when streaming
 
@@ -32,7 +35,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 class TFLiteBackend:
-    """One .tflite file with signatures encode_<S> (source buckets) and decode_<B> (batch sizes)."""
+    """One .tflite file (or .tflite.xz) with signatures encode_<S> (source buckets) and decode_<B> (batch sizes)."""
 
     dynamic_cache = False
 
@@ -45,8 +48,10 @@ class TFLiteBackend:
             except ImportError:
                 raise ModelFolderError(f"{path}: needs ai-edge-litert (pip install ai-edge-litert) "
                                        "or tflite-runtime to run TFLite graphs") from None
+        # a packed graph is decompressed into memory; the interpreter keeps a reference to the bytes
+        source = {"model_content": read_graph(path)} if is_packed(path) else {"model_path": str(path)}
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            self.interpreter = Interpreter(**source, num_threads=num_threads)
         except (ValueError, RuntimeError) as exc:
             raise ModelFolderError(f"{path}: the interpreter cannot load it ({str(exc).splitlines()[0]})") from None
         signatures = self.interpreter.get_signature_list()
@@ -80,7 +85,7 @@ class TFLiteBackend:
 
 
 class OnnxBackend:
-    """encoder.onnx + decoder.onnx with dynamic batch, source length and cache length."""
+    """encoder.onnx + decoder.onnx (or their .xz) with dynamic batch, source length and cache length."""
 
     dynamic_cache = True
 
@@ -96,8 +101,9 @@ class OnnxBackend:
         self.sessions = {}
         for part in ("encoder", "decoder"):
             path = folder / manifest["graphs"][part]
+            source = read_graph(path) if is_packed(path) else str(path)  # onnxruntime takes a path or the bytes
             try:
-                self.sessions[part] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                self.sessions[part] = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
                 raise ModelFolderError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
         self.outputs = {part: [o.name for o in s.get_outputs()] for part, s in self.sessions.items()}

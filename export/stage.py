@@ -2,11 +2,12 @@
 
     RUN/export/tflite-int8/{model.tflite, spm.model, manifest.json}
     RUN/export/onnx-fp32/{encoder.onnx, decoder.onnx, spm.model, manifest.json}
+    (export.pack: xz stores the graphs as model.tflite.xz / encoder.onnx.xz / decoder.onnx.xz)
 
 Each folder is built in a temp folder beside it: convert, check that only builtin ops appear, count
-the graph MACs against the analytic count, run the parity gate through the shipped runtime, and only
-then rename it into place and add its row to RUN/artifacts.json. A failed gate exits non-zero and
-leaves nothing that looks like a valid artifact. A folder already made from the same model.pt and
+the graph MACs against the analytic count, pack the graphs (export.pack: xz), run the parity gate
+through the shipped runtime on the folder as it ships, and only then rename it into place and add its
+row to RUN/artifacts.json. A failed gate exits non-zero and leaves nothing that looks like a valid artifact. A folder already made from the same model.pt and
 export settings is reused (--force rebuilds).
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from export.calibration import calibration_inputs
 from export.errors import ExportError
 from export.graphs import cache_shapes
 from export.manifest import read_manifest, write_manifest
+from export.packing import pack_file
 from export.parity import failures, parity
 from export.runtime import Translator
 from lite.checkpoint import load_model
@@ -75,6 +77,8 @@ def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> dict:
     """What an export depends on: a folder made with the same settings is reused."""
     ex = to_dict(cfg.export)
     ex.pop("formats"), ex.pop("precisions")
+    if ex["pack"] == "none":  # absent as before packing existed: folders exported then stay reusable
+        ex.pop("pack")
     return {"format": fmt, "precision": precision, "source_sha256": model_sha, "export": ex,
             "decode": to_dict(cfg.decode), "data": to_dict(cfg.data)}
 
@@ -113,6 +117,13 @@ def export_one(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str,
             graphs = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
             shape_info = {}
         convert_seconds = time.monotonic() - started
+        graph_macs = _graph_macs(tmp, fmt, model, cfg)  # read from the plain files
+        packed: dict = {}
+        if ex.pack == "xz":  # before the gate: the gate (and later BLEU) runs on what ships
+            packing = time.monotonic()
+            packed = {"pack": "xz", "graph_bytes_unpacked": {k: (tmp / g).stat().st_size for k, g in graphs.items()}}
+            graphs = {k: pack_file(tmp / g).name for k, g in graphs.items()}
+            packed["pack_seconds"] = round(time.monotonic() - packing, 1)
         mcfg = model.cfg
         cache = {k: list(v) for k, v in cache_shapes(model, 1, ex.max_src_len, ex.max_target_len).items()
                  if k.startswith(("self_", "conv_"))}
@@ -124,8 +135,8 @@ def export_one(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str,
             **shape_info, "cache": cache,
             "decode": {"beam": cfg.decode.beam, "lenpen": cfg.decode.lenpen,
                        "max_len_a": cfg.decode.max_len_a, "max_len_b": cfg.decode.max_len_b},
-            "macs": count_macs(mcfg)["macs"], "graph_macs": _graph_macs(tmp, fmt, model, cfg),
-            "ops": ops, "converter": info, "convert_seconds": round(convert_seconds, 1),
+            "macs": count_macs(mcfg)["macs"], "graph_macs": graph_macs,
+            "ops": ops, "converter": info, "convert_seconds": round(convert_seconds, 1), **packed,
             "settings": _settings(cfg, fmt, precision, sha256_file(paths.model)),
         }
         write_manifest(tmp, record)
@@ -146,7 +157,7 @@ def export_one(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str,
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log(f"{final}: {_graph_bytes(manifest):,} bytes, "
+    log(f"{final}: {_graph_bytes(manifest):,} bytes{_packed_note(manifest)}, "
         f"top-1 {figures['top1']:.4f}, max logit diff {figures['max_logit_diff']:.2g}, BLEU {figures['bleu_artifact']:.2f} "
         f"vs PyTorch {figures['bleu_pytorch']:.2f} on {figures['sentences']} sentences "
         f"({time.monotonic() - started:.0f} s)")
@@ -154,20 +165,28 @@ def export_one(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str,
 
 
 def _graph_bytes(manifest: dict) -> int:
-    """Bytes of the graphs a folder ships (tokenizer and manifest aside)."""
+    """Bytes of the graphs a folder ships (tokenizer and manifest aside); packed graphs count packed."""
     return sum(manifest["files"][g]["bytes"] for g in manifest["graphs"].values())
+
+
+def _packed_note(manifest: dict) -> str:
+    """For messages about a packed folder: which packing and the graphs' unpacked bytes (empty if plain)."""
+    if "graph_bytes_unpacked" not in manifest:
+        return ""
+    return f" ({manifest['pack']}-packed; {sum(manifest['graph_bytes_unpacked'].values()):,} unpacked)"
 
 
 def _artifact_row(paths: RunPaths, folder: Path, manifest: dict) -> dict:
     p = manifest["parity"]
     size = _graph_bytes(manifest)
+    packed = f"graphs {size:,} bytes{_packed_note(manifest)}; " if "pack" in manifest else ""
     return {"name": folder.name, "path": str(folder.relative_to(paths.root)), "format": manifest["format"],
             "precision": manifest["precision"], "size_bytes": size, "macs": manifest["macs"],
             "macs_method": f"analytic; {manifest['format']} graph count agrees "
                            f"({manifest['graph_macs']['graph']:,} at {manifest['graph_macs']['src_len']}+"
                            f"{manifest['graph_macs']['steps']})",
             "source_model": "model.pt",
-            "notes": f"parity on {p['sentences']} test sentences: top-1 {p['top1']:.4f}, max logit diff "
+            "notes": packed + f"parity on {p['sentences']} test sentences: top-1 {p['top1']:.4f}, max logit diff "
                      f"{p['max_logit_diff']:.2g}, greedy BLEU {p['bleu_artifact']:.2f} vs PyTorch {p['bleu_pytorch']:.2f}"}
 
 
