@@ -27,6 +27,11 @@ Not covered: the lightweight-convolution kernels. They are softmax(weights), con
 quantizes too (per channel in the encoder, per tensor in the decoder step), but no float weight can
 make a softmax land exactly on an int8 grid; they are a few hundred values, so the artifact rounds
 them as usual. The ONNX exporter's int8 schemes (onnxruntime) differ and are not matched here.
+
+What remains between a converted QAT model and its dynamic-int8 artifact is the runtime's own rounding
+of activations (measured on the smoke model: XNNPACK quantizes each FULLY_CONNECTED input per token,
+asymmetric int8, and the depthwise-convolution input per tensor) and those conv kernels: about 60% of
+the plain model's artifact error, where the rest was the weights.
 """
 from __future__ import annotations
 
@@ -178,7 +183,8 @@ _FOLDS: dict[str, dict[str, str]] = {}  # exporter_folds per model structure (th
 def exporter_folds(model: EncoderDecoder) -> dict[str, str]:
     """{module name of a Linear: module name of the LayerNorm whose gain the TFLite converter folds
     into it}, read from a float conversion of the encoder (8 source tokens) and the batch-1 decoder
-    step. Cached per model structure: a conversion takes tens of seconds."""
+    step (export.to_tflite.convert_tflite, whose ExportError passes through). Cached per model
+    structure: a conversion takes tens of seconds."""
     key = json.dumps(to_dict(model.cfg), sort_keys=True, default=str)
     if key not in _FOLDS:
         _FOLDS[key] = _probe_folds(model)
@@ -247,14 +253,17 @@ def _fully_connected_weights(path: Path) -> list[np.ndarray]:
                 continue
             tensor = subgraph.Tensors(op.Inputs(1))
             buffer = fb.Buffers(tensor.Buffer())
-            raw = buffer.DataAsNumpy().tobytes() if buffer.DataLength() else data[buffer.Offset():buffer.Offset() + buffer.Size()]
+            # weights live inline, or after the flatbuffer at an offset (large models)
+            raw = (buffer.DataAsNumpy().tobytes() if buffer.DataLength()
+                   else data[buffer.Offset():buffer.Offset() + buffer.Size()])
             if tensor.Type() != schema.TensorType.FLOAT32 or not raw:
                 continue  # a computed (not constant) operand
             out.append(np.frombuffer(raw, dtype=np.float32).reshape(tensor.ShapeAsNumpy()).astype(np.float64))
     return out
 
 
-def site_quantizers(model: EncoderDecoder, folds: dict[str, str] | None = None) -> dict[str, list[tuple[nn.Module, FakeQuantWeight]]]:
+def site_quantizers(model: EncoderDecoder, folds: dict[str, str] | None = None
+                    ) -> dict[str, list[tuple[nn.Module, FakeQuantWeight]]]:
     """Per layer name (weight_sites) its modules, each with the weight quantizer the exporter applies."""
     modules = dict(model.named_modules())
     folds = folds or {}  # Linear names only: the tied table keeps its lookup's grid (no fold there)

@@ -44,7 +44,8 @@ class QuantReportConfig:
     exporter_folds: bool = True  # quantize W diag(gamma) where the converter folds a LayerNorm (qat.exporter_folds)
 
     def __post_init__(self) -> None:
-        if isinstance(self.valid_sentences, bool) or not isinstance(self.valid_sentences, int) or self.valid_sentences <= 0:
+        n = self.valid_sentences
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ValueError(f"valid_sentences: expected a positive count, got {self.valid_sentences!r}")
         if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold) and self.threshold >= 0):
             raise ValueError(f"threshold: expected a non-negative number, got {self.threshold!r}")
@@ -101,7 +102,8 @@ class _Measure:
         for (logits, batch_nll), ref in zip(self._passes(), self.reference or []):
             diff = (logits - ref).abs().amax(dim=-1)  # per token
             nll, worst, mean = nll + batch_nll, max(worst, float(diff.max())), mean + float(diff.sum())
-        return {"loss": nll / max(self.tokens, 1), "max_logit_diff": worst, "mean_max_logit_diff": mean / max(self.tokens, 1)}
+        tokens = max(self.tokens, 1)
+        return {"loss": nll / tokens, "max_logit_diff": worst, "mean_max_logit_diff": mean / tokens}
 
 
 @torch.no_grad()

@@ -93,6 +93,7 @@ def _pruner(model: EncoderDecoder, cfg: StructuredConfig, example: tuple) -> tp.
             ignored.append(module.out_proj)
             for proj in (module.q_proj, module.k_proj, module.v_proj):
                 num_heads[proj] = module.num_heads
+                ratios[proj] = cfg.heads  # torch-pruning skips a group whose own ratio is 0, heads included
         elif isinstance(module, FeedForward):
             ignored.append(module.fc2)
             ratios[module.fc1] = cfg.ffn

@@ -158,7 +158,7 @@ def test_qat_trains_and_converts_to_a_plain_model_on_the_int8_grid(smoke, tuned,
     again.train()
     loss, _ = batch_loss(again, collate(smoke.train_ex, [0, 1, 2], model.cfg.pad_id, model.cfg.bos_id), 0.1)
     loss.backward()  # activation fake quant keeps the graph differentiable
-    assert math.isfinite(float(loss)) and again.encoder[0].ffn.fc1.parametrizations["weight"].original.grad is not None
+    assert math.isfinite(loss.item()) and again.encoder[0].ffn.fc1.parametrizations["weight"].original.grad is not None
     convert_qat(again)
     assert list(again.state_dict()) == tuned.keys and not again.encoder[0].ffn.fc1._forward_pre_hooks
 
@@ -196,7 +196,8 @@ def _int8_weights(path: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
             if tensor.Type() != schema.TensorType.INT8:
                 continue
             buffer = fb.Buffers(tensor.Buffer())
-            raw = buffer.DataAsNumpy().tobytes() if buffer.DataLength() else data[buffer.Offset():buffer.Offset() + buffer.Size()]
+            raw = (buffer.DataAsNumpy().tobytes() if buffer.DataLength()
+                   else data[buffer.Offset():buffer.Offset() + buffer.Size()])
             q = np.frombuffer(raw, dtype=np.int8).reshape(tensor.ShapeAsNumpy())
             assert tensor.Quantization().QuantizedDimension() == 0
             out.append((sig.SignatureKey().decode(), q, tensor.Quantization().ScaleAsNumpy().astype(np.float32)))
@@ -204,19 +205,20 @@ def _int8_weights(path: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 
 @torch.no_grad()
-def _teacher_forced_diffs(model: EncoderDecoder, folder: Path, examples) -> np.ndarray:
-    """Per decoder step, max |logit difference| between the artifact (through the runtime) and PyTorch,
-    both fed the reference translation."""
+def _teacher_forced_diffs(model: EncoderDecoder, folder: Path, examples) -> tuple[np.ndarray, float]:
+    """(per decoder step the max |logit difference| between the artifact, through the runtime, and
+    PyTorch, both fed the reference translation; the largest |logit| PyTorch produced)."""
     translator = Translator(folder)
     model.eval()
-    diffs = []
+    diffs, largest = [], 0.0
     for src, tgt in examples:
         src, prev = src[:31] + ([] if len(src) <= 31 else [model.cfg.eos_id]), [model.cfg.bos_id] + tgt[:38]
         ref = model(torch.tensor([src]), torch.tensor([prev]))[0].numpy()
+        largest = max(largest, float(np.abs(ref).max()))
         state = translator.initial_state(translator.encode(src), 1, 40)
         for pos, token in enumerate(prev):
             diffs.append(np.abs(translator.step(state, np.array([token]), pos)[0] - ref[pos]).max())
-    return np.array(diffs)
+    return np.array(diffs), largest
 
 
 def test_the_int8_artifact_holds_the_qat_weights_and_follows_the_qat_model(smoke, tuned, tmp_path):
@@ -246,16 +248,22 @@ def test_the_int8_artifact_holds_the_qat_weights_and_follows_the_qat_model(smoke
     assert set(found) == set(expected)  # every Linear, the tied table/projection and the positions
     assert found["embedding"] == {"encode_32", "decode_1"}
 
-    # teacher-forced logits on held-out sentences: the artifact follows the QAT model much more closely
-    # than the plain model's artifact follows the plain model (what is left is the runtime's own
-    # per-token int8 rounding of activations and the conv kernels, the same in both)
+    # teacher-forced logits on held-out sentences. After QAT the weights are exact, so what is left is
+    # the runtime's own rounding: XNNPACK quantizes every FULLY_CONNECTED input per token (asymmetric
+    # int8, half a step = 1/510 of the token's range) and the depthwise-conv input per tensor, and the
+    # conv kernels are rounded; the plain model's artifact has that plus the weight rounding.
+    # Measured on smoke models: QAT mean 0.019-0.030, max 0.029-0.051; plain mean 0.031-0.049, max 0.049-0.10.
     sentences = smoke.valid_ex[:12]
-    qat_diff = _teacher_forced_diffs(tuned.model, qat_folder, sentences)
-    plain_diff = _teacher_forced_diffs(smoke.model, plain_folder, sentences)
-    print(f"max |logit diff| per step: QAT model vs its artifact mean {qat_diff.mean():.4f} max {qat_diff.max():.4f}; "
-          f"plain model vs its artifact mean {plain_diff.mean():.4f} max {plain_diff.max():.4f}")
-    assert qat_diff.mean() < 0.7 * plain_diff.mean() and qat_diff.max() < plain_diff.max()
-    assert qat_diff.max() < 0.1
+    qat_diff, qat_scale = _teacher_forced_diffs(tuned.model, qat_folder, sentences)
+    plain_diff, _ = _teacher_forced_diffs(smoke.model, plain_folder, sentences)
+    print(f"max |logit diff| per step over {len(qat_diff)} steps: QAT model vs its artifact mean {qat_diff.mean():.4f} "
+          f"max {qat_diff.max():.4f}; plain model vs its artifact mean {plain_diff.mean():.4f} "
+          f"max {plain_diff.max():.4f}; "
+          f"largest |logit| {qat_scale:.2f}")
+    assert qat_diff.mean() < 0.75 * plain_diff.mean() and qat_diff.max() < 0.8 * plain_diff.max()
+    # 8-bit activations through the decoder's handful of Linears in series: well under 1% of the logit
+    # scale (measured 0.5%; the plain model's artifact reaches 1%)
+    assert qat_diff.max() < 0.01 * qat_scale
 
 
 def test_quantization_report_ranks_every_quantized_layer(smoke):
@@ -284,7 +292,3 @@ def test_quantization_report_ranks_every_quantized_layer(smoke):
     assert names[0] in text and "all layers at once" in text and "keep in float" in text
     assert f"... {len(names) - 5} more layers" in text
 
-
-@pytest.fixture(scope="session")  # DEV-OVERRIDE
-def smoke_run():  # DEV-OVERRIDE
-    return Path("/tmp/qat/smoke")  # DEV-OVERRIDE
