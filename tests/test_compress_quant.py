@@ -95,15 +95,15 @@ def tuned(smoke):
     with torch.no_grad():
         seen = {name: [m.weight.detach().clone() for m in mods] for name, mods in sites.items()}
     convert_qat(model)
-    return SimpleNamespace(model=model, keys=keys, seen=seen, moved=moved, frozen={n for n, p in originals.items()
-                                                                                    if not p.requires_grad})
+    frozen = {n for n, p in originals.items() if not p.requires_grad}
+    return SimpleNamespace(model=model, keys=keys, seen=seen, moved=moved, frozen=frozen)
 
 
 def test_the_fake_quantizer_is_the_exporters_arithmetic():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(300, 70, generator=g) * torch.logspace(-4, 1, 300).unsqueeze(1)
     w[7] = 0.0  # an all-zero row: the quantizer's 1e-9 floor
-    w[8, :3] = torch.tensor([1.0, -0.5, 0.25])  # exact ties at +-63.5 steps
+    w[8, :3] = torch.tensor([1.0, -0.5, 0.25])  # (near) ties: 63.5 and 31.75 steps
     w[8, 3:] = 0.0
     q, scale = qat.quantize_rows(w)
     lib_q, _ = exporter_int8(w.numpy())
