@@ -89,15 +89,13 @@ class _Context:
 
 
 def _structured(ctx: _Context, model: EncoderDecoder, step) -> tuple[EncoderDecoder, dict]:
-    prune_cfg = structured.StructuredConfig(**{f.name: getattr(step, f.name)
-                                               for f in dataclasses.fields(structured.StructuredConfig)})
     tunes: list[dict | None] = []
 
     def between(m: EncoderDecoder, i: int) -> None:
         fcfg = step.finetune if i == step.iterative_steps else step.finetune_between
         tunes.append(ctx.finetune(m, fcfg, f"fine-tune after structured step {i}"))
 
-    model, records = structured.prune_structured(model, prune_cfg, ctx.train_ex, finetune=between, log=ctx.log)
+    model, records = structured.prune_structured(model, step, ctx.train_ex, finetune=between, log=ctx.log)
     for record, tune in zip(records, tunes):
         record["finetune"] = tune
     return model, {"steps": records, "config": to_dict(model.cfg)}

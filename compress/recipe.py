@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from compress.distill import SequenceKDConfig
 from compress.finetune import FinetuneConfig
 from compress.magnitude import SensitivityConfig
 from compress.qat import QATConfig
 from compress.quant_report import QuantReportConfig
 from compress.structured import StructuredConfig
-from lite.config import FORMATS, PRECISIONS, ConfigError, from_dict, to_dict
+from lite.config import FORMATS, PRECISIONS, ConfigError, from_dict, read_yaml, to_dict
 from export.packing import PACKINGS
 
 
@@ -91,12 +89,7 @@ class Recipe:
 def load_recipe(path: str | Path) -> Recipe:
     """Read a recipe YAML; ConfigError naming the file and the field on any problem."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: recipe file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_yaml(path, "recipe")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with name, steps, export, ...")
     where = str(path)

@@ -304,16 +304,20 @@ def validate(cfg: RunConfig, where: str) -> None:
             raise ConfigError(f"{where}: {fld} must be {expected}")
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """The parsed YAML of `path` ({} when empty); ConfigError naming the file if missing or not YAML."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
 def load_config(path: str | Path) -> RunConfig:
     """Read a YAML run config; raise ConfigError naming the file and field on any problem."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    cfg = from_dict(RunConfig, raw, str(path))
+    cfg = from_dict(RunConfig, read_yaml(path, "config"), str(path))
     validate(cfg, str(path))
     return cfg
 
