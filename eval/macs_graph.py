@@ -23,13 +23,16 @@ Output (vocabulary) projection rule: a counted MatMul/Gemm node is the output pr
 result reaches a graph output through nothing but shape/type ops (Reshape, Transpose, Identity,
 Cast, Squeeze, Unsqueeze, Flatten, (De)QuantizeLinear) or an Add/Sub/Mul of a constant or of a scalar
 (a bias, a scale, a dynamic-quantization scale), and its own last dimension equals that graph output's last dimension (the vocabulary
-size). If no node qualifies, macs_excluding_output_projection == macs_total.
+size). `onnx_macs(..., logits=[names])` restricts the rule to those graph outputs: a graph whose
+other outputs come straight from a projection (an encoder's cross-attention keys with one head)
+would otherwise match too. If no node qualifies, macs_excluding_output_projection == macs_total.
 """
 from __future__ import annotations
 
 import ast
 import operator
 import warnings
+from collections.abc import Collection
 from math import prod
 from pathlib import Path
 
@@ -174,11 +177,13 @@ def _node_macs(node: onnx.NodeProto, shapes: _Shapes) -> int:
     return 0
 
 
-def _output_projections(graph: onnx.GraphProto, shapes: _Shapes) -> set[int]:
+def _output_projections(graph: onnx.GraphProto, shapes: _Shapes, logits: Collection[str] | None) -> set[int]:
     """Indices of the MatMul/Gemm nodes that are the vocabulary projection (rule in the module docstring)."""
     producer = {out: i for i, node in enumerate(graph.node) for out in node.output}
     found: set[int] = set()
     for output in graph.output:
+        if logits is not None and output.name not in logits:
+            continue
         vocab = (shapes.dims.get(output.name) or [None])[-1]
         name = output.name
         while name in producer:
@@ -267,7 +272,7 @@ def _load(path: Path, fold: bool, dims: dict[str, int] | None = None) -> onnx.Mo
     return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
 
 
-def _count(model: onnx.ModelProto) -> dict:
+def _count(model: onnx.ModelProto, logits: Collection[str] | None) -> dict:
     graph = model.graph
     shapes = _Shapes(graph)
     for i, node in enumerate(graph.node):
@@ -277,7 +282,7 @@ def _count(model: onnx.ModelProto) -> dict:
     by_op: dict[str, int] = {}
     for i, m in macs.items():
         by_op[graph.node[i].op_type] = by_op.get(graph.node[i].op_type, 0) + m
-    projection = _output_projections(graph, shapes)
+    projection = _output_projections(graph, shapes, logits)
     total = sum(macs.values())
     return {"macs_total": total,
             "macs_excluding_output_projection": total - sum(macs.get(i, 0) for i in projection),
@@ -286,7 +291,7 @@ def _count(model: onnx.ModelProto) -> dict:
             "output_projection": sorted(graph.node[i].name for i in projection)}
 
 
-def onnx_macs(path: Path, dims: dict[str, int] | None = None) -> dict:
+def onnx_macs(path: Path, dims: dict[str, int] | None = None, logits: Collection[str] | None = None) -> dict:
     """MACs of an .onnx file, counted per node from static tensor shapes.
 
     dims: values for symbolic (dynamic-axis) dimensions of the graph inputs and outputs, by name,
@@ -294,6 +299,8 @@ def onnx_macs(path: Path, dims: dict[str, int] | None = None) -> dict:
     expressions ("4*batch") are evaluated with them. They are fixed before shape inference, so a
     graph exported with dynamic axes can be counted at given sizes. Names the graph does not use
     are ignored; a dimension left symbolic in a counted node still raises GraphShapeError.
+    logits: the graph outputs that hold vocabulary logits (the projection rule looks only at these);
+    None looks at every output, for files whose output names are not known.
 
     Returns {"macs_total", "macs_excluding_output_projection", "by_op_type": {op type: macs},
     "nodes": [{"name", "op_type", "macs"}] (every node with MACs > 0), "output_projection": [node
@@ -306,13 +313,13 @@ def onnx_macs(path: Path, dims: dict[str, int] | None = None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such ONNX file")
     try:
-        return _count(_load(path, fold=False, dims=dims)) | {"constant_folded": False}
+        return _count(_load(path, fold=False, dims=dims), logits) | {"constant_folded": False}
     except GraphShapeError as first:
         try:
             model = _load(path, fold=True, dims=dims)
         except Exception as exc:  # noqa: BLE001 - folding is a second chance; report the shape problem
             raise GraphShapeError(f"{first} (constant folding to resolve it failed: {exc})") from exc
-        return _count(model) | {"constant_folded": True}
+        return _count(model, logits) | {"constant_folded": True}
 
 
 def export_for_counting(model, src_len: int, tgt_len: int, path: Path, *, dynamo: bool | None = None) -> str:

@@ -56,8 +56,8 @@ def _graph_macs(folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig) -
         from eval.macs_graph import onnx_macs
 
         s = t = 30
-        enc = onnx_macs(folder / "encoder.onnx", dims={"src_len": s})
-        dec = onnx_macs(folder / "decoder.onnx", dims={"batch": 1, "src_len": s, "cache_len": t})
+        enc = onnx_macs(folder / "encoder.onnx", dims={"src_len": s}, logits=[])
+        dec = onnx_macs(folder / "decoder.onnx", dims={"batch": 1, "src_len": s, "cache_len": t}, logits=["logits"])
     else:
         from eval.macs_tflite import tflite_macs
 

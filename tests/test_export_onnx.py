@@ -242,8 +242,9 @@ def test_graph_macs_equal_the_analytic_count(exports, arch, src_len, steps):
     attends over all T slots (T steps = the analytic T x T square), and the cross-attention K/V
     projections live in the encoder graph (once per source, as in the analytic count)."""
     model, info = exports(arch)
-    enc = onnx_macs(info["files"]["encoder"], dims={"src_len": src_len})
-    dec = onnx_macs(info["files"]["decoder"], dims={"batch": 1, "src_len": src_len, "cache_len": steps})
+    enc = onnx_macs(info["files"]["encoder"], dims={"src_len": src_len}, logits=[])
+    dec = onnx_macs(info["files"]["decoder"], dims={"batch": 1, "src_len": src_len, "cache_len": steps},
+                    logits=["logits"])
     assert dec["macs_total"] - dec["macs_excluding_output_projection"] == 32 * 200  # logits [1, 200] from d=32
     assert enc["macs_total"] == enc["macs_excluding_output_projection"]
     graph = enc["macs_excluding_output_projection"] + steps * dec["macs_excluding_output_projection"]

@@ -184,6 +184,24 @@ def test_graph_counter_on_hand_built_model(tmp_path: Path):
     assert counted["constant_folded"] is False
 
 
+def test_projection_rule_looks_only_at_the_named_logits(tmp_path: Path):
+    """A second output straight from a projection (an encoder's one-head cross-attention keys, whose
+    last dim equals the projection's) is not the vocabulary projection once the logits are named."""
+    nodes = [helper.make_node("MatMul", ["x", "wk"], ["keys"], name="keys_proj"),  # [2,3]x[3,4]: 24
+             helper.make_node("MatMul", ["x", "wv"], ["logits"], name="vocab"),  # [2,3]x[3,5]: 30
+             ]
+    graph = helper.make_graph(
+        nodes, "two-outputs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("keys", TensorProto.FLOAT, [2, 4]),
+         helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 5])],
+        initializer=[_weight("wk", [3, 4]), _weight("wv", [3, 5])])
+    path = _save(graph, tmp_path)
+    assert onnx_macs(path)["output_projection"] == ["keys_proj", "vocab"]  # unnamed: both qualify
+    named = onnx_macs(path, logits=["logits"])
+    assert named["output_projection"] == ["vocab"] and named["macs_excluding_output_projection"] == 24
+    assert onnx_macs(path, logits=[])["macs_excluding_output_projection"] == 54
+
+
 def test_graph_counter_quantized_and_transposed_ops(tmp_path: Path):
     """Integer MatMuls (onnxruntime dynamic / QOperator quantization) and ConvTranspose."""
     def q8(name, dims):
