@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from lite.sparse.patterns import HeadPattern, check_pattern
 
 FORMATS = ("tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
@@ -77,6 +78,18 @@ class ModelConfig:
     decoder_ffn: list[int] | None = None
     encoder_conv: list[list[int]] | None = None  # LSRA: convolution-branch channels kept per kernel head
     decoder_conv: list[list[int]] | None = None
+    # Sparse self-attention (lite/sparse/patterns.py): per layer, a list of head patterns. One layer
+    # entry applies to every layer, one head entry to every head of the layer. None: dense.
+    encoder_patterns: list[list[HeadPattern]] | None = None
+    decoder_patterns: list[list[HeadPattern]] | None = None
+
+    def head_patterns(self, stack: str, layer: int, heads: int) -> list[HeadPattern] | None:
+        """The patterns of the `heads` self-attention heads of a layer, or None when it is dense."""
+        table = self.decoder_patterns if stack == "decoder" else self.encoder_patterns
+        if not table:
+            return None
+        row = table[layer] if len(table) > 1 else table[0]
+        return list(row) * heads if len(row) == 1 else list(row)
 
     def layer_shape(self, stack: str, layer: int) -> "LayerShape":
         """The widths of encoder (stack="encoder") or decoder layer `layer`, pruned or not."""
@@ -89,8 +102,9 @@ class ModelConfig:
         def pick(values: list | None, default):
             return default if values is None else values[layer]
 
+        heads = pick(self.decoder_heads if decoder else self.encoder_heads, self.attention_heads)
         return LayerShape(
-            heads=pick(self.decoder_heads if decoder else self.encoder_heads, self.attention_heads),
+            heads=heads,
             head_dim=attn_width // self.attention_heads,
             ffn=pick(self.decoder_ffn if decoder else self.encoder_ffn, self.ffn_dim),
             conv_channels=(None if self.arch != "lsra" else
@@ -99,6 +113,7 @@ class ModelConfig:
             kernel=(self.decoder_kernels if decoder else self.encoder_kernels)[layer] if self.arch == "lsra" else 0,
             cross_heads=pick(self.cross_heads, cross_heads) if decoder else 0,
             cross_head_dim=self.embed_dim // cross_heads,
+            patterns=self.head_patterns(stack, layer, heads),
         )
 
 
@@ -112,6 +127,7 @@ class LayerShape:
     kernel: int  # LSRA: convolution kernel size
     cross_heads: int  # decoder only
     cross_head_dim: int
+    patterns: list[HeadPattern] | None = None  # self-attention (branch) head patterns; None: dense
 
     @property
     def conv_width(self) -> int:
@@ -227,6 +243,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             return float(value)
         except ValueError:
             raise ConfigError(f"{where}: expected float, got {value!r}") from None
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
     if hint in (int, float, str, bool):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
             raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
@@ -302,6 +320,22 @@ def validate(cfg: RunConfig, where: str) -> None:
     for ok, fld, expected in checks:
         if not ok:
             raise ConfigError(f"{where}: {fld} must be {expected}")
+    for stack in ("encoder", "decoder"):
+        table = getattr(m, f"{stack}_patterns")
+        if table is None:
+            continue
+        layers = getattr(m, f"{stack}_layers")
+        if len(table) not in (1, layers):
+            raise ConfigError(f"{where}: model.{stack}_patterns must have 1 or {layers} entries (one per layer)")
+        for i in range(layers):
+            heads = m.layer_shape(stack, i).heads
+            row = table[i] if len(table) > 1 else table[0]
+            if len(row) not in (1, heads):
+                raise ConfigError(f"{where}: model.{stack}_patterns[{i}] must have 1 or {heads} head patterns")
+            for h, pattern in enumerate(row):
+                problem = check_pattern(pattern, f"model.{stack}_patterns[{i}][{h}]")
+                if problem:
+                    raise ConfigError(f"{where}: {problem}")
 
 
 def read_yaml(path: Path, what: str) -> Any:

@@ -2,8 +2,8 @@
 
 q, k and v are three Linears (not one packed in_proj) so that torch-pruning can prune
 heads with num_heads={q, k, v: H}. The attention core is written out (matmul, masked fill,
-softmax, matmul) so that it exports to ONNX/TFLite builtin ops and so that sparse patterns
-can replace the dense score computation per layer later.
+softmax, matmul) so that it exports to ONNX/TFLite builtin ops; heads with sparse patterns
+(lite/sparse) replace it with the block kernel or a masked dense core.
 """
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lite.sparse.core import SparseCore
+from lite.sparse.patterns import HeadPattern
 
 # Bounded fill for masked scores: finite so fully masked rows never produce NaN, and far
 # below any real score after softmax (exp(-1e4) underflows to 0 in fp32).
@@ -26,8 +29,10 @@ class MultiheadAttention(nn.Module):
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, kv_dim: int | None = None,
-                 head_dim: int | None = None):
+                 head_dim: int | None = None, patterns: list[HeadPattern] | None = None):
         super().__init__()
+        if patterns is not None and len(patterns) != num_heads:
+            raise ValueError(f"{len(patterns)} head patterns for {num_heads} heads")
         if head_dim is None and embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         kv_dim = kv_dim or embed_dim
@@ -37,6 +42,8 @@ class MultiheadAttention(nn.Module):
         inner = num_heads * self.head_dim
         self.dropout = dropout
         self.mask_fill = MASK_FILL  # export sets a smaller bound: int8 scores need a narrow range
+        # sparse heads (lite/sparse); None: every query sees every key it may (dense)
+        self.sparse = SparseCore(patterns) if patterns is not None and any(p.kind != "dense" for p in patterns) else None
         self.q_proj = nn.Linear(embed_dim, inner)
         self.k_proj = nn.Linear(kv_dim, inner)
         self.v_proj = nn.Linear(kv_dim, inner)
@@ -80,6 +87,10 @@ class MultiheadAttention(nn.Module):
                     k = torch.cat([cache["k"], k], dim=2)
                     v = torch.cat([cache["v"], v], dim=2)
                 cache["k"], cache["v"] = k, v
+        if self.sparse is not None:
+            out = self.sparse(q, k, v, key_padding_mask, causal, self.mask_fill, self.dropout, self.training)
+            out = out.transpose(1, 2)
+            return self.out_proj(out.reshape(out.shape[0], out.shape[1], -1))
         scores = q @ k.transpose(-1, -2)  # [B, H, Tq, Tk]
         mask = None
         if key_padding_mask is not None:

@@ -35,7 +35,8 @@ class FeedForward(nn.Module):
 class AttentionMixer(nn.Module):
     def __init__(self, dim: int, shape: LayerShape, attention_dropout: float, causal: bool):
         super().__init__()
-        self.attn = MultiheadAttention(dim, shape.heads, attention_dropout, head_dim=shape.head_dim)
+        self.attn = MultiheadAttention(dim, shape.heads, attention_dropout, head_dim=shape.head_dim,
+                                       patterns=shape.patterns)
         self.causal = causal
 
     def forward(self, x: Tensor, padding_mask: Tensor | None, cache: Cache | None = None) -> Tensor:
@@ -50,7 +51,8 @@ class LSRAMixer(nn.Module):
                  conv_type: str, conv_glu: bool, weight_dropout: float):
         super().__init__()
         self.branch_dim = dim // 2
-        self.attn = MultiheadAttention(self.branch_dim, shape.heads, attention_dropout, head_dim=shape.head_dim)
+        self.attn = MultiheadAttention(self.branch_dim, shape.heads, attention_dropout, head_dim=shape.head_dim,
+                                       patterns=shape.patterns)
         self.conv = ConvBranch(dim - self.branch_dim, shape.kernel, len(shape.conv_channels), conv_type, conv_glu,
                                causal, weight_dropout, head_channels=shape.conv_channels)
         self.causal = causal

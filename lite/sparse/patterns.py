@@ -1,0 +1,183 @@
+"""Sparse attention patterns: which keys each query of one head may see.
+
+A pattern is data (YAML -> HeadPattern). Every block-structured pattern is compiled, for a sequence
+length n, into a small table over blocks of `block` tokens:
+
+    kinds[h, query block, key block] in {SKIP, BAND, FULL}
+
+SKIP blocks are never computed; inside a BAND block a query at i sees a key at j when
+|i - j| <= radius * dilation and (i - j) % dilation == 0; FULL blocks (random blocks, learned block
+masks) are seen whole. Then three per-token rules apply everywhere: causal (j <= i), the diagonal
+(SparseBERT: a head may drop j == i), and global tokens (a global query sees every key, every query
+sees a global key; Longformer/BigBird/ERNIE-Sparse). `reference_mask` writes the same definition as
+an n x n boolean matrix, straight from the pattern, for tests and for the masked dense fallback.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KINDS = ("dense", "local", "blocks")
+SKIP, BAND, FULL = 0, 1, 2
+
+
+@dataclass
+class HeadPattern:
+    """One head's keys. kind: dense (all keys), local (band + the options below), blocks (a fixed
+    list of key blocks per query block: a binarised learned block mask)."""
+    kind: str = "dense"
+    window: int = 0  # local: a query sees the window // 2 keys on each side (causal: before it), itself included
+    dilation: int = 1  # local: only every dilation-th key inside a band dilation times as wide
+    global_tokens: list[int] = field(default_factory=list)  # positions that see and are seen by every token
+    random_blocks: int = 0  # extra key blocks per query block, drawn once from `seed` (BigBird)
+    seed: int = 0
+    diagonal: bool = True  # False: a query never sees its own key (SparseBERT)
+    block: int = 0  # block size of the block kernel; 0: window // 2 (local) - the smallest that needs 3 blocks
+    blocks: list[list[int]] = field(default_factory=list)  # kind blocks: key blocks per query block
+
+    @property
+    def radius(self) -> int:
+        return self.window // 2
+
+    def block_size(self) -> int:
+        if self.block:
+            return self.block
+        return max(self.radius * self.dilation, 1)
+
+
+def check_pattern(p: HeadPattern, where: str) -> str | None:
+    """A one-line description of what is wrong with `p`, or None."""
+    if p.kind not in KINDS:
+        return f"{where}.kind must be one of {', '.join(KINDS)}, got {p.kind!r}"
+    if p.kind == "local" and p.window < 2:
+        return f"{where}.window must be >= 2 for a local pattern (keys window // 2 on each side)"
+    if p.dilation < 1:
+        return f"{where}.dilation must be >= 1"
+    if p.random_blocks < 0 or p.block < 0:
+        return f"{where}: random_blocks and block must be >= 0"
+    if any(t < 0 for t in p.global_tokens):
+        return f"{where}.global_tokens must be non-negative positions"
+    if p.kind == "blocks" and (not p.block or not p.blocks):
+        return f"{where}: a blocks pattern needs block (its size) and blocks (key blocks per query block)"
+    if p.kind == "dense" and (p.window or p.random_blocks or p.global_tokens or p.blocks):
+        return f"{where}: a dense head takes no window, random_blocks, global_tokens or blocks"
+    return None
+
+
+def is_block_sparse(p: HeadPattern) -> bool:
+    return p.kind in ("local", "blocks")
+
+
+def reference_mask(p: HeadPattern, n: int, causal: bool) -> np.ndarray:
+    """[n, n] bool, True where query i may see key j: the pattern's definition, written directly."""
+    i = np.arange(n)[:, None]
+    j = np.arange(n)[None, :]
+    if p.kind == "dense":
+        allowed = np.ones((n, n), bool)
+    elif p.kind == "local":
+        dist = i - j
+        reach = p.radius * p.dilation
+        band = (np.abs(dist) <= reach) & (dist % p.dilation == 0)
+        if causal:
+            band &= dist >= 0
+        chosen = _random_table(p, n, causal)
+        b = p.block_size()
+        allowed = band | chosen[i // b, j // b]
+    else:
+        b = p.block
+        table = np.zeros((-(-n // b),) * 2, bool)
+        for q, keys in enumerate(p.blocks[:len(table)]):
+            table[q, [k for k in keys if k < len(table)]] = True
+        allowed = table[i // b, j // b]
+    glob = np.zeros(n, bool)
+    glob[[t for t in p.global_tokens if t < n]] = True
+    allowed = allowed | glob[:, None] | glob[None, :]
+    if causal:
+        allowed &= j <= i
+    if not p.diagonal:
+        allowed &= j != i
+    return allowed
+
+
+def _random_table(p: HeadPattern, n: int, causal: bool) -> np.ndarray:
+    """[nb, nb] bool: the random key blocks of each query block (none among its band blocks)."""
+    b = p.block_size()
+    nb = -(-n // b)
+    table = np.zeros((nb, nb), bool)
+    if not p.random_blocks:
+        return table
+    rng = random.Random(p.seed)
+    span = math.ceil(p.radius * p.dilation / b)
+    for q in range(nb):
+        candidates = [k for k in range(nb) if abs(k - q) > span and (not causal or k < q)]
+        table[q, rng.sample(candidates, min(p.random_blocks, len(candidates)))] = True
+    return table
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """A layer's heads compiled for length n: what the block kernel gathers and how it masks.
+
+    key_blocks [H, nb, K]: the key blocks each query block computes (K = the most any needs; unused
+    slots point at block 0 with kind SKIP). slot_kind [H, nb, K]: BAND or FULL or SKIP.
+    radius/dilation/diagonal [H]; global_tokens [H] lists; union of global positions `globals_`.
+    """
+    n: int
+    block: int
+    key_blocks: np.ndarray
+    slot_kind: np.ndarray
+    radius: np.ndarray
+    dilation: np.ndarray
+    diagonal: np.ndarray
+    is_global: np.ndarray  # [H, n] bool
+    globals_: tuple[int, ...]
+    causal: bool
+
+    @property
+    def num_blocks(self) -> int:
+        return self.key_blocks.shape[1]
+
+
+def compile_layout(heads: list[HeadPattern], n: int, causal: bool) -> BlockLayout:
+    """The block tables of a layer whose heads are all block-sparse and share one block size."""
+    sizes = {h.block_size() for h in heads}
+    if len(sizes) != 1 or not all(is_block_sparse(h) for h in heads):
+        raise ValueError("the block kernel needs block-sparse heads (local or blocks) with one block size; "
+                         f"got kinds {[h.kind for h in heads]} and block sizes {sorted(sizes)}")
+    b = sizes.pop()
+    nb = -(-n // b)
+    kinds = np.full((len(heads), nb, nb), SKIP, np.int8)
+    for h, p in enumerate(heads):
+        q = np.arange(nb)[:, None]
+        k = np.arange(nb)[None, :]
+        if p.kind == "local":
+            reach = p.radius * p.dilation
+            # key block k holds some key within reach of some query in block q
+            lo, hi = q * b - reach, (q + 1) * b - 1 + reach
+            near = (k * b <= hi) & ((k + 1) * b - 1 >= lo)
+            if causal:
+                near &= k <= q
+            kinds[h][near] = BAND
+            kinds[h][_random_table(p, n, causal)] = FULL
+        else:
+            for qb, keys in enumerate(p.blocks[:nb]):
+                kinds[h, qb, [kb for kb in keys if kb < nb and (not causal or kb <= qb)]] = FULL
+    width = max(1, int((kinds != SKIP).sum(-1).max()))
+    key_blocks = np.zeros((len(heads), nb, width), np.int64)
+    slot_kind = np.full((len(heads), nb, width), SKIP, np.int8)
+    for h in range(len(heads)):
+        for qb in range(nb):
+            chosen = np.nonzero(kinds[h, qb])[0]
+            key_blocks[h, qb, :len(chosen)] = chosen
+            slot_kind[h, qb, :len(chosen)] = kinds[h, qb, chosen]
+    is_global = np.zeros((len(heads), n), bool)
+    for h, p in enumerate(heads):
+        is_global[h, [t for t in p.global_tokens if t < n]] = True
+    return BlockLayout(
+        n=n, block=b, key_blocks=key_blocks, slot_kind=slot_kind,
+        radius=np.array([p.radius for p in heads]), dilation=np.array([p.dilation for p in heads]),
+        diagonal=np.array([p.diagonal for p in heads]), is_global=is_global,
+        globals_=tuple(sorted({t for p in heads for t in p.global_tokens if t < n})), causal=causal)
