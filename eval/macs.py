@@ -16,14 +16,18 @@ from dataclasses import replace
 
 from lite.config import LayerShape, ModelConfig
 from lite.models.seq2seq import EncoderDecoder, count_parameters
+from lite.sparse.patterns import computed_pairs
 
 
-def _attention(prefix: str, t_q: int, t_k: int, d_model: int, d_kv: int, width: int) -> dict[str, int]:
-    """q/out projections over t_q queries, k/v projections over t_k keys, scores and weighted values."""
+def _attention(prefix: str, t_q: int, t_k: int, d_model: int, d_kv: int, width: int,
+               pairs: int | None = None, head_dim: int = 1) -> dict[str, int]:
+    """q/out projections over t_q queries, k/v projections over t_k keys, scores and weighted values.
+    pairs: the (query, key) entries a sparse core computes, summed over heads of head_dim (None: dense)."""
+    core = t_q * t_k * width if pairs is None else pairs * head_dim
     return {
         f"{prefix}_proj": t_q * d_model * width * 2 + t_k * d_kv * width * 2,
-        f"{prefix}_scores": t_q * t_k * width,
-        f"{prefix}_values": t_q * t_k * width,
+        f"{prefix}_scores": core,
+        f"{prefix}_values": core,
     }
 
 
@@ -38,13 +42,15 @@ def _conv_branch(t: int, dim: int, shape: LayerShape, cfg: ModelConfig) -> dict[
     return parts
 
 
-def _mixer(t: int, shape: LayerShape, cfg: ModelConfig) -> dict[str, int]:
+def _mixer(t: int, shape: LayerShape, cfg: ModelConfig, decoder: bool) -> dict[str, int]:
     d = cfg.embed_dim
     width = shape.heads * shape.head_dim
-    if cfg.arch == "transformer":
-        return _attention("attn", t, t, d, d, width)
-    half = d // 2
-    return _attention("attn", t, t, half, half, width) | _conv_branch(t, d - half, shape, cfg)
+    # Sparse encoder heads: what the block kernel (or masked dense fallback) computes. The decoder runs
+    # one step at a time over its cache slots, masked: dense work whatever its pattern.
+    pairs = computed_pairs(shape.patterns, t, causal=False) if shape.patterns and not decoder else None
+    in_dim = d if cfg.arch == "transformer" else d // 2
+    attn = _attention("attn", t, t, in_dim, in_dim, width, pairs, shape.head_dim)
+    return attn if cfg.arch == "transformer" else attn | _conv_branch(t, d - d // 2, shape, cfg)
 
 
 def count_macs(cfg: ModelConfig, src_len: int = 30, tgt_len: int = 30) -> dict:
@@ -54,11 +60,11 @@ def count_macs(cfg: ModelConfig, src_len: int = 30, tgt_len: int = 30) -> dict:
     layers = []
     for i in range(cfg.encoder_layers):
         shape = cfg.layer_shape("encoder", i)
-        parts = _mixer(src_len, shape, cfg) | {"ffn": 2 * src_len * d * shape.ffn}
+        parts = _mixer(src_len, shape, cfg, decoder=False) | {"ffn": 2 * src_len * d * shape.ffn}
         layers.append({"name": f"encoder.{i}", **parts})
     for i in range(cfg.decoder_layers):
         shape = cfg.layer_shape("decoder", i)
-        parts = _mixer(tgt_len, shape, cfg) | _attention("cross", tgt_len, src_len, d, d,
+        parts = _mixer(tgt_len, shape, cfg, decoder=True) | _attention("cross", tgt_len, src_len, d, d,
                                                          shape.cross_heads * shape.cross_head_dim)
         parts["ffn"] = 2 * tgt_len * d * shape.ffn
         layers.append({"name": f"decoder.{i}", **parts})

@@ -133,3 +133,31 @@ def test_patterns_in_yaml_config(tmp_path):
     path.write_text("model:\n  attention_heads: 4\n  encoder_patterns:\n    - [{kind: local, window: 8}, {kind: dense}]\n")
     with pytest.raises(ConfigError, match=r"encoder_patterns\[0\] must have 1 or 4 head patterns"):
         load_config(path)
+
+
+@pytest.mark.parametrize("name", ["local", "local+global", "dilated", "random-blocks", "blocks"])
+def test_mac_count_is_what_the_kernel_multiplies(name):
+    """computed_pairs * d * 2 (scores and values) == the matmul MACs torch's flop counter sees."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lite.sparse.patterns import computed_pairs
+
+    heads, n, d = PATTERNS[name], 40, 16
+    q, k, v = (torch.randn(1, len(heads), n, d) for _ in range(3))
+    layout = compile_layout(heads, n, causal=False)
+    with FlopCounterMode(display=False) as counter:
+        block_sparse_attention(q, k, v, layout)
+    assert counter.get_total_flops() // 2 == computed_pairs(heads, n, causal=False) * d * 2
+    assert computed_pairs(heads, n, causal=False) < len(heads) * n * n  # and it is less than dense
+
+
+def test_sparse_encoder_macs_grow_linearly():
+    from eval.macs import count_macs
+    from lite.config import ModelConfig
+
+    cfg = ModelConfig(vocab_size=100, max_positions=4096,
+                      encoder_patterns=[[HeadPattern(kind="local", window=32, global_tokens=[0])]])
+    scores = [count_macs(cfg, n, 30)["layers"][0]["attn_scores"] for n in (512, 1024, 2048)]
+    assert scores[1] - scores[0] == (scores[2] - scores[1]) // 2  # linear in n (a constant per token)
+    dense = ModelConfig(vocab_size=100, max_positions=4096)
+    assert count_macs(dense, 2048, 30)["layers"][0]["attn_scores"] > 20 * scores[2]

@@ -181,3 +181,18 @@ def compile_layout(heads: list[HeadPattern], n: int, causal: bool) -> BlockLayou
         radius=np.array([p.radius for p in heads]), dilation=np.array([p.dilation for p in heads]),
         diagonal=np.array([p.diagonal for p in heads]), is_global=is_global,
         globals_=tuple(sorted({t for p in heads for t in p.global_tokens if t < n})), causal=causal)
+
+
+def computed_pairs(heads: list[HeadPattern], n: int, causal: bool) -> int:
+    """(query, key) score entries the attention core computes for these heads at length n, summed over
+    heads: the MAC counter's figure (times the head width, once for scores and once for values).
+
+    Block kernel: every head computes the layout's K key blocks (the most any head needs) and the g
+    global keys for each of the nb * b padded query rows, plus g dense global rows of n keys.
+    Masked dense fallback: n * n per head, masked or not."""
+    if not (all(is_block_sparse(h) for h in heads) and len({h.block_size() for h in heads}) == 1):
+        return len(heads) * n * n
+    layout = compile_layout(heads, n, causal)
+    g = len(layout.globals_)
+    _, nb, width = layout.key_blocks.shape
+    return len(heads) * (nb * layout.block * (width * layout.block + g) + g * n)
