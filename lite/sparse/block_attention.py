@@ -25,8 +25,9 @@ def _tables(layout: BlockLayout, device: torch.device) -> dict[str, Tensor]:
     """The layout's numpy tables as tensors (tiny: per head and block, never per token pair)."""
     h, nb, width = layout.key_blocks.shape
     b = layout.block
-    kpos = torch.as_tensor(layout.key_blocks, device=device)[..., None] * b + torch.arange(b, device=device)
-    kind = torch.as_tensor(layout.slot_kind, device=device)[..., None].expand(h, nb, width, b)
+    i32 = dict(dtype=torch.int32, device=device)  # positions in int32: TFLite has no int64 abs/compare kernels
+    kpos = torch.as_tensor(layout.key_blocks, **i32)[..., None] * b + torch.arange(b, **i32)
+    kind = torch.as_tensor(layout.slot_kind, **i32)[..., None].expand(h, nb, width, b)
     which = np.zeros(layout.n, np.int64)  # position -> its row among the global queries (0 elsewhere)
     which[list(layout.globals_)] = np.arange(len(layout.globals_))
     return {
@@ -34,12 +35,13 @@ def _tables(layout: BlockLayout, device: torch.device) -> dict[str, Tensor]:
                  + torch.as_tensor(layout.key_blocks, device=device)).reshape(-1),
         "kpos": kpos.reshape(h, nb, width * b),
         "kind": kind.reshape(h, nb, width * b),
-        "qpos": torch.arange(nb * b, device=device).view(nb, b),
-        "reach": torch.as_tensor(layout.radius * layout.dilation, device=device).view(h, 1, 1, 1),
-        "dilation": torch.as_tensor(layout.dilation, device=device).view(h, 1, 1, 1),
+        "qpos": torch.arange(nb * b, **i32).view(nb, b),
+        "reach": torch.as_tensor(layout.radius * layout.dilation, **i32).view(h, 1, 1, 1),
+        "dilation": torch.as_tensor(layout.dilation, **i32).view(h, 1, 1, 1),
         "keep_diag": torch.as_tensor(layout.diagonal, device=device).view(h, 1, 1, 1),
         "is_global": torch.as_tensor(layout.is_global, device=device),
         "globals": torch.as_tensor(layout.globals_, dtype=torch.long, device=device),
+        "global_pos": torch.as_tensor(layout.globals_, **i32),
         "which": torch.as_tensor(which, device=device),
     }
 
@@ -49,22 +51,21 @@ def _block_allowed(layout: BlockLayout, t: dict[str, Tensor]) -> Tensor:
     n = layout.n
     dist = t["qpos"][None, :, :, None] - t["kpos"][:, :, None, :]
     kind = t["kind"][:, :, None, :]
-    band = (dist.abs() <= t["reach"]) & (torch.remainder(dist, t["dilation"]) == 0)
+    band = (dist <= t["reach"]) & (dist >= -t["reach"]) & (torch.remainder(dist, t["dilation"]) == 0)
     allowed = (kind == FULL) | ((kind == BAND) & band)
     if layout.causal:
         allowed = allowed & (dist >= 0)
     allowed = allowed & ((dist != 0) | t["keep_diag"])
     kpos = t["kpos"].clamp(max=n - 1)
     # global keys are seen through their own columns; a padded slot (position >= n) is never seen
-    key_is_global = torch.gather(t["is_global"], 1, kpos.reshape(kpos.shape[0], -1)).view_as(kpos)
+    key_is_global = torch.gather(t["is_global"], 1, kpos.reshape(kpos.shape[0], -1).long()).view_as(kpos)
     return allowed & ~key_is_global[:, :, None, :] & (t["kpos"] < n)[:, :, None, :]
 
 
 def _global_key_allowed(layout: BlockLayout, t: dict[str, Tensor]) -> Tensor:
     """[H, N, g] bool: may query position i (padded length N) see global key u?"""
-    g = t["globals"]
-    dist = t["qpos"].reshape(-1)[None, :, None] - g[None, None, :]
-    allowed = t["is_global"][:, g][:, None, :].expand(-1, dist.shape[1], -1)
+    dist = t["qpos"].reshape(-1)[None, :, None] - t["global_pos"][None, None, :]
+    allowed = t["is_global"][:, t["globals"]][:, None, :].expand(-1, dist.shape[1], -1)
     if layout.causal:
         allowed = allowed & (dist >= 0)
     return allowed & ((dist != 0) | t["keep_diag"].view(-1, 1, 1))
@@ -98,7 +99,7 @@ def block_sparse_attention(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout,
     allowed = _block_allowed(layout, t)[None].expand(bsz, -1, -1, -1, -1)  # [B, H, nb, b, K*b]
     if key_padding_mask is not None:
         pad = torch.nn.functional.pad(key_padding_mask, (0, pad_len), value=True)
-        pad_slots = pad[:, t["kpos"].reshape(-1)].view(bsz, heads, nb, 1, width * b)
+        pad_slots = pad[:, t["kpos"].reshape(-1).long()].view(bsz, heads, nb, 1, width * b)
         allowed = allowed & ~pad_slots
     allowed = allowed.reshape(bsz * heads * nb, b, width * b)
     g = len(layout.globals_)
@@ -131,8 +132,8 @@ def _overwrite_global_rows(out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout:
     where they are global) with a select, not a scatter (scatter breaks TFLite int8)."""
     n = layout.n
     g_pos = t["globals"]
-    j = torch.arange(n, device=q.device)
-    dist = g_pos[:, None] - j[None, :]  # [g, n]
+    j = torch.arange(n, dtype=torch.int32, device=q.device)
+    dist = t["global_pos"][:, None] - j[None, :]  # [g, n]
     allowed = torch.ones_like(dist, dtype=torch.bool)[None].expand(q.shape[1], -1, -1)
     if layout.causal:
         allowed = allowed & (dist >= 0)
