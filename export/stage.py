@@ -190,6 +190,18 @@ def _artifact_row(paths: RunPaths, folder: Path, manifest: dict) -> dict:
                      f"{p['max_logit_diff']:.2g}, greedy BLEU {p['bleu_artifact']:.2f} vs PyTorch {p['bleu_pytorch']:.2f}"}
 
 
+def _check_sparse_support(model_cfg, formats: list[str], where: Path) -> None:
+    """Refuse, before any work, the sparse models the exported graphs would not reproduce."""
+    if model_cfg.decoder_patterns:
+        # the decoder step graph attends over its cache slots with the causal mask only
+        raise ExportError(f"{where}: model.decoder_patterns cannot be exported yet (the decoder step graph "
+                          "is dense); train with sparse encoder patterns only")
+    if model_cfg.encoder_patterns and "onnx" in formats:
+        # the block layout is compiled per source length; the ONNX encoder has a dynamic one
+        raise ExportError(f"{where}: model.encoder_patterns export to TFLite (fixed source lengths) only; "
+                          "set export.formats: [tflite]")
+
+
 def export_run(cfg: RunConfig, paths: RunPaths, formats: list[str] | None = None, precisions: list[str] | None = None,
                force: bool = False, progress: bool = True, log=print) -> list[dict]:
     """Export every format x precision (default: the config's export section); returns the manifests.
@@ -199,6 +211,7 @@ def export_run(cfg: RunConfig, paths: RunPaths, formats: list[str] | None = None
     formats = formats or cfg.export.formats
     precisions = precisions or cfg.export.precisions
     model = load_model(paths.model)
+    _check_sparse_support(model.cfg, formats, paths.root / "config.yaml")
     model_sha = sha256_file(paths.model)
     tokenizer = Tokenizer(paths.tokenizer)
     torch.set_num_threads(cfg.train.threads)

@@ -67,3 +67,16 @@ def test_onnx_graph_has_no_n_by_n_tensor(layer_and_input, tmp_path: Path):
     out = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
     with torch.no_grad():
         assert np.abs(out - layer(x).numpy()).max() < 1e-4
+
+
+def test_export_refuses_what_its_graphs_would_not_reproduce():
+    from export.errors import ExportError
+    from export.stage import _check_sparse_support
+    from lite.config import ModelConfig
+
+    local = [[HeadPattern(kind="local", window=8)]]
+    with pytest.raises(ExportError, match="model.decoder_patterns cannot be exported yet"):
+        _check_sparse_support(ModelConfig(decoder_patterns=local), ["tflite"], Path("run/config.yaml"))
+    with pytest.raises(ExportError, match=r"TFLite \(fixed source lengths\) only"):
+        _check_sparse_support(ModelConfig(encoder_patterns=local), ["tflite", "onnx"], Path("run/config.yaml"))
+    _check_sparse_support(ModelConfig(encoder_patterns=local), ["tflite"], Path("run/config.yaml"))
