@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-latency bench-compression help
+.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-latency bench-compression bench-attention help
 
 help:
 	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>] [RECIPE=configs/compress/default.yaml]"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench       benchmarks, JSON under benchmarks/results/"
 	@echo "make bench-latency   HAT latency protocol (needs runs/default and runs/default-transformer exported)"
 	@echo "make bench-compression   the paper's size chain, Transformer -> LSRA -> int8 -> pruned (needs both runs)"
+	@echo "make bench-attention   dense vs local+global attention scaling, n = 256..8192 (PyTorch and TFLite)"
 
 setup: $(STAMP)
 
@@ -74,3 +75,7 @@ bench-latency: setup
 # Lite Transformer's compression chain on our data, from the runs' measured artifacts.
 bench-compression: setup
 	$(BIN)/python benchmarks/compression.py
+
+# Dense vs local+global attention, n = 256..8192, PyTorch and TFLite, 1 thread (JSON + PNG).
+bench-attention: setup
+	$(BIN)/python benchmarks/attention_scaling.py
