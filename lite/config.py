@@ -83,12 +83,18 @@ class ModelConfig:
     encoder_patterns: list[list[HeadPattern]] | None = None
     decoder_patterns: list[list[HeadPattern]] | None = None
 
-    def head_patterns(self, stack: str, layer: int, heads: int) -> list[HeadPattern] | None:
-        """The patterns of the `heads` self-attention heads of a layer, or None when it is dense."""
+    def pattern_row(self, stack: str, layer: int) -> list[HeadPattern] | None:
+        """The head patterns written for a layer (one entry may stand for every layer), or None."""
         table = self.decoder_patterns if stack == "decoder" else self.encoder_patterns
         if not table:
             return None
-        row = table[layer] if len(table) > 1 else table[0]
+        return table[layer] if len(table) > 1 else table[0]
+
+    def head_patterns(self, stack: str, layer: int, heads: int) -> list[HeadPattern] | None:
+        """The patterns of the `heads` self-attention heads of a layer, or None when it is dense."""
+        row = self.pattern_row(stack, layer)
+        if row is None:
+            return None
         return list(row) * heads if len(row) == 1 else list(row)
 
     def layer_shape(self, stack: str, layer: int) -> "LayerShape":
@@ -329,7 +335,7 @@ def validate(cfg: RunConfig, where: str) -> None:
             raise ConfigError(f"{where}: model.{stack}_patterns must have 1 or {layers} entries (one per layer)")
         for i in range(layers):
             heads = m.layer_shape(stack, i).heads
-            row = table[i] if len(table) > 1 else table[0]
+            row = m.pattern_row(stack, i)
             if len(row) not in (1, heads):
                 raise ConfigError(f"{where}: model.{stack}_patterns[{i}] must have 1 or {heads} head patterns")
             for h, pattern in enumerate(row):

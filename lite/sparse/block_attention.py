@@ -22,7 +22,8 @@ from lite.sparse.patterns import BAND, FULL, BlockLayout
 
 
 def _tables(layout: BlockLayout, device: torch.device) -> dict[str, Tensor]:
-    """The layout's numpy tables as tensors (tiny: per head and block, never per token pair)."""
+    """The layout's numpy tables as tensors (tiny: per head and block, never per token pair). Built on
+    every call, not cached: tensors made while an exporter traces are its fake tensors."""
     h, nb, width = layout.key_blocks.shape
     b = layout.block
     i32 = dict(dtype=torch.int32, device=device)  # positions in int32: TFLite has no int64 abs/compare kernels
@@ -46,16 +47,21 @@ def _tables(layout: BlockLayout, device: torch.device) -> dict[str, Tensor]:
     }
 
 
+def _causal_and_diagonal(allowed: Tensor, dist: Tensor, causal: bool, keep_diag: Tensor) -> Tensor:
+    """The per-token rules every part shares: no later key when causal (dist = query - key position),
+    no own key where a head drops the diagonal (keep_diag broadcast per head)."""
+    if causal:
+        allowed = allowed & (dist >= 0)
+    return allowed & ((dist != 0) | keep_diag)
+
+
 def _block_allowed(layout: BlockLayout, t: dict[str, Tensor]) -> Tensor:
     """[H, nb, b, K*b] bool: may query (block, row) see gathered key (slot)? (pattern rules of patterns.py)"""
     n = layout.n
     dist = t["qpos"][None, :, :, None] - t["kpos"][:, :, None, :]
     kind = t["kind"][:, :, None, :]
     band = (dist <= t["reach"]) & (dist >= -t["reach"]) & (torch.remainder(dist, t["dilation"]) == 0)
-    allowed = (kind == FULL) | ((kind == BAND) & band)
-    if layout.causal:
-        allowed = allowed & (dist >= 0)
-    allowed = allowed & ((dist != 0) | t["keep_diag"])
+    allowed = _causal_and_diagonal((kind == FULL) | ((kind == BAND) & band), dist, layout.causal, t["keep_diag"])
     kpos = t["kpos"].clamp(max=n - 1)
     # global keys are seen through their own columns; a padded slot (position >= n) is never seen
     key_is_global = torch.gather(t["is_global"], 1, kpos.reshape(kpos.shape[0], -1).long()).view_as(kpos)
@@ -66,9 +72,7 @@ def _global_key_allowed(layout: BlockLayout, t: dict[str, Tensor]) -> Tensor:
     """[H, N, g] bool: may query position i (padded length N) see global key u?"""
     dist = t["qpos"].reshape(-1)[None, :, None] - t["global_pos"][None, None, :]
     allowed = t["is_global"][:, t["globals"]][:, None, :].expand(-1, dist.shape[1], -1)
-    if layout.causal:
-        allowed = allowed & (dist >= 0)
-    return allowed & ((dist != 0) | t["keep_diag"].view(-1, 1, 1))
+    return _causal_and_diagonal(allowed, dist, layout.causal, t["keep_diag"].view(-1, 1, 1))
 
 
 def block_sparse_attention(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout,
@@ -135,9 +139,7 @@ def _overwrite_global_rows(out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout:
     j = torch.arange(n, dtype=torch.int32, device=q.device)
     dist = t["global_pos"][:, None] - j[None, :]  # [g, n]
     allowed = torch.ones_like(dist, dtype=torch.bool)[None].expand(q.shape[1], -1, -1)
-    if layout.causal:
-        allowed = allowed & (dist >= 0)
-    allowed = allowed & ((dist != 0) | t["keep_diag"].view(-1, 1, 1))
+    allowed = _causal_and_diagonal(allowed, dist, layout.causal, t["keep_diag"].view(-1, 1, 1))
     allowed = allowed[None].expand(q.shape[0], -1, -1, -1)
     if key_padding_mask is not None:
         allowed = allowed & ~key_padding_mask[:, None, None, :]

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from lite.sparse.block_attention import block_sparse_attention, masked_softmax_values
-from lite.sparse.patterns import BlockLayout, HeadPattern, compile_layout, is_block_sparse, reference_mask
+from lite.sparse.patterns import BlockLayout, HeadPattern, compile_layout, reference_mask, runs_blockwise
 
 
 class SparseCore:
@@ -21,7 +21,7 @@ class SparseCore:
 
     def __init__(self, heads: list[HeadPattern]):
         self.heads = list(heads)
-        self.blockwise = all(is_block_sparse(h) for h in heads) and len({h.block_size() for h in heads}) == 1
+        self.blockwise = runs_blockwise(self.heads)
         self._layouts: dict[tuple[int, bool], BlockLayout] = {}
         self._masks: dict[tuple[int, bool], Tensor] = {}
 

@@ -71,6 +71,11 @@ def is_block_sparse(p: HeadPattern) -> bool:
     return p.kind in ("local", "blocks")
 
 
+def runs_blockwise(heads: list[HeadPattern]) -> bool:
+    """Can these heads of one layer share a block layout (all block-sparse, one block size)?"""
+    return all(is_block_sparse(h) for h in heads) and len({h.block_size() for h in heads}) == 1
+
+
 def reference_mask(p: HeadPattern, n: int, causal: bool) -> np.ndarray:
     """[n, n] bool, True where query i may see key j: the pattern's definition, written directly."""
     i = np.arange(n)[:, None]
@@ -143,11 +148,10 @@ class BlockLayout:
 
 def compile_layout(heads: list[HeadPattern], n: int, causal: bool) -> BlockLayout:
     """The block tables of a layer whose heads are all block-sparse and share one block size."""
-    sizes = {h.block_size() for h in heads}
-    if len(sizes) != 1 or not all(is_block_sparse(h) for h in heads):
+    if not runs_blockwise(heads):
         raise ValueError("the block kernel needs block-sparse heads (local or blocks) with one block size; "
-                         f"got kinds {[h.kind for h in heads]} and block sizes {sorted(sizes)}")
-    b = sizes.pop()
+                         f"got kinds {[h.kind for h in heads]} and block sizes {sorted({h.block_size() for h in heads})}")
+    b = heads[0].block_size()
     nb = -(-n // b)
     kinds = np.full((len(heads), nb, nb), SKIP, np.int8)
     for h, p in enumerate(heads):
@@ -190,7 +194,7 @@ def computed_pairs(heads: list[HeadPattern], n: int, causal: bool) -> int:
     Block kernel: every head computes the layout's K key blocks (the most any head needs) and the g
     global keys for each of the nb * b padded query rows, plus g dense global rows of n keys.
     Masked dense fallback: n * n per head, masked or not."""
-    if not (all(is_block_sparse(h) for h in heads) and len({h.block_size() for h in heads}) == 1):
+    if not runs_blockwise(heads):
         return len(heads) * n * n
     layout = compile_layout(heads, n, causal)
     g = len(layout.globals_)
