@@ -33,6 +33,7 @@ from lite.data.corpus import load_pairs
 from lite.files import read_json, sha256_file, write_json_atomic
 from lite.models.seq2seq import EncoderDecoder
 from lite.run import RunPaths
+from lite.sparse.patterns import is_learned
 from lite.tokenizer import Tokenizer
 
 
@@ -192,6 +193,10 @@ def _artifact_row(paths: RunPaths, folder: Path, manifest: dict) -> dict:
 
 def _check_sparse_support(model_cfg, formats: list[str], where: Path) -> None:
     """Refuse, before any work, the sparse models the exported graphs would not reproduce."""
+    rows = (model_cfg.encoder_patterns or []) + (model_cfg.decoder_patterns or [])
+    if any(is_learned(p) for row in rows for p in row):
+        raise ExportError(f"{where}: the model still has learned attention patterns (dam/degree); training "
+                          "binarises them into model.pt - export that, or call lite.sparse.learned.binarise")
     if model_cfg.decoder_patterns:
         # the decoder step graph attends over its cache slots with the causal mask only
         raise ExportError(f"{where}: model.decoder_patterns cannot be exported yet (the decoder step graph "

@@ -120,6 +120,7 @@ class ModelConfig:
             cross_heads=pick(self.cross_heads, cross_heads) if decoder else 0,
             cross_head_dim=self.embed_dim // cross_heads,
             patterns=self.head_patterns(stack, layer, heads),
+            max_len=self.max_positions,
         )
 
 
@@ -134,6 +135,7 @@ class LayerShape:
     cross_heads: int  # decoder only
     cross_head_dim: int
     patterns: list[HeadPattern] | None = None  # self-attention (branch) head patterns; None: dense
+    max_len: int = 0  # the longest sequence (model.max_positions): learned block masks are sized by it
 
     @property
     def conv_width(self) -> int:
@@ -164,6 +166,7 @@ class TrainConfig:
     keep_checkpoints: int = 5
     average_last: int = 1  # average the weights of the last N step checkpoints at the end
     patience: int = 0  # early stop after N validations without improvement (0: off)
+    sar_weight: float = 0.0  # ERNIE-Sparse SAR: weight of the symmetric KL, sparse vs dense attention
 
 
 @dataclass

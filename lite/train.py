@@ -25,6 +25,8 @@ from lite.data.corpus import load_pairs
 from lite.models.seq2seq import EncoderDecoder, count_parameters
 from lite.files import write_json_atomic
 from lite.run import RunPaths
+from lite.sparse.learned import binarise, kept_share, sparsity_loss
+from lite.sparse.sar import sar_term
 from lite.tokenizer import Tokenizer
 
 
@@ -38,13 +40,19 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def batch_loss(model: EncoderDecoder, batch: Batch, smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(label-smoothed loss summed over target tokens, plain NLL summed) for one batch."""
+def batch_loss(model: EncoderDecoder, batch: Batch, smoothing: float,
+               sar_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training loss summed over target tokens, plain NLL summed) for one batch. The training loss is
+    label-smoothed cross entropy, plus the learned heads' sparsity terms (per token) and, with
+    sar_weight, ERNIE-Sparse's SAR term (lite/sparse)."""
     logits = model(batch.src, batch.prev).float()
     flat, target = logits.view(-1, logits.shape[-1]), batch.target.view(-1)
     pad = model.cfg.pad_id
     loss = F.cross_entropy(flat, target, ignore_index=pad, label_smoothing=smoothing, reduction="sum")
     nll = F.cross_entropy(flat, target, ignore_index=pad, reduction="sum")
+    loss = loss + batch.ntokens * sparsity_loss(model)
+    if sar_weight:
+        loss = loss + sar_weight * sar_term(model, logits, lambda: model(batch.src, batch.prev), batch.target.ne(pad))
     return loss, nll
 
 
@@ -154,7 +162,7 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
                 ntokens = sum(b.ntokens for b in collated)
                 step_loss = 0.0
                 for batch in collated:
-                    loss, _ = batch_loss(model, batch, tc.label_smoothing)
+                    loss, _ = batch_loss(model, batch, tc.label_smoothing, tc.sar_weight)
                     (loss / ntokens).backward()
                     step_loss += float(loss.detach())
                 if tc.clip_norm > 0:
@@ -211,6 +219,7 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
 
     chosen, final_valid, final_state = choose_final(paths, model, tc, state, valid_ex)
     model.load_state_dict(final_state)
+    model = binarise(model.eval())  # learned attention patterns -> the fixed patterns they stand for
     checkpoint.save_atomic(checkpoint.model_record(model), paths.model)
     summary = {
         "stop_reason": stop_reason, "steps": state["step"], "epochs": state["epoch"] + state["batch_in_epoch"] / max(len(batches), 1),
@@ -222,6 +231,9 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
         "params": count_parameters(model), "params_no_embed": count_parameters(model, False),
         "train_pairs": train_info, "valid_pairs": valid_info, "threads": tc.threads,
     }
+    for stack, causal in (("encoder", False), ("decoder", True)):
+        if getattr(model.cfg, f"{stack}_patterns"):  # share of the pairs each sparse head keeps
+            summary[f"{stack}_kept_share"] = kept_share(model.cfg, stack, model.cfg.max_positions, causal)
     log.write(event="end", **summary)
     log.close()
     write_json_atomic(summary, paths.train_summary)

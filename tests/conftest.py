@@ -16,6 +16,19 @@ from lite.tokenizer import Tokenizer, train_tokenizer
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def tiny_model(**overrides):
+    """A tiny EncoderDecoder (vocabulary 60, width 32, 2+2 layers, 2 heads), seeded, in eval mode."""
+    import torch
+
+    from lite.config import ModelConfig
+    from lite.models.seq2seq import EncoderDecoder
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=60, embed_dim=32, ffn_dim=48, encoder_layers=2, decoder_layers=2, attention_heads=2,
+                      encoder_kernels=[3, 4], decoder_kernels=[5, 3], max_positions=64, **overrides)
+    return EncoderDecoder(cfg).eval()
+
+
 def lite(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     """The `lite` command in a subprocess, from the repo root."""
     return subprocess.run([sys.executable, "-m", "lite", *args], input=stdin, capture_output=True, cwd=ROOT, timeout=900)

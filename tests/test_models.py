@@ -10,20 +10,14 @@ from lite.decode import beam_search, greedy
 from lite.models.convolution import DynamicConv, LightweightConv
 from lite.models.seq2seq import EncoderDecoder, count_parameters
 
+from conftest import tiny_model as tiny
+
 VARIANTS = [
     dict(arch="lsra", conv_type="lightweight", conv_glu=True),
     dict(arch="lsra", conv_type="dynamic", conv_glu=True),
     dict(arch="lsra", conv_type="lightweight", conv_glu=False, pre_norm=True),
     dict(arch="transformer"),
 ]
-
-
-def tiny(**overrides) -> EncoderDecoder:
-    torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=60, embed_dim=32, ffn_dim=48, encoder_layers=2, decoder_layers=2,
-                      attention_heads=2, encoder_kernels=[3, 4], decoder_kernels=[5, 3], max_positions=64,
-                      **overrides)
-    return EncoderDecoder(cfg).eval()
 
 
 def batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

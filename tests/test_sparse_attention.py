@@ -8,6 +8,8 @@ import torch
 from lite.sparse.block_attention import block_sparse_attention
 from lite.sparse.patterns import HeadPattern, compile_layout, reference_mask
 
+from conftest import tiny_model as sparse_model
+
 
 def dense_reference(q, k, v, masks: np.ndarray, key_padding_mask=None, fill=-1e4):
     """Masked dense attention over [H, n, n] boolean masks: the slow, obvious version."""
@@ -43,9 +45,12 @@ def test_block_kernel_equals_masked_dense(name, causal, n):
     masks = np.stack([reference_mask(h, n, causal) for h in heads])
     layout = compile_layout(heads, n, causal)
     for key_padding_mask in (None, pad):
-        got = block_sparse_attention(q, k, v, layout, key_padding_mask)
         want = dense_reference(q, k, v, masks, key_padding_mask)
+        got = block_sparse_attention(q, k, v, layout, key_padding_mask)
+        with torch.no_grad():  # inference: the softmax runs in place on the scores
+            got_inference = block_sparse_attention(q, k, v, layout, key_padding_mask)
         assert (got - want).abs().max().item() < 1e-5, name
+        assert (got_inference - want).abs().max().item() < 1e-5, name
 
 
 def test_block_kernel_skips_blocks():
@@ -74,15 +79,6 @@ SPARSE_MODELS = {
                                                 [HeadPattern(kind="blocks", block=2, blocks=[[0], [0, 1], [1, 2], [0, 3]])]]),
 }
 
-
-def sparse_model(**overrides):
-    from lite.config import ModelConfig
-    from lite.models.seq2seq import EncoderDecoder
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=60, embed_dim=32, ffn_dim=48, encoder_layers=2, decoder_layers=2, attention_heads=2,
-                      encoder_kernels=[3, 4], decoder_kernels=[5, 3], max_positions=64, **overrides)
-    return EncoderDecoder(cfg).eval()
 
 
 @pytest.mark.parametrize("name", list(SPARSE_MODELS))

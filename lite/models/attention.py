@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lite.sparse.core import SparseCore
-from lite.sparse.patterns import HeadPattern
+from lite.sparse.learned import LearnedCore
+from lite.sparse.patterns import HeadPattern, is_learned
 
 # Bounded fill for masked scores: finite so fully masked rows never produce NaN, and far
 # below any real score after softmax (exp(-1e4) underflows to 0 in fp32).
@@ -29,7 +30,7 @@ class MultiheadAttention(nn.Module):
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, kv_dim: int | None = None,
-                 head_dim: int | None = None, patterns: list[HeadPattern] | None = None):
+                 head_dim: int | None = None, patterns: list[HeadPattern] | None = None, max_len: int = 0):
         super().__init__()
         if patterns is not None and len(patterns) != num_heads:
             raise ValueError(f"{len(patterns)} head patterns for {num_heads} heads")
@@ -42,8 +43,12 @@ class MultiheadAttention(nn.Module):
         inner = num_heads * self.head_dim
         self.dropout = dropout
         self.mask_fill = MASK_FILL  # export sets a smaller bound: int8 scores need a narrow range
-        # sparse heads (lite/sparse); None: every query sees every key it may (dense)
-        self.sparse = SparseCore(patterns) if patterns is not None and any(p.kind != "dense" for p in patterns) else None
+        # sparse heads (lite/sparse): fixed patterns (SparseCore) or patterns still being learned
+        # (LearnedCore, max_len positions); both None: every query sees every key it may (dense)
+        patterns = patterns or []
+        self.learned = LearnedCore(patterns, max_len) if any(is_learned(p) for p in patterns) else None
+        self.sparse = SparseCore(patterns) if self.learned is None and any(p.kind != "dense" for p in patterns) else None
+        self.dense_topology = False  # True: ignore the patterns (SAR's dense pass, lite/sparse/sar.py)
         self.q_proj = nn.Linear(embed_dim, inner)
         self.k_proj = nn.Linear(kv_dim, inner)
         self.v_proj = nn.Linear(kv_dim, inner)
@@ -87,8 +92,9 @@ class MultiheadAttention(nn.Module):
                     k = torch.cat([cache["k"], k], dim=2)
                     v = torch.cat([cache["v"], v], dim=2)
                 cache["k"], cache["v"] = k, v
-        if self.sparse is not None:
-            out = self.sparse(q, k, v, key_padding_mask, causal, self.mask_fill, self.dropout, self.training)
+        core = None if self.dense_topology else (self.learned if self.learned is not None else self.sparse)
+        if core is not None:
+            out = core(q, k, v, key_padding_mask, causal, self.mask_fill, self.dropout, self.training)
             out = out.transpose(1, 2)
             return self.out_proj(out.reshape(out.shape[0], out.shape[1], -1))
         scores = q @ k.transpose(-1, -2)  # [B, H, Tq, Tk]

@@ -36,7 +36,7 @@ class AttentionMixer(nn.Module):
     def __init__(self, dim: int, shape: LayerShape, attention_dropout: float, causal: bool):
         super().__init__()
         self.attn = MultiheadAttention(dim, shape.heads, attention_dropout, head_dim=shape.head_dim,
-                                       patterns=shape.patterns)
+                                       patterns=shape.patterns, max_len=shape.max_len)
         self.causal = causal
 
     def forward(self, x: Tensor, padding_mask: Tensor | None, cache: Cache | None = None) -> Tensor:
@@ -52,7 +52,7 @@ class LSRAMixer(nn.Module):
         super().__init__()
         self.branch_dim = dim // 2
         self.attn = MultiheadAttention(self.branch_dim, shape.heads, attention_dropout, head_dim=shape.head_dim,
-                                       patterns=shape.patterns)
+                                       patterns=shape.patterns, max_len=shape.max_len)
         self.conv = ConvBranch(dim - self.branch_dim, shape.kernel, len(shape.conv_channels), conv_type, conv_glu,
                                causal, weight_dropout, head_channels=shape.conv_channels)
         self.causal = causal

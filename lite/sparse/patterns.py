@@ -11,6 +11,10 @@ masks) are seen whole. Then three per-token rules apply everywhere: causal (j <=
 (SparseBERT: a head may drop j == i), and global tokens (a global query sees every key, every query
 sees a global key; Longformer/BigBird/ERNIE-Sparse). `reference_mask` writes the same definition as
 an n x n boolean matrix, straight from the pattern, for tests and for the masked dense fallback.
+
+Two kinds are learned during training (lite/sparse/learned.py) and binarised after it into the fixed
+kinds above: dam (SparseBERT's Differentiable Attention Mask, a gate per block pair -> blocks) and
+degree (Breaking BERT's learned neighbour degree, a soft band radius per head -> local).
 """
 from __future__ import annotations
 
@@ -20,14 +24,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-KINDS = ("dense", "local", "blocks")
+KINDS = ("dense", "local", "blocks", "dam", "degree")
+LEARNED = ("dam", "degree")
 SKIP, BAND, FULL = 0, 1, 2
 
 
 @dataclass
 class HeadPattern:
     """One head's keys. kind: dense (all keys), local (band + the options below), blocks (a fixed
-    list of key blocks per query block: a binarised learned block mask)."""
+    list of key blocks per query block: a binarised learned block mask); learned while training:
+    dam (a gate per pair of blocks of `block` tokens) and degree (a band whose radius is learned,
+    starting at window // 2)."""
     kind: str = "dense"
     window: int = 0  # local: a query sees the window // 2 keys on each side (causal: before it), itself included
     dilation: int = 1  # local: only every dilation-th key inside a band dilation times as wide
@@ -37,6 +44,8 @@ class HeadPattern:
     diagonal: bool = True  # False: a query never sees its own key (SparseBERT)
     block: int = 0  # block size of the block kernel; 0: window // 2 (local) - the smallest that needs 3 blocks
     blocks: list[list[int]] = field(default_factory=list)  # kind blocks: key blocks per query block
+    penalty: float = 0.0  # dam/degree: weight of the sparsity term (expected share of keys kept) in the loss
+    temperature: float = 0.5  # dam: Gumbel-sigmoid temperature; degree: softness of the band edge, in tokens
 
     @property
     def radius(self) -> int:
@@ -52,8 +61,14 @@ def check_pattern(p: HeadPattern, where: str) -> str | None:
     """A one-line description of what is wrong with `p`, or None."""
     if p.kind not in KINDS:
         return f"{where}.kind must be one of {', '.join(KINDS)}, got {p.kind!r}"
-    if p.kind == "local" and p.window < 2:
-        return f"{where}.window must be >= 2 for a local pattern (keys window // 2 on each side)"
+    if p.kind in ("local", "degree") and p.window < 2:
+        return f"{where}.window must be >= 2 for a {p.kind} pattern (keys window // 2 on each side)"
+    if p.kind == "dam" and p.block < 1:
+        return f"{where}.block must be >= 1 for a dam pattern (the size of the blocks it gates)"
+    if p.penalty < 0 or p.temperature <= 0:
+        return f"{where}: penalty must be >= 0 and temperature > 0"
+    if p.kind in LEARNED and (p.global_tokens or p.random_blocks or p.blocks or p.dilation != 1):
+        return f"{where}: a {p.kind} head takes no global_tokens, random_blocks, blocks or dilation"
     if p.dilation < 1:
         return f"{where}.dilation must be >= 1"
     if p.random_blocks < 0 or p.block < 0:
@@ -67,6 +82,10 @@ def check_pattern(p: HeadPattern, where: str) -> str | None:
     return None
 
 
+def is_learned(p: HeadPattern) -> bool:
+    return p.kind in LEARNED
+
+
 def is_block_sparse(p: HeadPattern) -> bool:
     return p.kind in ("local", "blocks")
 
@@ -78,6 +97,8 @@ def runs_blockwise(heads: list[HeadPattern]) -> bool:
 
 def reference_mask(p: HeadPattern, n: int, causal: bool) -> np.ndarray:
     """[n, n] bool, True where query i may see key j: the pattern's definition, written directly."""
+    if is_learned(p):
+        raise ValueError(f"a {p.kind} head has no fixed mask until it is binarised (lite/sparse/learned.py)")
     i = np.arange(n)[:, None]
     j = np.arange(n)[None, :]
     if p.kind == "dense":
@@ -124,20 +145,21 @@ def _random_table(p: HeadPattern, n: int, causal: bool) -> np.ndarray:
 
 @dataclass(frozen=True)
 class BlockLayout:
-    """A layer's heads compiled for length n: what the block kernel gathers and how it masks.
+    """A layer's heads compiled for length n: what the block kernel gathers and which entries it keeps.
 
     key_blocks [H, nb, K]: the key blocks each query block computes (K = the most any needs; unused
-    slots point at block 0 with kind SKIP). slot_kind [H, nb, K]: BAND or FULL or SKIP.
-    radius/dilation/diagonal [H]; global_tokens [H] lists; union of global positions `globals_`.
+    slots point at block 0 and are masked). allowed [H, nb, b, K*b + g]: may row r of query block q
+    see gathered key slot s (then the g global keys, in the order of `globals_`)? global_rows
+    [H, g, n]: may global query u see key j? is_global [H, n]: the global positions of each head.
+    The masks are O(n * (K*b + g)) booleans, built here once per length: the kernel and the exported
+    graphs only read them (no n x n tensor, no position arithmetic at run time).
     """
     n: int
     block: int
     key_blocks: np.ndarray
-    slot_kind: np.ndarray
-    radius: np.ndarray
-    dilation: np.ndarray
-    diagonal: np.ndarray
-    is_global: np.ndarray  # [H, n] bool
+    allowed: np.ndarray
+    global_rows: np.ndarray
+    is_global: np.ndarray
     globals_: tuple[int, ...]
     causal: bool
 
@@ -146,8 +168,16 @@ class BlockLayout:
         return self.key_blocks.shape[1]
 
 
+def _causal_and_diagonal(allowed: np.ndarray, dist: np.ndarray, causal: bool, keep_diag: np.ndarray) -> np.ndarray:
+    """The per-token rules every part shares: no later key when causal (dist = query - key position),
+    no own key where a head drops the diagonal (keep_diag broadcast per head)."""
+    if causal:
+        allowed = allowed & (dist >= 0)
+    return allowed & ((dist != 0) | keep_diag)
+
+
 def compile_layout(heads: list[HeadPattern], n: int, causal: bool) -> BlockLayout:
-    """The block tables of a layer whose heads are all block-sparse and share one block size."""
+    """The block tables and masks of a layer whose heads are all block-sparse and share one block size."""
     if not runs_blockwise(heads):
         raise ValueError("the block kernel needs block-sparse heads (local or blocks) with one block size; "
                          f"got kinds {[h.kind for h in heads]} and block sizes {sorted({h.block_size() for h in heads})}")
@@ -180,11 +210,32 @@ def compile_layout(heads: list[HeadPattern], n: int, causal: bool) -> BlockLayou
     is_global = np.zeros((len(heads), n), bool)
     for h, p in enumerate(heads):
         is_global[h, [t for t in p.global_tokens if t < n]] = True
-    return BlockLayout(
-        n=n, block=b, key_blocks=key_blocks, slot_kind=slot_kind,
-        radius=np.array([p.radius for p in heads]), dilation=np.array([p.dilation for p in heads]),
-        diagonal=np.array([p.diagonal for p in heads]), is_global=is_global,
-        globals_=tuple(sorted({t for p in heads for t in p.global_tokens if t < n})), causal=causal)
+    globals_ = tuple(sorted({t for p in heads for t in p.global_tokens if t < n}))
+    per_head = lambda values: np.array(values).reshape(-1, 1, 1, 1)  # noqa: E731
+    reach = per_head([p.radius * p.dilation for p in heads])
+    dilation = per_head([p.dilation for p in heads])
+    keep_diag = per_head([p.diagonal for p in heads])
+
+    # gathered slots: [H, nb, b, K*b]
+    qpos = np.arange(nb * b, dtype=np.int32).reshape(1, nb, b, 1)
+    kpos = (key_blocks[..., None] * b + np.arange(b)).reshape(len(heads), nb, 1, width * b).astype(np.int32)
+    kind = np.repeat(slot_kind, b, axis=-1).reshape(len(heads), nb, 1, width * b)
+    dist = qpos - kpos
+    band = (np.abs(dist) <= reach) & (dist % dilation == 0)
+    slots = _causal_and_diagonal((kind == FULL) | ((kind == BAND) & band), dist, causal, keep_diag)
+    # global keys are seen through their own columns; a padded slot (position >= n) is never seen
+    key_global = np.take_along_axis(is_global, np.minimum(kpos, n - 1).reshape(len(heads), -1), 1).reshape(kpos.shape)
+    slots &= ~key_global & (kpos < n)
+    # the g global key columns: [H, nb, b, g]
+    gpos = np.array(globals_, np.int32).reshape(1, 1, 1, -1)
+    gcols = _causal_and_diagonal(np.broadcast_to(is_global[:, list(globals_)].reshape(len(heads), 1, 1, -1),
+                                                 (len(heads), nb, b, len(globals_))), qpos - gpos, causal, keep_diag)
+    # the g global query rows: [H, g, n]
+    rows = _causal_and_diagonal(np.ones((len(heads), len(globals_), n), bool),
+                                np.array(globals_, np.int32).reshape(1, -1, 1) - np.arange(n, dtype=np.int32),
+                                causal, keep_diag.reshape(-1, 1, 1))
+    return BlockLayout(n=n, block=b, key_blocks=key_blocks, allowed=np.concatenate([slots, gcols], axis=-1),
+                       global_rows=rows, is_global=is_global, globals_=globals_, causal=causal)
 
 
 def computed_pairs(heads: list[HeadPattern], n: int, causal: bool) -> int:
@@ -198,5 +249,4 @@ def computed_pairs(heads: list[HeadPattern], n: int, causal: bool) -> int:
         return len(heads) * n * n
     layout = compile_layout(heads, n, causal)
     g = len(layout.globals_)
-    _, nb, width = layout.key_blocks.shape
-    return len(heads) * (nb * layout.block * (width * layout.block + g) + g * n)
+    return int(np.prod(layout.allowed.shape)) + len(heads) * g * n
