@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from lite.sparse.patterns import HeadPattern, check_pattern
+from lite.sparse.patterns import HeadPattern, check_pattern, runs_blockwise
 
 FORMATS = ("tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
@@ -345,6 +345,9 @@ def validate(cfg: RunConfig, where: str) -> None:
                 problem = check_pattern(pattern, f"model.{stack}_patterns[{i}][{h}]")
                 if problem:
                     raise ConfigError(f"{where}: {problem}")
+            if any(p.representatives for p in row) and (stack == "decoder" or not runs_blockwise(row)):
+                raise ConfigError(f"{where}: model.{stack}_patterns[{i}]: representatives need an encoder layer whose "
+                                  "heads are all local/blocks with one block size (they run on the block kernel only)")
 
 
 def read_yaml(path: Path, what: str) -> Any:

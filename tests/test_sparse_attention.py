@@ -157,3 +157,37 @@ def test_sparse_encoder_macs_grow_linearly():
     assert scores[1] - scores[0] == (scores[2] - scores[1]) // 2  # linear in n (a constant per token)
     dense = ModelConfig(vocab_size=100, max_positions=4096)
     assert count_macs(dense, 2048, 30)["layers"][0]["attn_scores"] > 20 * scores[2]
+
+
+def test_representatives_equal_a_direct_computation():
+    """ERNIE-Sparse window summaries: every query of a representatives head also sees, per block, the
+    mean key/value of the block's real tokens; global query rows do not. Written out naively here."""
+    heads = [HeadPattern(kind="local", window=8, global_tokens=[3], representatives=True),
+             HeadPattern(kind="local", window=8)]
+    n, d, b = 37, 16, 4
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 2, n, d, generator=gen) for _ in range(3))
+    pad = torch.zeros(2, n, dtype=torch.bool)
+    pad[1, 25:] = True  # blocks 7 and 8 of the second sequence: part pads, all pads
+    layout = compile_layout(heads, n, causal=False)
+    assert layout.representatives == 10
+    for key_padding_mask in (None, pad):
+        got = block_sparse_attention(q, k, v, layout, key_padding_mask)
+        for s in range(2):
+            real = torch.ones(n, dtype=torch.bool) if key_padding_mask is None else ~key_padding_mask[s]
+            for h, p in enumerate(heads):
+                allowed = torch.as_tensor(reference_mask(p, n, causal=False)) & real[None, :]
+                scores = (q[s, h] @ k[s, h].T).masked_fill(~allowed, -1e4)
+                keys_v = v[s, h]
+                if p.representatives:
+                    blocks = [torch.arange(i, min(i + b, n)) for i in range(0, n, b)]
+                    kept = [idx[real[idx]] for idx in blocks]
+                    rep_k = torch.stack([k[s, h, i].mean(0) if len(i) else torch.zeros(d) for i in kept])
+                    rep_v = torch.stack([v[s, h, i].mean(0) if len(i) else torch.zeros(d) for i in kept])
+                    rep_ok = torch.tensor([len(i) > 0 for i in kept])[None, :].expand(n, -1).clone()
+                    rep_ok[3] = False  # the global query row sees the tokens themselves
+                    scores = torch.cat([scores, (q[s, h] @ rep_k.T).masked_fill(~rep_ok, -1e4)], dim=1)
+                    allowed = torch.cat([allowed, rep_ok], dim=1)
+                    keys_v = torch.cat([keys_v, rep_v])
+                want = (torch.softmax(scores, -1) * allowed) @ keys_v
+                assert (got[s, h] - want).abs().max().item() < 1e-5, (s, h)

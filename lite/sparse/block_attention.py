@@ -70,20 +70,44 @@ def block_sparse_attention(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout,
         vg = v.index_select(2, t["globals"])
         keys = torch.cat([keys, kg[:, :, None].expand(-1, -1, nb, -1, -1).reshape(-1, g, d)], dim=1)
         values = torch.cat([values, vg[:, :, None].expand(-1, -1, nb, -1, -1).reshape(-1, g, d)], dim=1)
-    allowed = t["allowed"][None]  # [1, H*nb, b, K*b + g]
-    if key_padding_mask is not None:
-        pad = torch.nn.functional.pad(key_padding_mask, (0, pad_len), value=True)
+    r = layout.representatives
+    pad = None if key_padding_mask is None else torch.nn.functional.pad(key_padding_mask, (0, pad_len), value=True)
+    if r:  # the n..N padding rows must not enter the last block's mean, with or without a mask
+        real = torch.zeros(bsz, n, dtype=torch.bool, device=q.device) if pad is None else key_padding_mask
+        reps_k, reps_v, empty = _representatives(kp, vp, torch.nn.functional.pad(real, (0, pad_len), value=True), b)
+        keys = torch.cat([keys, reps_k], dim=1)
+        values = torch.cat([values, reps_v], dim=1)
+    allowed = t["allowed"][None]  # [1, H*nb, b, K*b + g + r]
+    if pad is not None:
         pad_keys = pad.index_select(1, t["kpos"]).view(bsz, heads * nb, 1, width * b)
         if g:
             pad_globals = key_padding_mask.index_select(1, t["globals"]).view(bsz, 1, 1, g)
             pad_keys = torch.cat([pad_keys, pad_globals.expand(-1, heads * nb, -1, -1)], dim=-1)
+        if r:  # a block of pads only has no representative
+            pad_keys = torch.cat([pad_keys, empty.view(bsz, 1, 1, r).expand(-1, heads * nb, -1, -1)], dim=-1)
         allowed = allowed & ~pad_keys
-    allowed = allowed.expand(bsz, -1, -1, -1).reshape(bsz * heads * nb, b, width * b + g)
+    allowed = allowed.expand(bsz, -1, -1, -1).reshape(bsz * heads * nb, b, width * b + g + r)
     out = masked_softmax_values(qb @ keys.transpose(1, 2), allowed, values, fill, **drop)
     out = out.reshape(bsz, heads, nb * b, d)[:, :, :n]
     if g:
         out = _overwrite_global_rows(out, q, k, v, t, key_padding_mask, fill, drop)
     return out
+
+
+def _representatives(kp: Tensor, vp: Tensor, pad: Tensor, b: int) -> tuple[Tensor, Tensor, Tensor]:
+    """ERNIE-Sparse's window summaries: the mean key and value of each block over its real tokens,
+    given to every query block: ([B*H*nb, nb, d] keys, values, [B, nb] True where a block is all pads)."""
+    bsz, heads, big_n, d = kp.shape
+    nb = big_n // b
+    keep = (~pad).to(kp.dtype).unsqueeze(-1)  # [B, N, 1]
+    count = keep.view(bsz, nb, b).sum(-1)  # [B, nb]
+    weights = (keep / count.repeat_interleave(b, dim=1).clamp_min(1).unsqueeze(-1)).unsqueeze(1)  # [B, 1, N, 1]
+
+    def summary(x: Tensor) -> Tensor:  # [B, H, N, d] -> [B*H*nb, nb, d]: every query block gets all nb
+        means = (x * weights).reshape(bsz * heads, nb, b, d).sum(2)  # [B*H, nb, d]
+        return means[:, None].expand(-1, nb, -1, -1).reshape(bsz * heads * nb, nb, d)
+
+    return summary(kp), summary(vp), count == 0
 
 
 def masked_softmax_values(scores: Tensor, allowed: Tensor, values: Tensor, fill: float,

@@ -22,6 +22,9 @@ class SparseCore:
     def __init__(self, heads: list[HeadPattern]):
         self.heads = list(heads)
         self.blockwise = runs_blockwise(self.heads)
+        if any(h.representatives for h in self.heads) and not self.blockwise:
+            raise ValueError("representatives run on the block kernel only: every head of the layer must be "
+                             "local/blocks with one block size")
         self._layouts: dict[tuple[int, bool], BlockLayout] = {}
         self._masks: dict[tuple[int, bool], Tensor] = {}
 

@@ -44,6 +44,9 @@ class HeadPattern:
     diagonal: bool = True  # False: a query never sees its own key (SparseBERT)
     block: int = 0  # block size of the block kernel; 0: window // 2 (local) - the smallest that needs 3 blocks
     blocks: list[list[int]] = field(default_factory=list)  # kind blocks: key blocks per query block
+    # ERNIE-Sparse: every query also sees one representative per block (the mean of that block's keys
+    # and values), a summary of each window; encoder (non-causal) block-sparse heads only
+    representatives: bool = False
     penalty: float = 0.0  # dam/degree: weight of the sparsity term (expected share of keys kept) in the loss
     temperature: float = 0.5  # dam: Gumbel-sigmoid temperature; degree: softness of the band edge, in tokens
 
@@ -67,6 +70,8 @@ def check_pattern(p: HeadPattern, where: str) -> str | None:
         return f"{where}.block must be >= 1 for a dam pattern (the size of the blocks it gates)"
     if p.penalty < 0 or p.temperature <= 0:
         return f"{where}: penalty must be >= 0 and temperature > 0"
+    if p.representatives and p.kind not in ("local", "blocks"):
+        return f"{where}.representatives needs a local or blocks pattern (a summary per block)"
     if p.kind in LEARNED and (p.global_tokens or p.random_blocks or p.blocks or p.dilation != 1):
         return f"{where}: a {p.kind} head takes no global_tokens, random_blocks, blocks or dilation"
     if p.dilation < 1:
@@ -148,8 +153,9 @@ class BlockLayout:
     """A layer's heads compiled for length n: what the block kernel gathers and which entries it keeps.
 
     key_blocks [H, nb, K]: the key blocks each query block computes (K = the most any needs; unused
-    slots point at block 0 and are masked). allowed [H, nb, b, K*b + g]: may row r of query block q
-    see gathered key slot s (then the g global keys, in the order of `globals_`)? global_rows
+    slots point at block 0 and are masked). allowed [H, nb, b, K*b + g + r]: may row r of query block q
+    see gathered key slot s (then the g global keys, in the order of `globals_`, then the r = nb block
+    representatives when some head has them, else r = 0)? global_rows
     [H, g, n]: may global query u see key j? is_global [H, n]: the global positions of each head.
     The masks are O(n * (K*b + g)) booleans, built here once per length: the kernel and the exported
     graphs only read them (no n x n tensor, no position arithmetic at run time).
@@ -162,6 +168,7 @@ class BlockLayout:
     is_global: np.ndarray
     globals_: tuple[int, ...]
     causal: bool
+    representatives: int = 0  # r: representative columns (nb when some head has them)
 
     @property
     def num_blocks(self) -> int:
@@ -234,8 +241,15 @@ def compile_layout(heads: list[HeadPattern], n: int, causal: bool) -> BlockLayou
     rows = _causal_and_diagonal(np.ones((len(heads), len(globals_), n), bool),
                                 np.array(globals_, np.int32).reshape(1, -1, 1) - np.arange(n, dtype=np.int32),
                                 causal, keep_diag.reshape(-1, 1, 1))
-    return BlockLayout(n=n, block=b, key_blocks=key_blocks, allowed=np.concatenate([slots, gcols], axis=-1),
-                       global_rows=rows, is_global=is_global, globals_=globals_, causal=causal)
+    parts = [slots, gcols]
+    reps = np.array([p.representatives for p in heads])
+    if reps.any():
+        if causal:
+            raise ValueError("representatives summarise whole blocks, future tokens included: encoder (non-causal) heads only")
+        parts.append(np.broadcast_to(reps.reshape(-1, 1, 1, 1), (len(heads), nb, b, nb)))
+    return BlockLayout(n=n, block=b, key_blocks=key_blocks, allowed=np.concatenate(parts, axis=-1),
+                       global_rows=rows, is_global=is_global, globals_=globals_, causal=causal,
+                       representatives=nb if reps.any() else 0)
 
 
 def computed_pairs(heads: list[HeadPattern], n: int, causal: bool) -> int:
@@ -249,4 +263,4 @@ def computed_pairs(heads: list[HeadPattern], n: int, causal: bool) -> int:
         return len(heads) * n * n
     layout = compile_layout(heads, n, causal)
     g = len(layout.globals_)
-    return int(np.prod(layout.allowed.shape)) + len(heads) * g * n
+    return int(np.prod(layout.allowed.shape)) + len(heads) * g * n  # block rows (slots, globals, representatives) + global rows
