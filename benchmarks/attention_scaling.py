@@ -9,7 +9,8 @@ in both) and its core alone (softmax(q k^T) v, the part sparsity changes). Every
 in its own fresh process: the median wall time of `repeats` calls after one warm-up, and the peak
 resident memory added: VmHWM over the timed calls minus VmRSS before the module was built. The peak
 is reset after the warm-up call, so one-time costs (lazy library set-up, compiling the block layout
-for this length) are not counted, and neither are the interpreter and libraries. TFLite: the layer converted with litert-torch (in
+for this length) are not counted, and neither are the interpreter and libraries. call_mb: the same
+peak minus VmRSS after the warm-up, the memory one call needs on top of everything that stays. TFLite: the layer converted with litert-torch (in
 this process) and run under ai-edge-litert in a process that imports no torch.
 Writes benchmarks/results/attention_scaling.json and attention_scaling.png, and prints a table.
 """
@@ -125,12 +126,14 @@ def _worker(runtime: str, part: str, kind: str, n: int, repeats: int, model_path
     call()  # warm-up: first allocations, lazy library set-up, the layout compiled for this length
     # reset the peak again: what counts is the module's lasting state plus the peak of a call
     Path("/proc/self/clear_refs").write_text("5")
+    settled = _memory_kb("VmRSS")
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         call()
         times.append((time.perf_counter() - start) * 1000)
-    return {"ms": statistics.median(times), "peak_mb": (_memory_kb("VmHWM") - before) / 1024}
+    peak = _memory_kb("VmHWM")
+    return {"ms": statistics.median(times), "peak_mb": (peak - before) / 1024, "call_mb": (peak - settled) / 1024}
 
 
 def _convert(part: str, kind: str, n: int, path: Path) -> None:
@@ -161,10 +164,10 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     parts = sorted({r["part"] for r in rows}, reverse=True)  # layer, then core
-    fig, axes = plt.subplots(len(parts), 3, figsize=(15, 4.2 * len(parts)), squeeze=False)
+    fig, axes = plt.subplots(len(parts), 4, figsize=(20, 4.2 * len(parts)), squeeze=False)
     for row_axes, part in zip(axes, parts):
-        for ax, key, label in zip(row_axes, ("ms", "peak_mb", "macs"),
-                                  ("wall time (ms, 1 thread)", "peak memory added (MB)", "MACs")):
+        for ax, key, label in zip(row_axes, ("ms", "peak_mb", "call_mb", "macs"),
+                                  ("wall time (ms, 1 thread)", "peak memory added (MB)", "memory of one call (MB)", "MACs")):
             for runtime in sorted({r["runtime"] for r in rows}):
                 for kind, style in (("dense", "o--"), ("local+global", "s-")):
                     pts = [(r["n"], r[key]) for r in rows
@@ -201,7 +204,7 @@ def main() -> None:
     from lite.files import write_json_atomic
 
     rows = []
-    print(f"{'part':6} {'runtime':8} {'n':>5} {'kind':>13} {'ms':>9} {'peak MB':>9} {'MACs':>15}")
+    print(f"{'part':6} {'runtime':8} {'n':>5} {'kind':>13} {'ms':>9} {'peak MB':>9} {'call MB':>9} {'MACs':>15}")
     with tempfile.TemporaryDirectory(prefix="attn-scaling-") as tmp:
         for part in args.parts:
             for runtime in args.runtimes:
@@ -212,7 +215,7 @@ def main() -> None:
                                          Path(tmp))}
                         rows.append(row)
                         print(f"{part:6} {runtime:8} {n:>5} {kind:>13} {row['ms']:>9.1f} {row['peak_mb']:>9.1f} "
-                              f"{row['macs']:>15,}", flush=True)
+                              f"{row['call_mb']:>9.1f} {row['macs']:>15,}", flush=True)
     ratios = {}
     for part in args.parts:
         for runtime in args.runtimes:
@@ -221,9 +224,11 @@ def main() -> None:
                 ratios[f"{part}/{runtime}/{n}"] = {
                     "speedup": pair["dense"]["ms"] / pair["local+global"]["ms"],
                     "memory": pair["dense"]["peak_mb"] / max(pair["local+global"]["peak_mb"], 0.1),
+                    "call_memory": pair["dense"]["call_mb"] / max(pair["local+global"]["call_mb"], 0.1),
                     "macs": pair["dense"]["macs"] / pair["local+global"]["macs"]}
     for key, r in ratios.items():
-        print(f"{key}: {r['speedup']:.1f}x faster, {r['memory']:.1f}x less memory, {r['macs']:.1f}x fewer MACs")
+        print(f"{key}: {r['speedup']:.1f}x faster, {r['memory']:.1f}x less peak memory ({r['call_memory']:.1f}x "
+              f"per call), {r['macs']:.1f}x fewer MACs")
     record = {"command": "python benchmarks/attention_scaling.py " + " ".join(sys.argv[1:]),
               "setup": {"d": D, "heads": HEADS, "window": WINDOW, "global_tokens": GLOBALS, "batch": 1, "threads": 1,
                         "repeats": args.repeats,

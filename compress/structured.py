@@ -82,6 +82,10 @@ def _check(model: EncoderDecoder, cfg: StructuredConfig) -> None:
     if cfg.conv > 0 and any(isinstance(m, DynamicConv) for m in model.modules()):
         raise ValueError("structured.conv: channel pruning supports conv_type lightweight; this model uses dynamic "
                          "convolutions (set conv: 0)")
+    if cfg.heads > 0 and (model.cfg.encoder_patterns or model.cfg.decoder_patterns):
+        # the sparse cores hold one pattern (and block layout) per head: removing heads would orphan them
+        raise ValueError("structured.heads: head pruning does not support sparse attention patterns yet "
+                         "(model.encoder_patterns/decoder_patterns); set heads: 0")
 
 
 def _pruner(model: EncoderDecoder, cfg: StructuredConfig, example: tuple) -> tp.pruner.MetaPruner:

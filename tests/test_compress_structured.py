@@ -138,3 +138,12 @@ def test_dynamic_convolution_channels_are_refused(smoke_run: Path):
     cfg = dataclasses.replace(load_model(smoke_run / "model.pt").cfg, conv_type="dynamic")
     with pytest.raises(ValueError, match="structured.conv"):
         prune_structured(EncoderDecoder(cfg), StructuredConfig(conv=0.25), [], log=lambda _: None)
+
+
+def test_head_pruning_of_sparse_attention_is_refused():
+    from conftest import tiny_model
+    from lite.sparse.patterns import HeadPattern
+
+    model = tiny_model(encoder_patterns=[[HeadPattern(kind="local", window=4)]])
+    with pytest.raises(ValueError, match="structured.heads: head pruning does not support sparse attention"):
+        prune_structured(model, StructuredConfig(heads=0.5), [], log=lambda _: None)

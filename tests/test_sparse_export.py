@@ -1,4 +1,5 @@
-"""A local + global attention layer exports to TFLite and ONNX without any n x n tensor, and matches PyTorch."""
+"""A local + global attention layer (one head with ERNIE-Sparse representatives) exports to TFLite and
+ONNX without any n x n tensor, and matches PyTorch."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,9 @@ class AttentionLayer(torch.nn.Module):
 @pytest.fixture(scope="module")
 def layer_and_input():
     torch.manual_seed(0)
-    layer = AttentionLayer([HeadPattern(kind="local", window=128, global_tokens=[0, 1])] * HEADS).eval()
+    local = HeadPattern(kind="local", window=128, global_tokens=[0, 1])
+    layer = AttentionLayer([HeadPattern(kind="local", window=128, global_tokens=[0, 1], representatives=True)]
+                           + [local] * (HEADS - 1)).eval()
     return layer, torch.randn(1, N, D)
 
 
@@ -80,3 +83,6 @@ def test_export_refuses_what_its_graphs_would_not_reproduce():
     with pytest.raises(ExportError, match=r"TFLite \(fixed source lengths\) only"):
         _check_sparse_support(ModelConfig(encoder_patterns=local), ["tflite", "onnx"], Path("run/config.yaml"))
     _check_sparse_support(ModelConfig(encoder_patterns=local), ["tflite"], Path("run/config.yaml"))
+    with pytest.raises(ExportError, match="still has learned attention patterns"):
+        _check_sparse_support(ModelConfig(encoder_patterns=[[HeadPattern(kind="dam", block=8)]]), ["tflite"],
+                              Path("run/config.yaml"))
