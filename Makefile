@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-latency bench-compression bench-attention help
+.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-latency bench-compression bench-attention bench-listops help
 
 help:
 	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>] [RECIPE=configs/compress/default.yaml]"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-latency   HAT latency protocol (needs runs/default and runs/default-transformer exported)"
 	@echo "make bench-compression   the paper's size chain, Transformer -> LSRA -> int8 -> pruned (needs both runs)"
 	@echo "make bench-attention   dense vs local+global attention scaling, n = 256..8192 (PyTorch and TFLite)"
+	@echo "make bench-listops     ListOps: dense, local+global, DAM, learned degree, SAR in the LSRA classifier (~25 min)"
 
 setup: $(STAMP)
 
@@ -79,3 +80,7 @@ bench-compression: setup
 # Dense vs local+global attention, n = 256..8192, PyTorch and TFLite, 1 thread (JSON + PNG).
 bench-attention: setup
 	$(BIN)/python benchmarks/attention_scaling.py
+
+# ListOps (LRA rules): dense vs sparse/learned attention in the LSRA classifier, same CPU minutes each.
+bench-listops: setup
+	$(BIN)/python benchmarks/listops.py

@@ -13,13 +13,15 @@ layers different head counts, widths and kernel sizes), every tensor at most 4-D
     cross_k_i, cross_v_i  [B*Hc, S, Dh]     from the encoder
     self_k_i,  self_v_i   [B*H,  T, Dh]     T slots (the longest output + 1), slot t = position t
     conv_i                [B, K_i-1, Cc]    LSRA only: the last K_i-1 GLU outputs (oldest first)
-The decoder step returns "logits" [B, V] and the same cache names with the updated values.
+The decoder step returns "logits" [B, V] and the same cache names with the updated values. Sparse
+decoder heads read which slots they see from a constant per-head table at row `pos`.
 Masked scores use a bounded fill (EXPORT_MASK_FILL): large constants ruin int8 score scales (DESIGN.md).
 """
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,6 +30,7 @@ from lite.models.attention import MultiheadAttention
 from lite.models.blocks import LSRAMixer
 from lite.models.convolution import ConvBranch, DynamicConv, LightweightConv
 from lite.models.seq2seq import EncoderDecoder
+from lite.sparse.patterns import reference_mask
 
 # exp(-30) ~ 1e-13 of the largest real score's weight, and int8 can still represent real scores.
 EXPORT_MASK_FILL = -30.0
@@ -101,6 +104,16 @@ class DecoderStepGraph(nn.Module):
             conv = block.mixer.conv.conv if isinstance(block.mixer, LSRAMixer) else None
             w = conv.channel_kernels().detach().unsqueeze(-1) if isinstance(conv, LightweightConv) else torch.zeros(0)
             self.kernels.append(nn.Parameter(w, requires_grad=False))  # [C, K, 1]
+        # Sparse self-attention heads: which cache slots a step at `pos` may see, per head, as a constant
+        # table [H, P, P] (P = max_positions, a few hundred) read at row `pos`; the same reference masks
+        # the PyTorch decoder uses step by step (lite/sparse/core.py), so parity holds for every pattern.
+        self.sparse_layers: list[int] = []
+        for i in range(model.cfg.decoder_layers):
+            heads = model.cfg.layer_shape("decoder", i).patterns
+            if heads and any(p.kind != "dense" for p in heads):
+                table = np.stack([reference_mask(p, model.cfg.max_positions, causal=True) for p in heads])
+                self.register_buffer(f"slot_table_{i}", torch.as_tensor(table), persistent=False)
+                self.sparse_layers.append(i)
 
     def _self_attention(self, attn: MultiheadAttention, h: Tensor, k_cache: Tensor, v_cache: Tensor,
                         write: Tensor, visible: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -137,17 +150,21 @@ class DecoderStepGraph(nn.Module):
         out: dict[str, Tensor] = {}
         for i, block in enumerate(model.decoder):
             mixer = block.mixer
+            seen = visible
+            if i in self.sparse_layers:  # sparse heads: row `pos` of the pattern table, cut to the slot count
+                table = getattr(self, f"slot_table_{i}")
+                seen = table.index_select(1, pos)[:, :, :slots.shape[0]].unsqueeze(0)  # [1, H, 1, T]
 
             def mix(h: Tensor) -> Tensor:
                 if isinstance(mixer, LSRAMixer):
                     ha, hc = h[..., :mixer.branch_dim], h[..., mixer.branch_dim:]
                     a, k, v = self._self_attention(mixer.attn, ha, inputs[f"self_k_{i}"], inputs[f"self_v_{i}"],
-                                                   write, visible)
+                                                   write, seen)
                     c, out[f"conv_{i}"] = self._conv(i, mixer.conv, hc, inputs[f"conv_{i}"])
                     y = torch.cat([a, c], dim=-1)
                 else:
                     y, k, v = self._self_attention(mixer.attn, h, inputs[f"self_k_{i}"], inputs[f"self_v_{i}"],
-                                                   write, visible)
+                                                   write, seen)
                 out[f"self_k_{i}"], out[f"self_v_{i}"] = k, v
                 return y
 

@@ -197,10 +197,6 @@ def _check_sparse_support(model_cfg, formats: list[str], where: Path) -> None:
     if any(is_learned(p) for row in rows for p in row):
         raise ExportError(f"{where}: the model still has learned attention patterns (dam/degree); training "
                           "binarises them into model.pt - export that, or call lite.sparse.learned.binarise")
-    if model_cfg.decoder_patterns:
-        # the decoder step graph attends over its cache slots with the causal mask only
-        raise ExportError(f"{where}: model.decoder_patterns cannot be exported yet (the decoder step graph "
-                          "is dense); train with sparse encoder patterns only")
     if model_cfg.encoder_patterns and "onnx" in formats:
         # the block layout is compiled per source length; the ONNX encoder has a dynamic one
         raise ExportError(f"{where}: model.encoder_patterns export to TFLite (fixed source lengths) only; "

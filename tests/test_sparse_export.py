@@ -78,8 +78,7 @@ def test_export_refuses_what_its_graphs_would_not_reproduce():
     from lite.config import ModelConfig
 
     local = [[HeadPattern(kind="local", window=8)]]
-    with pytest.raises(ExportError, match="model.decoder_patterns cannot be exported yet"):
-        _check_sparse_support(ModelConfig(decoder_patterns=local), ["tflite"], Path("run/config.yaml"))
+    _check_sparse_support(ModelConfig(decoder_patterns=local), ["tflite", "onnx"], Path("run/config.yaml"))
     with pytest.raises(ExportError, match=r"TFLite \(fixed source lengths\) only"):
         _check_sparse_support(ModelConfig(encoder_patterns=local), ["tflite", "onnx"], Path("run/config.yaml"))
     _check_sparse_support(ModelConfig(encoder_patterns=local), ["tflite"], Path("run/config.yaml"))

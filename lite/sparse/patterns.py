@@ -223,16 +223,18 @@ def compile_layout(heads: list[HeadPattern], n: int, causal: bool) -> BlockLayou
     dilation = per_head([p.dilation for p in heads])
     keep_diag = per_head([p.diagonal for p in heads])
 
-    # gathered slots: [H, nb, b, K*b]
-    qpos = np.arange(nb * b, dtype=np.int32).reshape(1, nb, b, 1)
-    kpos = (key_blocks[..., None] * b + np.arange(b)).reshape(len(heads), nb, 1, width * b).astype(np.int32)
-    kind = np.repeat(slot_kind, b, axis=-1).reshape(len(heads), nb, 1, width * b)
-    dist = qpos - kpos
-    band = (np.abs(dist) <= reach) & (dist % dilation == 0)
-    slots = _causal_and_diagonal((kind == FULL) | ((kind == BAND) & band), dist, causal, keep_diag)
-    # global keys are seen through their own columns; a padded slot (position >= n) is never seen
-    key_global = np.take_along_axis(is_global, np.minimum(kpos, n - 1).reshape(len(heads), -1), 1).reshape(kpos.shape)
-    slots &= ~key_global & (kpos < n)
+    # gathered slots: [H, nb, b, K*b], one head at a time (the int32 temporaries are score-sized)
+    qpos = np.arange(nb * b, dtype=np.int32).reshape(nb, b, 1)
+    slots = np.empty((len(heads), nb, b, width * b), bool)
+    for h in range(len(heads)):
+        kpos = (key_blocks[h, :, :, None] * b + np.arange(b)).reshape(nb, 1, width * b).astype(np.int32)
+        kind = np.repeat(slot_kind[h], b, axis=-1).reshape(nb, 1, width * b)
+        dist = qpos - kpos
+        band = (np.abs(dist) <= reach[h]) & (dist % dilation[h] == 0)
+        seen = _causal_and_diagonal((kind == FULL) | ((kind == BAND) & band), dist, causal, keep_diag[h])
+        # global keys are seen through their own columns; a padded slot (position >= n) is never seen
+        slots[h] = seen & ~is_global[h][np.minimum(kpos, n - 1)] & (kpos < n)
+    qpos = qpos.reshape(1, nb, b, 1)
     # the g global key columns: [H, nb, b, g]
     gpos = np.array(globals_, np.int32).reshape(1, 1, 1, -1)
     gcols = _causal_and_diagonal(np.broadcast_to(is_global[:, list(globals_)].reshape(len(heads), 1, 1, -1),
