@@ -261,3 +261,19 @@ def test_onnx_macs_dims_resolve_symbolic_and_derived_dims(exports):
     one = onnx_macs(info["files"]["decoder"], dims={"batch": 1, "src_len": 10, "cache_len": 10})
     two = onnx_macs(info["files"]["decoder"], dims={"batch": 2, "src_len": 10, "cache_len": 10})
     assert two["macs_total"] == 2 * one["macs_total"]  # "2*batch" evaluated, not left symbolic
+
+
+def test_sparse_decoder_heads_at_dynamic_slot_counts(tmp_path):
+    """The decoder step's pattern table is cut to the cache's slot count, a dynamic axis in ONNX."""
+    import dataclasses
+
+    from lite.sparse.patterns import HeadPattern
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_config("lsra"), decoder_patterns=[[HeadPattern(kind="local", window=4),
+                                                                       HeadPattern(kind="local", window=2, dilation=3)]])
+    model = EncoderDecoder(cfg).eval()
+    info = convert_onnx(model, tmp_path, precision="fp32", max_src_len=SAMPLE_SRC, target_slots=SAMPLE_SLOTS)
+    for batch, src_len, slots in SIZES:
+        for name, expected, got in decode_both(model, info, batch, src_len, slots, steps=7):
+            assert np.abs(got - expected).max() < 1e-4, name
