@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from eval.listops import ClassifierTraining, train_and_score  # noqa: E402
 from lite.config import ModelConfig  # noqa: E402
 from lite.data.corpus import data_root  # noqa: E402
 from lite.data.listops import NUM_CLASSES, VOCAB, ListOpsSpec, build_listops, read_split  # noqa: E402
-from lite.files import write_json_atomic  # noqa: E402
+from lite.files import read_json, write_json_atomic  # noqa: E402
 from lite.sparse.patterns import HeadPattern  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -83,30 +83,36 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="variants trained at once (one thread each)")
     parser.add_argument("--variants", nargs="+", default=list(variants("lra")), choices=list(variants("lra")))
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/listops[-short].json")
+    parser.add_argument("--force", action="store_true", help="rerun variants already saved in --out")
     args = parser.parse_args()
     spec, _, _, default_examples = PRESETS[args.preset]
     examples = args.examples or default_examples
     out = args.out or RESULTS / ("listops.json" if args.preset == "lra" else f"listops-{args.preset}.json")
+    budget = {"examples_per_variant": examples, "minutes_cap": args.minutes, "threads_per_variant": 1,
+              "parallel_variants": args.jobs}
+    # resumable: results are saved after every variant; a rerun with the same preset and budget keeps them
+    saved = read_json(out, default={})
+    results = saved.get("results", {}) if (saved.get("preset"), saved.get("budget")) == (args.preset, budget) else {}
+    todo = [v for v in args.variants if args.force or v not in results]
+    if len(todo) < len(args.variants):
+        print(f"{out}: keeping {', '.join(v for v in args.variants if v not in todo)} (--force reruns them)")
     data = build_listops(data_root() / ("listops" if args.preset == "lra" else f"listops-{args.preset}"), spec)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        count = len(args.variants)
-        results = dict(pool.map(run_variant, args.variants, [args.preset] * count, [data] * count,
-                                [examples] * count, [args.minutes] * count))
+        jobs = [pool.submit(run_variant, v, args.preset, data, examples, args.minutes) for v in todo]
+        for job in as_completed(jobs):
+            name, result = job.result()
+            results[name] = result
+            models = {name: {"encoder_layers": cfg.encoder_layers, "embed_dim": cfg.embed_dim,
+                             "patterns": [[asdict(p) for p in row] for row in cfg.encoder_patterns or []],
+                             "training": training}
+                      for name, (cfg, training) in variants(args.preset).items() if name in results}
+            write_json_atomic({"command": "python benchmarks/listops.py " + " ".join(sys.argv[1:]), "data": asdict(spec),
+                               "preset": args.preset, "budget": budget, "models": models, "results": results}, out)
     print(f"\n{'variant':18} {'accuracy':>9} {'MACs/example':>13} {'kept share':>11} {'steps':>6} {'CPU min':>8}")
     for name, r in results.items():
         share = f"{r['mean_kept_share']:.3f}" if "mean_kept_share" in r else "1"
         print(f"{name:18} {r['test_accuracy']:>9.3f} {r['macs_per_example'] / 1e6:>12.0f}M {share:>11} "
               f"{r['steps']:>6} {r['train_cpu_minutes']:>8.1f}")
-    record = {"command": "python benchmarks/listops.py " + " ".join(sys.argv[1:]), "data": asdict(spec),
-              "preset": args.preset,
-              "budget": {"examples_per_variant": examples, "minutes_cap": args.minutes, "threads_per_variant": 1,
-                         "parallel_variants": args.jobs},
-              "models": {name: {"encoder_layers": cfg.encoder_layers, "embed_dim": cfg.embed_dim,
-                                "patterns": [[asdict(p) for p in row] for row in cfg.encoder_patterns or []],
-                                "training": training}
-                         for name, (cfg, training) in variants(args.preset).items() if name in results},
-              "results": results}
-    write_json_atomic(record, out)
     print(f"saved {out}")
 
 

@@ -79,7 +79,7 @@ def test_learned_classifier_binarises_to_the_same_outputs():
     model = SequenceClassifier(replace(BASE, encoder_patterns=[[HeadPattern(kind="dam", block=8),
                                                                  HeadPattern(kind="degree", window=6)]]), NUM_CLASSES)
     for core in learned_cores(model):
-        core.dam_logits[0].data.normal_(0, 2)
+        core.dam_logits[0].data.normal_(0, 0.2)
     tokens = torch.randint(2, len(VOCAB), (3, 50))
     tokens[0, 40:] = 0
     model.eval()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lite.sparse.learned import LearnedCore, binarise, kept_share, learned_cores, sparsity_loss
+from lite.sparse.learned import DAM_LOGIT_SCALE, LearnedCore, binarise, kept_share, learned_cores, sparsity_loss
 from lite.sparse.patterns import HeadPattern
 from lite.sparse.sar import dense_topology, sar_term, symmetric_kl
 
@@ -27,10 +27,10 @@ def scramble(model) -> None:
     """Learned state as after training: some block gates closed, radii moved off their start."""
     g = torch.Generator().manual_seed(7)
     for core in learned_cores(model):
-        for logits in core.dam_logits:
-            logits.data = torch.randn(logits.shape, generator=g) * 2
-        if core.radius is not None:
-            core.radius.data = torch.tensor([1.4, 2.6])[:len(core.radius)]
+        for logits in core.dam_logits:  # logits ~ N(0, 2^2)
+            logits.data = torch.randn(logits.shape, generator=g) * 2 / DAM_LOGIT_SCALE
+        if core.radius is not None:  # radii 1.4 and 2.6 tokens
+            core.radius.data = torch.tensor([1.4, 2.6])[:len(core.radius)] / core.radius_scale
 
 
 @pytest.mark.parametrize("arch", ["lsra", "transformer"])
@@ -53,7 +53,7 @@ def test_binarised_model_computes_what_the_learned_one_did_at_eval(arch):
 
 def test_dam_gate_is_a_relaxed_bernoulli_with_hard_eval():
     core = LearnedCore([HeadPattern(kind="dam", block=2, temperature=0.5)], max_len=8)
-    core.dam_logits[0].data = torch.tensor([[3.0, -3.0, 0.5, -0.5]] * 4)
+    core.dam_logits[0].data = torch.tensor([[3.0, -3.0, 0.5, -0.5]] * 4) / DAM_LOGIT_SCALE
     torch.manual_seed(0)
     soft = torch.stack([core.gate(0, 8, 8, causal=False, soft=True) for _ in range(400)]).mean(0)
     hard = core.gate(0, 8, 8, causal=False, soft=False)
@@ -69,7 +69,7 @@ def test_the_sparsity_penalty_prunes_keys_during_training():
     model = tiny_model(arch="lsra", encoder_patterns=[[DAM, DEGREE]]).train()
     src, prev = batch()
     before = kept_share(binarise(model).cfg, "encoder", 64, causal=False)
-    optimizer = torch.optim.Adam([p for c in learned_cores(model) for p in c.parameters()], lr=1.0)
+    optimizer = torch.optim.Adam([p for c in learned_cores(model) for p in c.parameters()], lr=0.1)
     terms = []
     for _ in range(5):
         model(src, prev)
@@ -81,7 +81,7 @@ def test_the_sparsity_penalty_prunes_keys_during_training():
     after = kept_share(binarise(model.eval()).cfg, "encoder", 64, causal=False)
     assert terms[-1] < terms[0]
     assert after[0][0] < before[0][0] and after[0][1] < before[0][1]
-    assert model.encoder[0].mixer.attn.learned.radius[0] < DEGREE.radius
+    assert model.encoder[0].mixer.attn.learned.radii()[0] < DEGREE.radius
     model.eval()
     model(src, prev)
     assert sparsity_loss(model) == 0.0  # the term exists in training only

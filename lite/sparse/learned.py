@@ -26,6 +26,11 @@ from lite.sparse.block_attention import masked_softmax_values
 from lite.sparse.patterns import HeadPattern, is_learned, reference_mask
 
 DAM_INIT_LOGIT = 3.0  # gate ~0.95 at the start: training begins from (almost) dense attention
+# The mask parameters are stored scaled down: a logit is DAM_LOGIT_SCALE x its parameter and a radius
+# is (starting radius) x its parameter. Adam moves a parameter by about lr per step whatever its
+# gradient, so without the scale a logit would move 0.001 per step and a radius 0.001 tokens: no
+# pattern could change within a training run of a few thousand steps.
+DAM_LOGIT_SCALE = 10.0
 LOG_GATE_FLOOR = 1e-6  # log g is bounded below (log 1e-6 = -13.8) so scores stay in a narrow range
 
 
@@ -39,15 +44,25 @@ class LearnedCore(nn.Module):
         self.max_len = max_len
         self.dam_index = {h: i for i, h in enumerate(h for h, p in enumerate(heads) if p.kind == "dam")}
         self.degree_index = {h: i for i, h in enumerate(h for h, p in enumerate(heads) if p.kind == "degree")}
-        self.dam_logits = nn.ParameterList(
-            nn.Parameter(torch.full((-(-max_len // heads[h].block),) * 2, DAM_INIT_LOGIT)) for h in self.dam_index)
-        self.radius = nn.Parameter(torch.tensor([float(heads[h].radius) for h in self.degree_index])) \
-            if self.degree_index else None
+        self.dam_logits = nn.ParameterList(  # logit = DAM_LOGIT_SCALE * parameter
+            nn.Parameter(torch.full((-(-max_len // heads[h].block),) * 2, DAM_INIT_LOGIT / DAM_LOGIT_SCALE))
+            for h in self.dam_index)
+        # radius (tokens) = starting radius * parameter
+        self.radius_scale = torch.tensor([float(max(1, heads[h].radius)) for h in self.degree_index])
+        self.radius = nn.Parameter(torch.ones(len(self.degree_index))) if self.degree_index else None
         self.penalty_term: Tensor | None = None  # set by each training forward, read by sparsity_loss
         self._fixed: dict[tuple[int, int, bool], Tensor] = {}
 
+    def logits(self, h: int) -> Tensor:
+        """[nb, nb] the block-gate logits of dam head h (for max_len tokens)."""
+        return self.dam_logits[self.dam_index[h]] * DAM_LOGIT_SCALE
+
+    def radii(self) -> Tensor:
+        """The learned radii (tokens) of the degree heads, in head order."""
+        return self.radius * self.radius_scale
+
     def hard_radius(self, h: int) -> int:
-        return max(1, int(round(float(self.radius[self.degree_index[h]].detach()))))
+        return max(1, int(round(float(self.radii()[self.degree_index[h]].detach()))))
 
     def _fixed_gate(self, h: int, n: int, causal: bool) -> Tensor:
         if (h, n, causal) not in self._fixed:
@@ -65,7 +80,7 @@ class LearnedCore(nn.Module):
             if tk > self.max_len:
                 raise ValueError(f"{tk} tokens: longer than the {self.max_len} positions this dam head has gates for")
             nb = -(-tk // p.block)
-            logits = self.dam_logits[self.dam_index[h]][:nb, :nb]
+            logits = self.logits(h)[:nb, :nb]
             own = torch.eye(nb, dtype=torch.bool)
             if soft:
                 u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
@@ -77,7 +92,7 @@ class LearnedCore(nn.Module):
         elif p.kind == "degree":
             dist = (qpos[:, None] - kpos[None, :]).abs().float()
             if soft:
-                g = torch.sigmoid((self.radius[self.degree_index[h]] - dist) / p.temperature)
+                g = torch.sigmoid((self.radii()[self.degree_index[h]] - dist) / p.temperature)
             else:
                 g = (dist <= self.hard_radius(h)).float()
         else:
@@ -110,7 +125,8 @@ class LearnedCore(nn.Module):
         out = []
         for h, p in enumerate(self.heads):
             if p.kind == "dam":
-                keep = (self.dam_logits[self.dam_index[h]] > 0).numpy() | np.eye(len(self.dam_logits[self.dam_index[h]]), dtype=bool)
+                logits = self.logits(h).detach().numpy()
+                keep = (logits > 0) | np.eye(len(logits), dtype=bool)
                 out.append(HeadPattern(kind="blocks", block=p.block, diagonal=p.diagonal,
                                        blocks=[np.nonzero(row)[0].tolist() for row in keep]))
             elif p.kind == "degree":
