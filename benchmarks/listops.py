@@ -95,11 +95,13 @@ def main() -> None:
     spec, _, _, default_examples = PRESETS[args.preset]
     examples = args.examples or default_examples
     out = args.out or RESULTS / ("listops.json" if args.preset == "lra" else f"listops-{args.preset}.json")
-    budget = {"examples_per_variant": examples, "minutes_cap": args.minutes, "threads_per_variant": 1,
-              "parallel_variants": args.jobs}
+    budget = {"examples_per_variant": examples, "minutes_cap": args.minutes, "threads_per_variant": 1}
     # resumable: results are saved after every variant; a rerun with the same preset and budget keeps them
     saved = read_json(out, default={})
-    results = saved.get("results", {}) if (saved.get("preset"), saved.get("budget")) == (args.preset, budget) else {}
+    same = (saved.get("preset"), saved.get("budget")) == (args.preset, budget)
+    if saved and not same:
+        print(f"{out}: its preset or budget differs from this run's; its results are replaced")
+    results = saved.get("results", {}) if same else {}
     todo = [v for v in args.variants if args.force or v not in results]
     if len(todo) < len(args.variants):
         print(f"{out}: keeping {', '.join(v for v in args.variants if v not in todo)} (--force reruns them)")
