@@ -74,7 +74,7 @@ def test_the_sparsity_penalty_prunes_keys_during_training():
     for _ in range(5):
         model(src, prev)
         loss = sparsity_loss(model)
-        terms.append(float(loss))
+        terms.append(float(loss.detach()))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
