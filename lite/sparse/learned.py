@@ -48,7 +48,8 @@ class LearnedCore(nn.Module):
             nn.Parameter(torch.full((-(-max_len // heads[h].block),) * 2, DAM_INIT_LOGIT / DAM_LOGIT_SCALE))
             for h in self.dam_index)
         # radius (tokens) = starting radius * parameter
-        self.radius_scale = torch.tensor([float(max(1, heads[h].radius)) for h in self.degree_index])
+        self.register_buffer("radius_scale", torch.tensor([float(max(1, heads[h].radius)) for h in self.degree_index]),
+                             persistent=False)
         self.radius = nn.Parameter(torch.ones(len(self.degree_index))) if self.degree_index else None
         self.penalty_term: Tensor | None = None  # set by each training forward, read by sparsity_loss
         self._fixed: dict[tuple[int, int, bool], Tensor] = {}
