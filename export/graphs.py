@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,7 +29,6 @@ from lite.models.attention import MultiheadAttention
 from lite.models.blocks import LSRAMixer
 from lite.models.convolution import ConvBranch, DynamicConv, LightweightConv
 from lite.models.seq2seq import EncoderDecoder
-from lite.sparse.patterns import reference_mask
 
 # exp(-30) ~ 1e-13 of the largest real score's weight, and int8 can still represent real scores.
 EXPORT_MASK_FILL = -30.0
@@ -108,11 +106,13 @@ class DecoderStepGraph(nn.Module):
         # table [H, P, P] (P = max_positions, a few hundred) read at row `pos`; the same reference masks
         # the PyTorch decoder uses step by step (lite/sparse/core.py), so parity holds for every pattern.
         self.sparse_layers: list[int] = []
-        for i in range(model.cfg.decoder_layers):
-            heads = model.cfg.layer_shape("decoder", i).patterns
-            if heads and any(p.kind != "dense" for p in heads):
-                table = np.stack([reference_mask(p, model.cfg.max_positions, causal=True) for p in heads])
-                self.register_buffer(f"slot_table_{i}", torch.as_tensor(table), persistent=False)
+        for i, block in enumerate(self.model.decoder):
+            attn = block.mixer.attn
+            if attn.learned is not None:
+                raise ValueError(f"decoder layer {i} still has learned attention patterns: binarise the model first")
+            if attn.sparse is not None:
+                table = attn.sparse.mask(model.cfg.max_positions, causal=True)
+                self.register_buffer(f"slot_table_{i}", table, persistent=False)
                 self.sparse_layers.append(i)
 
     def _self_attention(self, attn: MultiheadAttention, h: Tensor, k_cache: Tensor, v_cache: Tensor,

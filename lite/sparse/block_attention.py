@@ -14,7 +14,6 @@ xformers/DeepSpeed block-sparse kernels lower to custom ops that neither exporte
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,20 +21,17 @@ from lite.sparse.patterns import BlockLayout
 
 
 def _tables(layout: BlockLayout, device: torch.device) -> dict[str, Tensor]:
-    """The layout's numpy tables as tensors. Built on every call, not cached: tensors made while an
+    """The layout's numpy tables as tensors. Made on every call, not cached: tensors made while an
     exporter traces are its fake tensors (in eager mode as_tensor shares the numpy memory)."""
-    h, nb, width = layout.key_blocks.shape
-    b = layout.block
-    which = np.zeros(layout.n, np.int64)  # position -> its row among the global queries (0 elsewhere)
-    which[list(layout.globals_)] = np.arange(len(layout.globals_))
+    h, nb, _ = layout.key_blocks.shape
     return {
-        "flat": torch.as_tensor((np.arange(h)[:, None, None] * nb + layout.key_blocks).reshape(-1), device=device),
-        "kpos": torch.as_tensor((layout.key_blocks[..., None] * b + np.arange(b)).reshape(-1), device=device),
-        "allowed": torch.as_tensor(layout.allowed.reshape(h * nb, b, -1), device=device),
+        "flat": torch.as_tensor(layout.flat_key_blocks, device=device),
+        "kpos": torch.as_tensor(layout.key_positions.reshape(-1), device=device),
+        "allowed": torch.as_tensor(layout.allowed.reshape(h * nb, layout.block, -1), device=device),
         "global_rows": torch.as_tensor(layout.global_rows, device=device),
         "is_global": torch.as_tensor(layout.is_global, device=device),
         "globals": torch.as_tensor(layout.globals_, dtype=torch.long, device=device),
-        "which": torch.as_tensor(which, device=device),
+        "which": torch.as_tensor(layout.global_row_of, device=device),
     }
 
 
@@ -73,8 +69,9 @@ def block_sparse_attention(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout,
     r = layout.representatives
     pad = None if key_padding_mask is None else torch.nn.functional.pad(key_padding_mask, (0, pad_len), value=True)
     if r:  # the n..N padding rows must not enter the last block's mean, with or without a mask
-        real = torch.zeros(bsz, n, dtype=torch.bool, device=q.device) if pad is None else key_padding_mask
-        reps_k, reps_v, empty = _representatives(kp, vp, torch.nn.functional.pad(real, (0, pad_len), value=True), b)
+        no_pads = torch.zeros(bsz, n, dtype=torch.bool, device=q.device)
+        padded = pad if pad is not None else torch.nn.functional.pad(no_pads, (0, pad_len), value=True)
+        reps_k, reps_v, empty = _representatives(kp, vp, padded, b)
         keys = torch.cat([keys, reps_k], dim=1)
         values = torch.cat([values, reps_v], dim=1)
     allowed = t["allowed"][None]  # [1, H*nb, b, K*b + g + r]

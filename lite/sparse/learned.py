@@ -67,9 +67,7 @@ class LearnedCore(nn.Module):
 
     def _fixed_gate(self, h: int, n: int, causal: bool) -> Tensor:
         if (h, n, causal) not in self._fixed:
-            p = self.heads[h]
-            mask = np.ones((n, n), bool) if p.kind == "dense" else reference_mask(p, n, causal)
-            self._fixed[h, n, causal] = torch.as_tensor(mask, dtype=torch.float32)
+            self._fixed[h, n, causal] = torch.as_tensor(reference_mask(self.heads[h], n, causal), dtype=torch.float32)
         return self._fixed[h, n, causal]
 
     def gate(self, h: int, tq: int, tk: int, causal: bool, soft: bool) -> Tensor:

@@ -163,10 +163,13 @@ class BlockLayout:
     n: int
     block: int
     key_blocks: np.ndarray
+    key_positions: np.ndarray  # [H, nb, K*b] the token position of every gathered slot (>= n: padding)
+    flat_key_blocks: np.ndarray  # [H*nb*K] key_blocks as rows of the [H*nb] blocks of one sequence
     allowed: np.ndarray
     global_rows: np.ndarray
     is_global: np.ndarray
     globals_: tuple[int, ...]
+    global_row_of: np.ndarray  # [n] position -> its row among the global queries (0 elsewhere)
     causal: bool
     representatives: int = 0  # r: representative columns (nb when some head has them)
 
@@ -225,9 +228,10 @@ def compile_layout(heads: list[HeadPattern], n: int, causal: bool) -> BlockLayou
 
     # gathered slots: [H, nb, b, K*b], one head at a time (the int32 temporaries are score-sized)
     qpos = np.arange(nb * b, dtype=np.int32).reshape(nb, b, 1)
+    key_positions = (key_blocks[..., None] * b + np.arange(b)).reshape(len(heads), nb, width * b)
     slots = np.empty((len(heads), nb, b, width * b), bool)
     for h in range(len(heads)):
-        kpos = (key_blocks[h, :, :, None] * b + np.arange(b)).reshape(nb, 1, width * b).astype(np.int32)
+        kpos = key_positions[h].reshape(nb, 1, width * b).astype(np.int32)
         kind = np.repeat(slot_kind[h], b, axis=-1).reshape(nb, 1, width * b)
         dist = qpos - kpos
         band = (np.abs(dist) <= reach[h]) & (dist % dilation[h] == 0)
@@ -249,8 +253,12 @@ def compile_layout(heads: list[HeadPattern], n: int, causal: bool) -> BlockLayou
         if causal:
             raise ValueError("representatives summarise whole blocks, future tokens included: encoder (non-causal) heads only")
         parts.append(np.broadcast_to(reps.reshape(-1, 1, 1, 1), (len(heads), nb, b, nb)))
-    return BlockLayout(n=n, block=b, key_blocks=key_blocks, allowed=np.concatenate(parts, axis=-1),
-                       global_rows=rows, is_global=is_global, globals_=globals_, causal=causal,
+    global_row_of = np.zeros(n, np.int64)
+    global_row_of[list(globals_)] = np.arange(len(globals_))
+    return BlockLayout(n=n, block=b, key_blocks=key_blocks, key_positions=key_positions,
+                       flat_key_blocks=(np.arange(len(heads))[:, None, None] * nb + key_blocks).reshape(-1),
+                       allowed=np.concatenate(parts, axis=-1), global_rows=rows, is_global=is_global,
+                       globals_=globals_, global_row_of=global_row_of, causal=causal,
                        representatives=nb if reps.any() else 0)
 
 
