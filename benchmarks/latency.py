@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eval.macs import count_macs  # noqa: E402
+from export.on_device import measure, run_protocol  # noqa: E402 - the protocol every target runs
 from export.runtime import Translator  # noqa: E402
 from lite.checkpoint import load_model  # noqa: E402
 from lite.data.parallel import load_split  # noqa: E402
@@ -100,28 +101,6 @@ def pytorch_engine(model):
     return run
 
 
-def artifact_engine(translator: Translator):
-    bos = translator.bos
-
-    def run(ids: list[int]) -> list[int]:
-        state = translator.initial_state(translator.encode(ids), 1, STEPS)  # zeroed caches belong to the work
-        token, out = bos, []
-        for pos in range(STEPS):
-            token = int(translator.step(state, np.array([token]), pos)[0].argmax())
-            out.append(token)
-        return out
-    return run
-
-
-def measure(run, ids: list[int], warmup: int, repeats: int) -> dict:
-    for _ in range(warmup):
-        tokens = run(ids)
-    times = np.array([_timed(lambda: run(ids)) for _ in range(repeats)]) * 1e3
-    return {"status": "ok", "median_ms": float(np.median(times)), "p10_ms": float(np.percentile(times, 10)),
-            "p90_ms": float(np.percentile(times, 90)), "min_ms": float(times.min()), "runs": repeats,
-            "tokens": tokens}
-
-
 def bench_run(run_dir: Path, source: dict, peak: float, args) -> dict:
     model = load_model(run_dir / "model.pt")
     cfg = model.cfg
@@ -146,7 +125,7 @@ def bench_run(run_dir: Path, source: dict, peak: float, args) -> dict:
         if translator.manifest["macs"] != paper:
             print(f"  warning: {name} manifest macs {translator.manifest['macs']} != analytic {paper}", file=sys.stderr)
         try:
-            engines[name] = measure(artifact_engine(translator), ids, args.warmup, args.repeats)
+            engines[name] = measure(lambda x: run_protocol(translator, x, STEPS), ids, args.warmup, args.repeats)
         except Exception as exc:  # noqa: BLE001
             engines[name] = {"status": f"error: {type(exc).__name__}: {exc}"}
             continue

@@ -39,19 +39,22 @@ class TFLiteBackend:
 
     dynamic_cache = False
 
-    def __init__(self, path: Path, manifest: dict, num_threads: int | None):
+    def __init__(self, path: Path, manifest: dict, num_threads: int | None, kernels: str = "default"):
         try:
-            from ai_edge_litert.interpreter import Interpreter
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
         except ImportError:  # the older standalone runtime, where ai-edge-litert has no wheel
             try:
-                from tflite_runtime.interpreter import Interpreter
+                from tflite_runtime.interpreter import Interpreter, OpResolverType
             except ImportError:
                 raise ModelFolderError(f"{path}: needs ai-edge-litert (pip install ai-edge-litert) "
                                        "or tflite-runtime to run TFLite graphs") from None
         # a packed graph is decompressed into memory; the interpreter keeps a reference to the bytes
         source = {"model_content": read_graph(path)} if is_packed(path) else {"model_path": str(path)}
+        # "reference": TFLite's portable C++ kernels, no XNNPACK: slow, but integer ops give the same
+        # bits on every CPU, which is how a target's int8 outputs are checked against the host's
+        resolver = {"default": OpResolverType.AUTO, "reference": OpResolverType.BUILTIN_REF}[kernels]
         try:
-            self.interpreter = Interpreter(**source, num_threads=num_threads)
+            self.interpreter = Interpreter(**source, num_threads=num_threads, experimental_op_resolver_type=resolver)
         except (ValueError, RuntimeError) as exc:
             raise ModelFolderError(f"{path}: the interpreter cannot load it ({str(exc).splitlines()[0]})") from None
         signatures = self.interpreter.get_signature_list()
@@ -124,7 +127,8 @@ class OnnxBackend:
 class Translator:
     """Greedy and beam search over the exported encoder and decoder-step graphs."""
 
-    def __init__(self, folder: str | Path, num_threads: int | None = None, verify: bool = True):
+    def __init__(self, folder: str | Path, num_threads: int | None = None, verify: bool = True,
+                 kernels: str = "default"):
         self.folder = Path(folder)
         self.manifest = m = read_manifest(self.folder, verify=verify)
         try:
@@ -137,7 +141,9 @@ class Translator:
         except (OSError, RuntimeError) as exc:
             raise ModelFolderError(f"{spm_path}: not a sentencepiece model ({str(exc).splitlines()[0]})") from None
         if m["format"] == "tflite":
-            self.backend: Any = TFLiteBackend(self.folder / m["graphs"]["tflite"], m, num_threads)
+            self.backend: Any = TFLiteBackend(self.folder / m["graphs"]["tflite"], m, num_threads, kernels)
+        elif kernels != "default":
+            raise ModelFolderError(f"{self.folder}: kernels={kernels!r} is a TFLite option; this folder is {m['format']}")
         elif m["format"] == "onnx":
             self.backend = OnnxBackend(self.folder, m, num_threads)
         else:

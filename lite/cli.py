@@ -4,6 +4,7 @@
     lite tokenizer RUN --config C         train the joint sentencepiece model
     lite train RUN [--resume]             train the model of the run's config
     lite evaluate RUN [--beam 4]          translate the test split, score BLEU
+    lite evaluate RUN --target qemu:cortex-a72 | ssh://user@host   the TFLite folders on an ARM target
     lite translate RUN [TEXT | -]         translate text with the trained model (PyTorch)
     lite export RUN [--format tflite,onnx]  model folders for devices, each behind a parity gate
     lite compress RUN --recipe R          prune / distil / quantize by a recipe, export and measure
@@ -66,6 +67,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from lite.run import open_run
 
     paths, cfg = open_run(Path(args.run), args.config)
+    if args.target:
+        from eval.targets.evaluate import evaluate_on_target
+        from eval.targets.target import parse_target
+
+        target = parse_target(args.target, args.remote_python, args.ssh_option)
+        for r in evaluate_on_target(cfg, paths, target, args.artifact, args.split, args.limit, not args.no_reference,
+                                    args.repeats, progress=not args.quiet):
+            t, line = r["translation"], f"{'(cached) ' if r.get('cached') else ''}{target.name} {r['artifact']}: "
+            line += (f"BLEU {t['bleu']} on target vs {t['host_bleu']} on host ({t['sentences']} sentences, "
+                     f"{t['agreement']:.1%} identical lines)")
+            if "instructions" in r:
+                i = r["instructions"]
+                line += f"; {i['sentence'] / 1e6:.1f}M instructions/sentence (encoder {i['encoder'] / 1e6:.1f}M + {i['steps']} steps x {i['step_mean'] / 1e6:.2f}M)"
+            if "reference" in r:
+                line += f"; reference kernels {'bit-identical' if r['reference']['bit_identical'] else 'differ by %.2g' % r['reference']['max_abs_diff']}"
+            if "latency" in r:
+                line += f"; latency {r['latency']['median_ms']:.1f} ms"
+            print(line)
+        return 0
     if args.artifact:
         from eval.evaluate import evaluate_artifact
         from lite.files import read_json
@@ -251,6 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--artifact", action="append", metavar="NAME",
                     help="score an exported folder of RUN/artifacts.json (e.g. tflite-int8; 'all' for every one) "
                          "through the on-device runtime instead of model.pt; repeatable")
+    ev.add_argument("--target", metavar="T",
+                    help="run the TFLite artifacts on qemu:<core> (cortex-a53, cortex-a72, cortex-a76, neoverse-n1; "
+                         "emulated, with instruction counts) or ssh://user@host[:port] (a board, with latency); "
+                         "results in RUN/targets/ and artifacts.json")
+    ev.add_argument("--limit", type=int, help="with --target: only the first N sentences of the split (stated in the record)")
+    ev.add_argument("--no-reference", action="store_true",
+                    help="with --target: skip the reference-kernel bit-identity check (slow under emulation)")
+    ev.add_argument("--repeats", type=int, default=50, help="with ssh:// targets: timed latency runs (default 50)")
+    ev.add_argument("--remote-python", default="python3", help="with ssh:// targets: the board's Python (default python3)")
+    ev.add_argument("--ssh-option", action="append", metavar="KEY=VALUE",
+                    help="with ssh:// targets: an OpenSSH -o option, e.g. IdentityFile=~/.ssh/board; repeatable")
     ev.set_defaults(func=_cmd_evaluate)
 
     tl = sub.add_parser("translate", help="translate TEXT, a file (--file) or stdin ('-') with a run or an exported folder",
@@ -312,11 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lite.config import ConfigError
+    from eval.targets.errors import TargetError
     from lite.data.errors import DataError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (ConfigError, DataError, TargetError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"lite {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,228 @@
+"""`lite evaluate RUN --target T`: run exported TFLite folders on a target and record what it measured.
+
+Per artifact of RUN/artifacts.json (default: every TFLite folder):
+  bleu         the split (or its first --limit sentences) translated greedily ON the target, scored on the host
+  agreement    share of output lines identical to the host runtime's on the same sentences
+  instructions (qemu:<core> only) aarch64 instructions of the 30-token protocol sentence: the encoder pass,
+               each of 30 decoder steps, and their sum, after one warm-up run (the cold run kept too)
+  reference    the protocol again with TFLite's reference kernels on target and host: are the logits
+               bit-identical? (integer kernels should be; float ones may differ in the last bits)
+  latency_ms   (ssh:// only) the latency protocol with the board's own clock: median of --repeats runs
+
+Written to RUN/targets/<target>/<artifact>.json (+ the target's hypotheses) and summarised under
+"targets" -> <target> in that artifact's row of RUN/artifacts.json, where `lite report` reads it.
+A record made from the same manifest with the same settings is reused, so an interrupted matrix resumes.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from eval.bleu import score
+from eval.targets.errors import TargetRunError
+from eval.targets.plugin import read_marks
+from eval.targets.target import Target, stage_runtime
+from export.on_device import STEPS, run_protocol
+from export.runtime import Translator
+from lite.config import RunConfig
+from lite.data.corpus import load_pairs
+from lite.files import read_json, sha256_file, write_json_atomic, write_text_atomic
+from lite.run import RunPaths
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC_LEN = 30  # the protocol sentence: 29 pieces + eos, as benchmarks/latency.py
+
+
+def protocol_source(paths: RunPaths, pairs: list[tuple[str, str]], tokenizer_path: Path) -> dict:
+    """The first sentence of `pairs` that is exactly SRC_LEN tokens with eos (else the first longer, cut)."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_path))
+    eos = sp.eos_id()
+    for cut in (False, True):
+        for i, (src, _) in enumerate(pairs):
+            pieces = sp.encode(src)
+            if len(pieces) + 1 == SRC_LEN or (cut and len(pieces) + 1 > SRC_LEN):
+                return {"index": i, "text": src, "ids": pieces[:SRC_LEN - 1] + [eos], "truncated": cut}
+    raise ValueError(f"{paths.root}: no test sentence has {SRC_LEN} tokens for the instruction-count protocol")
+
+
+def _job(target: Target, args: list[str], stage: Path, what: str, marks: Path | None = None,
+         on_line: Callable[[str], None] | None = None) -> str:
+    """Run `python ARGS` on the target; stdout (streamed to on_line, if given) or TargetRunError."""
+    proc = target.popen(args, stage, marks)
+    out: list[str] = []
+    assert proc.stdout is not None and proc.stderr is not None
+    for line in proc.stdout:
+        out.append(line)
+        if on_line:
+            on_line(line)
+    err = proc.stderr.read()
+    if proc.wait() != 0:
+        lines = [ln for ln in err.strip().splitlines() if "INFO:" not in ln] or ["no error output"]
+        raise TargetRunError(f"{target.name}: {what} failed (exit {proc.returncode}): {lines[-1]}")
+    return "".join(out)
+
+
+def _stage(target: Target, paths: RunPaths, rows: list[dict], sources: list[str]) -> Path:
+    stage = paths.root.resolve() / "targets" / target.slug / "stage"
+    stage_runtime(ROOT, stage)
+    (stage / "models").mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        link = stage / "models" / row["name"]
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to((paths.root / row["path"]).resolve())
+    (stage / "out").mkdir(exist_ok=True)
+    write_text_atomic("".join(s + "\n" for s in sources), stage / "inputs" / "src.txt")
+    return stage
+
+
+def select_artifacts(paths: RunPaths, names: list[str] | None) -> list[dict]:
+    """Rows of RUN/artifacts.json to run: `names`, or every TFLite folder ('all' or None)."""
+    path = paths.root / "artifacts.json"
+    rows = read_json(path, [])
+    if not names or names == ["all"]:
+        chosen = [r for r in rows if r.get("format") == "tflite"]
+        if not chosen:
+            raise ValueError(f"{path}: no TFLite artifact (run `lite export {paths.root}` first)")
+        return chosen
+    chosen = []
+    for name in names:
+        row = next((r for r in rows if r.get("name") == name), None)
+        if row is None:
+            known = ", ".join(r.get("name", "?") for r in rows) or "none"
+            raise ValueError(f"{path}: no artifact named {name!r} (artifacts: {known})")
+        if row.get("format") != "tflite":
+            raise ValueError(f"{path}: artifact {name!r} is {row.get('format')}; targets run TFLite folders")
+        if not (paths.root / row["path"] / "manifest.json").is_file():
+            raise ValueError(f"{paths.root / row['path']}: model folder missing (re-run `lite export`)")
+        chosen.append(row)
+    return chosen
+
+
+def evaluate_on_target(cfg: RunConfig, paths: RunPaths, target: Target, names: list[str] | None = None,
+                       split: str = "test", limit: int | None = None, reference: bool = True, repeats: int = 50,
+                       progress: bool = True, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[dict]:
+    """Run each chosen artifact on `target` (see the module docstring); returns their records."""
+    from tqdm import tqdm
+
+    rows = select_artifacts(paths, names)
+    pairs, _ = load_pairs(cfg.data, split)
+    source = protocol_source(paths, pairs, paths.tokenizer)
+    if limit:
+        pairs = pairs[:limit]
+    target.prepare(log)
+    stage = _stage(target, paths, rows, [s for s, _ in pairs])
+    settings = {"split": split, "sentences": len(pairs), "limit": limit, "reference": reference,
+                "protocol_ids": source["ids"], "repeats": repeats if not target.counts_instructions else None}
+    uploaded = False
+    records = []
+    for row in rows:
+        folder = paths.root / row["path"]
+        out_dir = paths.root.resolve() / "targets" / target.slug
+        record_path = out_dir / f"{row['name']}.json"
+        manifest_sha = sha256_file(folder / "manifest.json")
+        old = read_json(record_path, {})
+        if old.get("manifest_sha256") == manifest_sha and old.get("settings") == settings:
+            log(f"target: {target.name} {row['name']}: reusing {record_path}")
+            records.append(old | {"cached": True})
+            continue
+        if not uploaded:
+            target.upload(stage)
+            uploaded = True
+        model = f"models/{row['name']}"
+        started = time.monotonic()
+        record: dict = {"target": target.name, "artifact": row["name"], "manifest_sha256": manifest_sha,
+                        "settings": settings, "protocol_source": {k: source[k] for k in ("index", "text", "truncated")}}
+
+        # 1. translation on the target, against the host runtime on the same sentences
+        bar = tqdm(total=len(pairs), desc=f"{target.name} {row['name']}", unit="sent", disable=not progress,
+                   dynamic_ncols=True)
+        text = _job(target, ["-m", "export.runtime", "--model", model, "--file", "inputs/src.txt", "--beam", "1",
+                             "--threads", "1"], stage, "translation", on_line=lambda _: bar.update())
+        bar.close()
+        hyps = text.splitlines()
+        translate_seconds = time.monotonic() - started
+        write_text_atomic(text, out_dir / f"{row['name']}.{split}.greedy.hyp")
+        host = Translator(folder, num_threads=1)
+        host_hyps = list(host.translate([s for s, _ in pairs], beam=1))
+        refs = [t for _, t in pairs]
+        on_target, on_host = score(hyps, refs), score(host_hyps, refs)
+        same = sum(a == b for a, b in zip(hyps, host_hyps))
+        record["translation"] = {"sentences": len(pairs), "bleu": on_target["bleu"], "chrf": on_target["chrf"],
+                                 "host_bleu": on_host["bleu"], "identical_lines": same,
+                                 "agreement": round(same / max(len(pairs), 1), 4), "seconds": round(translate_seconds, 1),
+                                 "bleu_signature": on_target.get("bleu_signature")}
+        ids = ",".join(map(str, source["ids"]))
+        host_tokens = run_protocol(host, source["ids"], STEPS)
+
+        # 2. instruction counts (emulated cores)
+        if target.counts_instructions:
+            marks = out_dir / f"{row['name']}.marks"
+            begun = time.monotonic()
+            result = json.loads(_job(target, ["-m", "export.on_device", "protocol", "--model", model, "--ids", ids,
+                                              "--runs", "2", "--marks"], stage, "instruction count", marks=marks))
+            counts = read_marks(marks, 2, result["marks_per_run"])
+            cold, warm = counts["runs"]
+            record["instructions"] = {
+                "encoder": warm["encoder"], "step_mean": round(float(np.mean(warm["steps"]))),
+                "step_min": min(warm["steps"]), "step_max": max(warm["steps"]), "sentence": warm["sentence"],
+                "cold_sentence": cold["sentence"], "cold_encoder": cold["encoder"], "mark_cost": counts["mark_cost"],
+                "steps": len(warm["steps"]), "tokens_equal_host": result["tokens"] == host_tokens,
+                "seconds": round(time.monotonic() - begun, 1)}
+
+        # 3. reference kernels: bit-identical logits?
+        if reference:
+            begun = time.monotonic()
+            rel = f"out/{row['name']}.reference.npy"
+            _job(target, ["-m", "export.on_device", "protocol", "--model", model, "--ids", ids, "--runs", "1",
+                          "--kernels", "reference", "--logits", rel], stage, "reference-kernel protocol")
+            local = out_dir / f"{row['name']}.reference.npy"
+            target.fetch(rel, stage, local)
+            theirs = np.load(local)
+            mine: list = []
+            run_protocol(Translator(folder, num_threads=1, kernels="reference"), source["ids"], STEPS, logits=mine)
+            ours = np.stack(mine)
+            record["reference"] = {"bit_identical": bool(theirs.shape == ours.shape and theirs.tobytes() == ours.tobytes()),
+                                   "max_abs_diff": float(np.abs(theirs - ours).max()) if theirs.shape == ours.shape else None,
+                                   "top1_agreement": float((theirs.argmax(-1) == ours.argmax(-1)).mean()),
+                                   "seconds": round(time.monotonic() - begun, 1)}
+
+        # 4. latency with the board's own clock (an emulator's clock measures the emulator)
+        if not target.counts_instructions:
+            result = json.loads(_job(target, ["-m", "export.on_device", "latency", "--model", model, "--ids", ids,
+                                              "--repeats", str(repeats)], stage, "latency"))
+            record["latency"] = {k: result[k] for k in ("median_ms", "p10_ms", "p90_ms", "min_ms", "runs", "machine")}
+            record["latency"]["tokens_equal_host"] = result["tokens"] == host_tokens
+
+        record["seconds"] = round(time.monotonic() - started, 1)
+        write_json_atomic(record, record_path)
+        _summarise(paths, row["name"], target, record)
+        records.append(record)
+    return records
+
+
+def _summarise(paths: RunPaths, name: str, target: Target, record: dict) -> None:
+    """The record's headline figures into the artifact's row of RUN/artifacts.json (re-read: keep the rest)."""
+    path = paths.root / "artifacts.json"
+    rows = read_json(path, [])
+    t = record["translation"]
+    summary = {"bleu": t["bleu"], "host_bleu": t["host_bleu"], "agreement": t["agreement"], "sentences": t["sentences"],
+               "split": record["settings"]["split"], "seconds": record["seconds"]}
+    if "instructions" in record:
+        summary["instructions"] = {k: record["instructions"][k] for k in ("encoder", "step_mean", "sentence")}
+    if "reference" in record:
+        summary["reference_bit_identical"] = record["reference"]["bit_identical"]
+    for row in rows:
+        if row.get("name") == name:
+            row.setdefault("targets", {})[target.name] = summary
+            if "latency" in record:
+                row.setdefault("latency_ms", {})[target.name] = round(record["latency"]["median_ms"], 2)
+    write_json_atomic(rows, path)

@@ -1,0 +1,61 @@
+"""Where the on-device runtime runs: `qemu:<core>` (emulated, instruction counts) or `ssh://user@host[:port]`.
+
+A target runs `python ARGS` in a staged folder (the torch-free runtime, the model folders, the inputs)
+and streams stdout back; the host never imports anything on the target's behalf.
+"""
+from __future__ import annotations
+
+import subprocess
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+# The runtime as shipped: export/runtime.py and the standard-library modules it imports.
+RUNTIME_FILES = ["export/__init__.py", "export/runtime.py", "export/manifest.py", "export/packing.py",
+                 "export/on_device.py", "lite/__init__.py", "lite/files.py"]
+
+
+class Target(ABC):
+    name: str                  # as the user wrote it, e.g. "qemu:cortex-a72"; the key in artifacts.json
+    counts_instructions: bool  # whether popen(..., marks=PATH) fills PATH with instruction counts
+
+    @property
+    def slug(self) -> str:
+        """A folder name for this target's files in the run folder."""
+        return "".join(c if c.isalnum() or c in "-_.@" else "-" for c in self.name.replace("://", "-"))
+
+    def prepare(self, log: Callable[[str], None]) -> None:
+        """Anything to do once before the first job (build the sysroot, check the connection)."""
+
+    @abstractmethod
+    def upload(self, stage: Path) -> None:
+        """Make the staged folder available to the target."""
+
+    @abstractmethod
+    def popen(self, args: list[str], stage: Path, marks: Path | None = None) -> subprocess.Popen:
+        """`python ARGS` on the target in the staged folder; stdout/stderr are text pipes."""
+
+    @abstractmethod
+    def fetch(self, rel: str, stage: Path, dest: Path) -> None:
+        """Copy the file `rel` (relative to the staged folder on the target) to `dest` on the host."""
+
+
+def parse_target(spec: str, remote_python: str = "python3", ssh_options: list[str] | None = None) -> Target:
+    """`qemu:cortex-a72` or `ssh://user@host[:port]`; anything else is a one-line error."""
+    if spec.startswith("qemu:"):
+        from eval.targets.qemu import QemuTarget
+
+        return QemuTarget(spec.removeprefix("qemu:"))
+    if spec.startswith("ssh://"):
+        from eval.targets.ssh import SshTarget
+
+        return SshTarget(spec, remote_python, ssh_options or [])
+    raise ValueError(f"--target {spec!r}: expected qemu:<core> (e.g. qemu:cortex-a72) or ssh://user@host[:port]")
+
+
+def stage_runtime(root: Path, dest: Path) -> None:
+    """Copy the runtime's files (RUNTIME_FILES, from the repo at `root`) into dest/runtime."""
+    for rel in RUNTIME_FILES:
+        out = dest / "runtime" / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes((root / rel).read_bytes())
