@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-latency bench-compression bench-attention bench-listops help
+.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-latency bench-compression bench-attention bench-listops bench-arm help
 
 help:
 	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>] [RECIPE=configs/compress/default.yaml]"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-compression   the paper's size chain, Transformer -> LSRA -> int8 -> pruned (needs both runs)"
 	@echo "make bench-attention   dense vs local+global attention scaling, n = 256..8192 (PyTorch and TFLite)"
 	@echo "make bench-listops     ListOps: dense, local+global, DAM, learned degree, SAR in the LSRA classifier (~25 min)"
+	@echo "make bench-arm         qemu cortex-a53/a72/a76/neoverse-n1 x fp32/int8: instructions/sentence, BLEU on target (~40 min)"
 
 setup: $(STAMP)
 
@@ -84,3 +85,8 @@ bench-attention: setup
 # ListOps (LRA rules): dense vs sparse/learned attention in the LSRA classifier, same CPU minutes each.
 bench-listops: setup
 	$(BIN)/python benchmarks/listops.py
+
+# Every emulated ARM core x every TFLite precision of runs/default (needs it exported): instructions per
+# sentence, BLEU on target vs host, bit-identity (JSON + markdown table; resumable; ~40 min).
+bench-arm: setup
+	$(BIN)/python benchmarks/arm.py
