@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=ROOT / "runs/default")
     parser.add_argument("--cores", default=",".join(CORES), help=f"comma-separated (default: {','.join(CORES)})")
     parser.add_argument("--artifacts", help="comma-separated artifact names (default: every TFLite folder of the run)")
-    parser.add_argument("--limit", type=int, default=200, help="test sentences translated on each target (default 200)")
+    parser.add_argument("--limit", type=int, default=100, help="test sentences translated on each target (default 100)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/arm.json")
     args = parser.parse_args()
     paths, cfg = open_run(args.run, None)

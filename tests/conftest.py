@@ -72,3 +72,11 @@ def smoke_run(docs_corpus, tmp_path_factory) -> Path:
         done = lite(*args, "--quiet")
         assert done.returncode == 0, done.stderr.decode()
     return run
+
+
+@pytest.fixture(scope="session")
+def exported(smoke_run):
+    """The smoke run with fp32 and int8 folders of both formats, through the CLI."""
+    done = lite("export", str(smoke_run), "--format", "tflite,onnx", "--precision", "fp32,int8", "--quiet")
+    assert done.returncode == 0, done.stderr.decode()
+    return smoke_run

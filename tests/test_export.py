@@ -22,14 +22,6 @@ from lite.run import RunPaths
 FORMATS = ("tflite", "onnx")
 
 
-@pytest.fixture(scope="module")
-def exported(smoke_run):
-    """fp32 and int8 folders of both formats, through the CLI."""
-    done = lite("export", str(smoke_run), "--format", "tflite,onnx", "--precision", "fp32,int8", "--quiet")
-    assert done.returncode == 0, done.stderr.decode()
-    return smoke_run
-
-
 def test_fp32_folders_pass_the_gate_with_exact_logits(exported):
     for fmt in FORMATS:
         manifest = read_manifest(exported / "export" / f"{fmt}-fp32")

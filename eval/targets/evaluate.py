@@ -15,8 +15,8 @@ A record made from the same manifest with the same settings is reused, so an int
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +27,7 @@ import numpy as np
 from eval.bleu import score
 from eval.targets.errors import TargetRunError
 from eval.targets.plugin import read_marks
-from eval.targets.target import Target, stage_runtime
+from eval.targets.target import RUNTIME_FILES, Target, stage_runtime
 from export.on_device import STEPS, run_protocol
 from export.runtime import Translator
 from lite.config import RunConfig
@@ -120,7 +120,9 @@ def evaluate_on_target(cfg: RunConfig, paths: RunPaths, target: Target, names: l
         pairs = pairs[:limit]
     target.prepare(log)
     stage = _stage(target, paths, rows, [s for s, _ in pairs])
+    code = [ROOT / f for f in RUNTIME_FILES] + [ROOT / "eval/targets" / f for f in ("insn_count.c", "qemu.py")]
     settings = {"split": split, "sentences": len(pairs), "limit": limit, "reference": reference,
+                "code_sha256": hashlib.sha256(b"".join(p.read_bytes() for p in code)).hexdigest()[:16],
                 "protocol_ids": source["ids"], "repeats": repeats if not target.counts_instructions else None}
     uploaded = False
     records = []
@@ -176,6 +178,7 @@ def evaluate_on_target(cfg: RunConfig, paths: RunPaths, target: Target, names: l
                 "step_min": min(warm["steps"]), "step_max": max(warm["steps"]), "sentence": warm["sentence"],
                 "cold_sentence": cold["sentence"], "cold_encoder": cold["encoder"], "mark_cost": counts["mark_cost"],
                 "steps": len(warm["steps"]), "tokens_equal_host": result["tokens"] == host_tokens,
+                "guest_machine": result["machine"],
                 "seconds": round(time.monotonic() - begun, 1)}
 
         # 3. reference kernels: bit-identical logits?

@@ -44,8 +44,10 @@ class QemuTarget(Target):
                "-L", str(self.sysroot.core_root(self.core))]
         if marks is not None:
             cmd += ["-plugin", f"{self.plugin},out={marks}"]
-        # -S: no site module, so no host site-packages leak in (x86 wheels would fail to load)
-        cmd += [str(self.sysroot.python), "-S", *args]
+        # -S: no site module, so no host site-packages leak in (x86 wheels would fail to load);
+        # -P: the working folder is not on sys.path, so files appearing there cannot change what
+        # the import system lists, and with it the instruction count
+        cmd += [str(self.sysroot.python), "-S", "-P", *args]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
                "PYTHONPATH": f"{stage.resolve() / 'runtime'}:{self.sysroot.wheels}", "PYTHONDONTWRITEBYTECODE": "1",
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -41,8 +41,9 @@ class SshTarget(Target):
         self.remote_dir = f".cache/lite-target/{self.slug}"  # relative: under the remote user's home
 
     def _ssh(self, remote_command: str) -> list[str]:
-        return ["ssh", "-p", self.port, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
-                "-o", "StrictHostKeyChecking=accept-new", *self.options, self.destination, remote_command]
+        # the user's options first: for each option OpenSSH keeps the first value it is given
+        return ["ssh", "-p", self.port, *self.options, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
+                "-o", "StrictHostKeyChecking=accept-new", self.destination, remote_command]
 
     def prepare(self, log: Callable[[str], None] = lambda _: None) -> None:
         require_tools("ssh", "tar")

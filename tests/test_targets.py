@@ -1,0 +1,176 @@
+"""ARM targets: the smoke model's TFLite folders on emulated aarch64 cores (qemu-user) and over SSH.
+
+Everything runs for real: Debian's arm64 python3, the aarch64 wheels, qemu-aarch64 with a named core,
+the instruction-count plugin built with gcc, and an sshd on a loopback port whose Python is the
+emulated one.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import lite
+from eval.bleu import score
+from eval.targets.plugin import read_marks
+from eval.targets.qemu import QemuTarget
+from eval.targets.sysroot import prepare
+from lite.config import load_config
+from lite.data.corpus import load_pairs
+
+pytestmark = pytest.mark.skipif(shutil.which("qemu-aarch64") is None and not os.environ.get("CI"),
+                                reason="qemu-user not installed (make setup installs it)")
+
+
+@pytest.fixture(scope="module")
+def a72() -> QemuTarget:
+    target = QemuTarget("cortex-a72")
+    target.prepare()
+    return target
+
+
+def test_sysroot_is_prepared_once_and_cached(a72):
+    ready = a72.sysroot.root / "ready.json"
+    before = ready.stat().st_mtime_ns
+    started = time.monotonic()
+    again = prepare()
+    assert time.monotonic() - started < 2.0  # a cache hit reads one JSON file
+    assert ready.stat().st_mtime_ns == before
+    assert json.loads(ready.read_text())["python"].startswith("python3.")
+    assert (again.wheels / "ai_edge_litert").is_dir() and not (again.wheels / "torch").exists()
+    cpuinfo = (a72.sysroot.core_root(a72.core) / "proc" / "cpuinfo").read_text()
+    assert "CPU part\t: 0xd08" in cpuinfo  # Cortex-A72's MIDR part number
+
+
+def test_wrong_core_and_missing_model_are_one_line_errors(exported, tmp_path):
+    done = lite("evaluate", str(exported), "--target", "qemu:cortex-a99")
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "unknown ARM core 'cortex-a99'" in err and "cortex-a72" in err
+    assert len(err.strip().splitlines()) == 1
+    done = lite("evaluate", str(exported), "--target", "qemu:cortex-a72", "--artifact", "tflite-int4")
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "no artifact named 'tflite-int4'" in err and "tflite-int8" in err
+    done = lite("evaluate", str(exported), "--target", "qemu:cortex-a72", "--artifact", "onnx-int8")
+    assert done.returncode == 2 and "targets run TFLite folders" in done.stderr.decode()
+    done = lite("evaluate", str(exported), "--target", "telnet://board")
+    assert done.returncode == 2 and "expected qemu:<core>" in done.stderr.decode()
+
+
+def _count(target: QemuTarget, folder: Path, stage: Path, marks: Path) -> dict:
+    proc = target.popen(["-m", "export.on_device", "protocol", "--model", str(folder), "--ids", "5,9,14,22,31,2",
+                         "--runs", "2", "--marks", "--steps", "10"], stage, marks)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["machine"] == "aarch64"
+    return read_marks(marks, 2, 12)
+
+
+def test_instruction_counts_are_deterministic(a72, exported, tmp_path):
+    from eval.targets.target import stage_runtime
+    from conftest import ROOT
+
+    stage_runtime(ROOT, tmp_path)
+    folder = (exported / "export" / "tflite-int8").resolve()
+    first = _count(a72, folder, tmp_path, tmp_path / "a.marks")
+    second = _count(a72, folder, tmp_path, tmp_path / "b.marks")
+    assert first == second  # every count, run to run
+    warm, cold = first["runs"][1], first["runs"][0]
+    assert warm["encoder"] > 100_000 and len(warm["steps"]) == 10
+    assert warm["sentence"] == warm["encoder"] + sum(warm["steps"])
+    assert cold["sentence"] > warm["sentence"]  # the first run also prepares the kernels
+    assert 0 < first["mark_cost"] < 50_000  # a mark is one failing close(): small beside a decoder step
+    assert min(warm["steps"]) > 10 * first["mark_cost"]
+
+
+def test_emulated_evaluation_scores_the_targets_own_outputs(exported):
+    done = lite("evaluate", str(exported), "--target", "qemu:cortex-a72", "--artifact", "tflite-int8",
+                "--limit", "12", "--quiet")
+    assert done.returncode == 0, done.stderr.decode()
+    record = json.loads((exported / "targets" / "qemu-cortex-a72" / "tflite-int8.json").read_text())
+    hyps = (exported / "targets" / "qemu-cortex-a72" / "tflite-int8.test.greedy.hyp").read_text().splitlines()
+    pairs, _ = load_pairs(load_config(exported / "config.yaml").data, "test")
+    assert len(hyps) == 12 and record["translation"]["sentences"] == 12
+    assert record["translation"]["bleu"] == score(hyps, [t for _, t in pairs[:12]])["bleu"]
+    assert record["instructions"]["guest_machine"] == "aarch64"
+    i = record["instructions"]
+    assert i["sentence"] == pytest.approx(i["encoder"] + 30 * i["step_mean"], rel=1e-3)
+    assert record["reference"]["bit_identical"] is True  # integer reference kernels: same bits on ARM and x86
+    row = next(r for r in json.loads((exported / "artifacts.json").read_text()) if r["name"] == "tflite-int8")
+    assert row["targets"]["qemu:cortex-a72"]["instructions"]["sentence"] == i["sentence"]
+    assert "qemu:cortex-a72" not in row.get("latency_ms", {})  # emulated wall time is never reported as latency
+    again = lite("evaluate", str(exported), "--target", "qemu:cortex-a72", "--artifact", "tflite-int8",
+                 "--limit", "12", "--quiet")
+    assert again.returncode == 0 and "(cached)" in again.stdout.decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def loopback_sshd(tmp_path, a72):
+    """An sshd on 127.0.0.1 (temporary host and user keys) and an aarch64 python3 wrapper for the board."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(sshd):
+        if os.environ.get("CI"):
+            pytest.fail("sshd missing: make setup installs openssh-server")
+        pytest.skip("sshd not installed")
+    for name in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True)
+    (tmp_path / "authorized_keys").write_text((tmp_path / "user.pub").read_text())
+    os.chmod(tmp_path / "authorized_keys", 0o600)
+    port = _free_port()
+    (tmp_path / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp_path / 'host'}\nPidFile {tmp_path / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+        "PermitRootLogin prohibit-password\nKbdInteractiveAuthentication no\n")
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+    server = subprocess.Popen([sshd, "-D", "-e", "-f", str(tmp_path / "sshd_config")], stderr=subprocess.PIPE)
+    board = tmp_path / "python3-aarch64"
+    cmd, env = a72.command([], tmp_path)  # the emulated interpreter, as the board's own Python
+    board.write_text("#!/bin/sh\n"
+                     f"export PYTHONPATH=\"$PYTHONPATH:{a72.sysroot.wheels}\" PYTHONHASHSEED=0\n"
+                     f"exec {' '.join(cmd)} \"$@\"\n")
+    board.chmod(0o755)
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    yield {"port": port, "python": str(board), "key": tmp_path / "user", "known_hosts": tmp_path / "known_hosts"}
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def test_ssh_target_end_to_end_on_loopback(exported, loopback_sshd):
+    d = loopback_sshd
+    spec = f"ssh://{getpass.getuser()}@127.0.0.1:{d['port']}"
+    done = lite("evaluate", str(exported), "--target", spec, "--artifact", "tflite-int8", "--limit", "6",
+                "--repeats", "3", "--remote-python", d["python"], "--ssh-option", f"IdentityFile={d['key']}",
+                "--ssh-option", f"UserKnownHostsFile={d['known_hosts']}", "--quiet")
+    assert done.returncode == 0, done.stderr.decode()
+    slug = spec.replace("://", "-").replace(":", "-")
+    record = json.loads((exported / "targets" / slug / "tflite-int8.json").read_text())
+    assert record["latency"]["machine"] == "aarch64" and record["latency"]["runs"] == 3
+    assert record["latency"]["median_ms"] > 0
+    assert record["translation"]["sentences"] == 6 and "instructions" not in record
+    assert record["reference"]["bit_identical"] is True  # fetched back over ssh and compared on the host
+    row = next(r for r in json.loads((exported / "artifacts.json").read_text()) if r["name"] == "tflite-int8")
+    assert row["latency_ms"][spec] == round(record["latency"]["median_ms"], 2)
+
+
+def test_unreachable_ssh_board_is_a_clear_error(exported):
+    done = lite("evaluate", str(exported), "--target", f"ssh://nobody@127.0.0.1:{_free_port()}",
+                "--artifact", "tflite-int8", "--ssh-option", "ConnectTimeout=3")
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "cannot run python3" in err and len(err.strip().splitlines()) == 1
