@@ -40,6 +40,9 @@ up as "not measured"). Every measurement is optional: null or a missing key mean
                                                #   target; emulated (qemu) wall time does not belong here
         "instructions": {"qemu:cortex-a72": 41234567},          # guest instructions per sentence,
                                                #   counted under emulation (the honest ARM figure)
+        "targets": {"qemu:cortex-a72": {"bleu": 22.1, "host_bleu": 22.1, ...}},   # what `lite evaluate
+                                               #   --target` measured there (eval/targets/evaluate.py); kept
+                                               #   for reading, the report uses latency_ms / instructions
         "notes": "static_wi8_ai8 recipe, 200 calibration sentences"   # free text, shown in the report
       }
     ]
@@ -76,7 +79,7 @@ NOT_MEASURED = "not measured"
 FORMATS = ("pytorch", "onnx", "tflite")
 PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
 ARTIFACT_KEYS = {"name", "path", "format", "precision", "size_bytes", "macs", "macs_method", "model_config",
-                 "source_model", "bleu", "latency_ms", "instructions", "notes"}
+                 "source_model", "bleu", "latency_ms", "instructions", "targets", "notes"}
 REQUIRED_KEYS = ("name", "path", "format", "precision")
 BUDGETS = ("max_macs", "max_size_mb", "max_latency_ms", "min_bleu")
 # the per-layer parts of eval.macs, in the order they are stacked in the plot
@@ -201,6 +204,8 @@ def _check_artifacts(data: Any, path: Path) -> list[dict]:
                 continue
             if not isinstance(v, dict) or any(x is not None and not _is_number(x) for x in v.values()):
                 raise ValueError(f"{where}: \"{key}\" must map target names to numbers or null")
+        if not isinstance(entry.get("targets", {}), dict):
+            raise ValueError(f"{where}: \"targets\" must map target names to records")
         if entry.get("model_config") is not None and not isinstance(entry["model_config"], dict):
             raise ValueError(f"{where}: \"model_config\" must be an object (a ModelConfig)")
         for key in ("macs_method", "source_model", "notes"):

@@ -8,6 +8,23 @@ VENV="${VENV:-.venv}"
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "setup: warning: apt-get not found; the built-in corpora (Debian packages) will not build" >&2
 fi
+# ARM targets (eval/targets): qemu-user runs the aarch64 runtime, gcc builds its instruction counter,
+# OpenSSH reaches boards (and the tests' loopback sshd). Installed when missing and apt can run.
+need=()
+command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  echo "setup: apt-get install ${need[*]} (ARM targets)"
+  if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null; then
+    $SUDO apt-get update -q >/dev/null && \
+      $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null || \
+      echo "setup: warning: could not install ${need[*]}; ARM targets (lite evaluate --target) will not run" >&2
+  fi
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi

@@ -89,7 +89,7 @@ def test_instruction_counts_are_deterministic(a72, exported, tmp_path):
     assert min(warm["steps"]) > 10 * first["mark_cost"]
 
 
-def test_emulated_evaluation_scores_the_targets_own_outputs(exported):
+def test_emulated_evaluation_scores_the_targets_own_outputs(exported, tmp_path):
     done = lite("evaluate", str(exported), "--target", "qemu:cortex-a72", "--artifact", "tflite-int8",
                 "--limit", "12", "--quiet")
     assert done.returncode == 0, done.stderr.decode()
@@ -104,6 +104,11 @@ def test_emulated_evaluation_scores_the_targets_own_outputs(exported):
     assert record["reference"]["bit_identical"] is True  # integer reference kernels: same bits on ARM and x86
     row = next(r for r in json.loads((exported / "artifacts.json").read_text()) if r["name"] == "tflite-int8")
     assert row["targets"]["qemu:cortex-a72"]["instructions"]["sentence"] == i["sentence"]
+    assert row["instructions"]["qemu:cortex-a72"] == i["sentence"]  # the budget report's column
+    done = lite("report", str(exported), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr.decode()
+    report = (tmp_path / "report.md").read_text()
+    assert "instructions qemu:cortex-a72" in report and f"{i['sentence']:,}" in report
     assert "qemu:cortex-a72" not in row.get("latency_ms", {})  # emulated wall time is never reported as latency
     again = lite("evaluate", str(exported), "--target", "qemu:cortex-a72", "--artifact", "tflite-int8",
                  "--limit", "12", "--quiet")

@@ -134,6 +134,7 @@ def evaluate_on_target(cfg: RunConfig, paths: RunPaths, target: Target, names: l
         old = read_json(record_path, {})
         if old.get("manifest_sha256") == manifest_sha and old.get("settings") == settings:
             log(f"target: {target.name} {row['name']}: reusing {record_path}")
+            _summarise(paths, row["name"], target, old)  # idempotent: rows written by older code catch up
             records.append(old | {"cached": True})
             continue
         if not uploaded:
@@ -226,6 +227,8 @@ def _summarise(paths: RunPaths, name: str, target: Target, record: dict) -> None
     for row in rows:
         if row.get("name") == name:
             row.setdefault("targets", {})[target.name] = summary
+            if "instructions" in record:  # the report's per-target column: instructions per sentence
+                row.setdefault("instructions", {})[target.name] = record["instructions"]["sentence"]
             if "latency" in record:
                 row.setdefault("latency_ms", {})[target.name] = round(record["latency"]["median_ms"], 2)
     write_json_atomic(rows, path)
