@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lite
+from conftest import ROOT, lite
 from eval.bleu import score
 from eval.targets.plugin import read_marks
 from eval.targets.qemu import QemuTarget
 from eval.targets.sysroot import prepare
+from eval.targets.target import stage_runtime
 from lite.config import load_config
 from lite.data.corpus import load_pairs
 
@@ -73,9 +74,6 @@ def _count(target: QemuTarget, folder: Path, stage: Path, marks: Path) -> dict:
 
 
 def test_instruction_counts_are_deterministic(a72, exported, tmp_path):
-    from eval.targets.target import stage_runtime
-    from conftest import ROOT
-
     stage_runtime(ROOT, tmp_path)
     folder = (exported / "export" / "tflite-int8").resolve()
     first = _count(a72, folder, tmp_path, tmp_path / "a.marks")

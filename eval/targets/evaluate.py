@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,12 +59,17 @@ def _job(target: Target, args: list[str], stage: Path, what: str, marks: Path | 
     """Run `python ARGS` on the target; stdout (streamed to on_line, if given) or TargetRunError."""
     proc = target.popen(args, stage, marks)
     out: list[str] = []
+    errors: list[str] = []
     assert proc.stdout is not None and proc.stderr is not None
+    # stderr drains in a thread: a job that logs a lot must not block on a full pipe while we read stdout
+    reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+    reader.start()
     for line in proc.stdout:
         out.append(line)
         if on_line:
             on_line(line)
-    err = proc.stderr.read()
+    reader.join()
+    err = "".join(errors)
     if proc.wait() != 0:
         lines = [ln for ln in err.strip().splitlines() if "INFO:" not in ln] or ["no error output"]
         raise TargetRunError(f"{target.name}: {what} failed (exit {proc.returncode}): {lines[-1]}")
