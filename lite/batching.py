@@ -17,6 +17,9 @@ class Batch:
     target: Tensor  # [B, T] target ids ending in eos
     ntokens: int  # non-pad target tokens
 
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.src.to(device), self.prev.to(device), self.target.to(device), self.ntokens)
+
 
 def encode_pairs(pairs: list[tuple[str, str]], tokenizer, max_positions: int) -> tuple[list[Example], int]:
     """Tokenize pairs and append eos; pairs whose ids would not fit the position table are dropped

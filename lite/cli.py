@@ -3,6 +3,7 @@
     lite data build docs-en-de            build a real corpus (cached)
     lite tokenizer RUN --config C         train the joint sentencepiece model
     lite train RUN [--resume]             train the model of the run's config
+    lite train RUN --nproc 2              ... on 2 processes (DDP; or torchrun ... -m lite train RUN)
     lite evaluate RUN [--beam 4]          translate the test split, score BLEU
     lite evaluate RUN --target qemu:cortex-a72 | ssh://user@host   the TFLite folders on an ARM target
     lite translate RUN [TEXT | -]         translate text with the trained model (PyTorch)
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,9 +58,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if paths.model.is_file():  # written only when training finished; --resume is for interrupted runs
         print(f"{paths.model}: already trained (delete it, or the run folder, to train again)")
         return 0
-    summary = train(cfg, paths, resume=args.resume, progress=not args.quiet)
+    if args.nproc > 1 and "RANK" not in os.environ:  # not yet under torchrun: start it on this machine
+        from lite.distributed import launch
+
+        return launch(args.nproc, ["train", args.run, *(["--resume"] if args.resume else []),
+                                   *(["--quiet"] if args.quiet else []), "--device", args.device])
+    summary = train(cfg, paths, resume=args.resume, progress=not args.quiet, device=args.device)
+    if "rank" in summary:  # ranks other than 0 say nothing: rank 0 prints the summary
+        return 0
     print(json.dumps({k: summary[k] for k in ("stop_reason", "steps", "wall_seconds", "target_tokens_per_s",
-                                              "final_valid_loss", "final_valid_ppl", "params")}, indent=2))
+                                              "final_valid_loss", "final_valid_ppl", "params", "processes")}, indent=2))
     return 0
 
 
@@ -261,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = run_parser("train", "train the model; checkpoints in RUN/checkpoints, final weights in RUN/model.pt")
     tr.add_argument("--resume", action="store_true", help="continue exactly from RUN/checkpoints/last.pt")
+    tr.add_argument("--nproc", type=int, default=1, metavar="N",
+                    help="N training processes on this machine (DistributedDataParallel via torchrun --standalone; "
+                         "for several machines run torchrun yourself: see README). train.update_freq batches per step "
+                         "are split across them, so the effective batch does not change")
+    tr.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cpu (gloo between processes) or cuda (one GPU per process, nccl)")
     tr.set_defaults(func=_cmd_train)
 
     ev = run_parser("evaluate", "translate a split with RUN/model.pt and score BLEU/chrF into RUN/results.json")
@@ -345,10 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     from lite.config import ConfigError
     from eval.targets.errors import TargetError
     from lite.data.errors import DataError
+    from lite.distributed import DistributedError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, TargetError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (ConfigError, DataError, TargetError, DistributedError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"lite {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -167,6 +167,7 @@ class TrainConfig:
     average_last: int = 1  # average the weights of the last N step checkpoints at the end
     patience: int = 0  # early stop after N validations without improvement (0: off)
     sar_weight: float = 0.0  # ERNIE-Sparse SAR: weight of the symmetric KL, sparse vs dense attention
+    dist_timeout_s: float = 600  # several processes: a collective waiting longer than this ends the job
 
 
 @dataclass

@@ -2,12 +2,18 @@
 token-count batches, gradient clipping, atomic checkpoints with exact resume, early stopping,
 checkpoint averaging.
 
-Exact resume: the batch order of an epoch is rebuilt from (seed, epoch); a checkpoint stores the
-position inside the epoch, the optimizer state and the RNG state, so a resumed run continues
-with the very same batches and dropout masks as an uninterrupted one (at a fixed thread count).
+Exact resume: the batch order of an epoch is rebuilt from (seed, epoch) and every batch's dropout
+masks are seeded from (seed, epoch, position of the batch); a checkpoint stores the position inside
+the epoch and the optimizer state, so a resumed run continues with the very same batches and dropout
+masks as an uninterrupted one (at a fixed thread count).
+
+Several processes (lite/distributed.py: torchrun, DistributedDataParallel): one optimizer step is
+still `update_freq` batches, split across the processes, with the same per-batch seeds, so N
+processes train like one process accumulating update_freq batches, and --resume works with any N.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -16,9 +22,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from lite import checkpoint
+from lite import checkpoint, distributed
 from lite.batching import Batch, collate, encode_pairs, make_batches
 from lite.config import RunConfig, TrainConfig, to_dict
 from lite.data.corpus import load_pairs
@@ -40,30 +47,33 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def batch_loss(model: EncoderDecoder, batch: Batch, smoothing: float,
+def batch_loss(model: EncoderDecoder | DDP, batch: Batch, smoothing: float,
                sar_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(training loss summed over target tokens, plain NLL summed) for one batch. The training loss is
     label-smoothed cross entropy, plus the learned heads' sparsity terms (per token) and, with
-    sar_weight, ERNIE-Sparse's SAR term (lite/sparse)."""
+    sar_weight, ERNIE-Sparse's SAR term (lite/sparse). `model` may be DDP-wrapped: the main forward
+    goes through the wrapper (it triggers the gradient all-reduce), the rest uses the module."""
+    net = model.module if isinstance(model, DDP) else model
     logits = model(batch.src, batch.prev).float()
     flat, target = logits.view(-1, logits.shape[-1]), batch.target.view(-1)
-    pad = model.cfg.pad_id
+    pad = net.cfg.pad_id
     loss = F.cross_entropy(flat, target, ignore_index=pad, label_smoothing=smoothing, reduction="sum")
     nll = F.cross_entropy(flat, target, ignore_index=pad, reduction="sum")
-    loss = loss + batch.ntokens * sparsity_loss(model)
+    loss = loss + batch.ntokens * sparsity_loss(net)
     if sar_weight:
-        loss = loss + sar_weight * sar_term(model, logits, lambda: model(batch.src, batch.prev), batch.target.ne(pad))
+        loss = loss + sar_weight * sar_term(net, logits, lambda: net(batch.src, batch.prev), batch.target.ne(pad))
     return loss, nll
 
 
 @torch.no_grad()
 def validation_loss(model: EncoderDecoder, examples, max_tokens: int) -> float:
-    """Per-token NLL (nats) on held-out examples."""
+    """Per-token NLL (nats) on held-out examples (on the model's device)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     total, tokens = 0.0, 0
     for indices in make_batches(examples, max_tokens):
-        batch = collate(examples, indices, model.cfg.pad_id, model.cfg.bos_id)
+        batch = collate(examples, indices, model.cfg.pad_id, model.cfg.bos_id).to(device)
         total += float(batch_loss(model, batch, 0.0)[1])
         tokens += batch.ntokens
     model.train(was_training)
@@ -71,28 +81,60 @@ def validation_loss(model: EncoderDecoder, examples, max_tokens: int) -> float:
 
 
 class _Log:
-    """Append-only JSON-lines metrics log."""
+    """Append-only JSON-lines metrics log (path None: a process that does not log)."""
 
-    def __init__(self, path: Path):
-        self.file = path.open("a", encoding="utf-8")
+    def __init__(self, path: Path | None):
+        self.file = path.open("a", encoding="utf-8") if path else None
 
     def write(self, **record) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        if self.file:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file:
+            self.file.close()
+
+
+def _batch_seed(seed: int, epoch: int, position: int) -> int:
+    """The RNG seed of one batch (dropout, Gumbel noise): the same whichever process runs it."""
+    return (seed * 1_000_003 + epoch) * 1_000_003 + position
+
+
+STOP_CODES = [None, "early_stopping", "max_minutes", "max_steps", "max_epochs"]
 
 
 def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool = True,
-          stop_at_step: int | None = None) -> dict:
-    """Train the model of `cfg` in run folder `paths`; returns the training summary.
+          stop_at_step: int | None = None, device: str = "cpu") -> dict:
+    """Train the model of `cfg` in run folder `paths`; returns the training summary (on every rank
+    of a torchrun job; only rank 0's is written).
 
     stop_at_step ends the run after that step without saving, as if killed (tests use it to prove
     that resuming from the last checkpoint is exact).
     """
     tc = cfg.train
     torch.set_num_threads(tc.threads)
+    world = distributed.init(device, tc.dist_timeout_s)
+    if tc.update_freq % world.size:
+        raise ValueError(f"train.update_freq {tc.update_freq} is not a multiple of the {world.size} processes: "
+                         f"the effective batch of update_freq x max_tokens must split evenly "
+                         f"(set train.update_freq to {world.size * max(1, round(tc.update_freq / world.size))})")
+    try:
+        return _train(cfg, paths, world, resume, progress and world.main, stop_at_step)
+    except RuntimeError as exc:
+        if not world.distributed or isinstance(exc, distributed.DistributedError):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise distributed.DistributedError(
+            f"rank {world.rank}: a collective with the other {world.size - 1} process(es) failed ({first[:200]}); "
+            f"the last checkpoint is kept: rerun with --resume (any number of processes)") from None
+    finally:
+        distributed.finish(world)
+
+
+def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bool, progress: bool,
+           stop_at_step: int | None) -> dict:
+    tc = cfg.train
     tokenizer = Tokenizer(paths.tokenizer)
     mcfg = replace(cfg.model, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id,
                    bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
@@ -104,7 +146,7 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
         raise ValueError(f"data.corpus {cfg.data.corpus!r}: no training pairs left after filtering")
 
     torch.manual_seed(tc.seed)
-    model = EncoderDecoder(mcfg)
+    model = EncoderDecoder(mcfg).to(world.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas), eps=1e-8, weight_decay=tc.weight_decay)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "best_valid": math.inf,
@@ -114,18 +156,21 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state.update(ckpt["state"])
-        torch.set_rng_state(ckpt["rng"])
     elif paths.last.is_file():
         raise FileExistsError(f"{paths.last}: a checkpoint exists; pass --resume to continue or use a new run folder")
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)
-    log = _Log(paths.metrics)
+    # DDP broadcasts rank 0's weights at wrap time and all-reduces gradients in backward
+    net = DDP(model, device_ids=[world.device.index] if world.device.type == "cuda" else None) if world.distributed else model
+    if world.main:
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    log = _Log(paths.metrics if world.main else None)
     if state["step"] == 0:
         log.write(event="start", params=count_parameters(model), params_no_embed=count_parameters(model, False),
                   train=train_info, valid=valid_info, config=to_dict(cfg))
 
     def save(step_file: bool) -> None:
-        record = {**checkpoint.model_record(model), "optimizer": optimizer.state_dict(), "state": dict(state),
-                  "rng": torch.get_rng_state()}
+        if not world.main:  # every replica holds the same weights: one writer
+            return
+        record = {**checkpoint.model_record(model), "optimizer": optimizer.state_dict(), "state": dict(state)}
         if step_file:
             name = paths.checkpoints / f"step_{state['step']:06d}.pt"
             checkpoint.save_atomic(record, name)
@@ -136,7 +181,7 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
             record["state"] = dict(state)
         checkpoint.save_atomic(record, paths.last)
 
-    model.train()
+    net.train()
     started = time.monotonic() - state["elapsed"]
     # with a wall-clock limit the step total is not the end: show steps and time left instead of a false ETA
     bar = tqdm(total=None if tc.max_minutes else tc.max_steps, initial=state["step"], disable=not progress,
@@ -151,20 +196,27 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
                 break
             batches = make_batches(train_ex, tc.max_tokens, seed=tc.seed, epoch=state["epoch"])
             while state["batch_in_epoch"] < len(batches):
-                group = batches[state["batch_in_epoch"]:state["batch_in_epoch"] + tc.update_freq]
+                start = state["batch_in_epoch"]
+                group = [(batches[i], i) for i in range(start, min(start + tc.update_freq, len(batches)))]
                 state["batch_in_epoch"] += len(group)
                 step = state["step"] + 1
                 lr = learning_rate(step, tc)
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
-                collated = [collate(train_ex, idx, mcfg.pad_id, mcfg.bos_id) for idx in group]
-                ntokens = sum(b.ntokens for b in collated)
+                # every rank knows the step's token count (target lengths), so each normalises alike;
+                # DDP averages gradients over ranks, hence the factor world.size
+                ntokens = sum(len(train_ex[i][1]) for idx, _ in group for i in idx)
+                mine = distributed.shard(group, world)
                 step_loss = 0.0
-                for batch in collated:
-                    loss, _ = batch_loss(model, batch, tc.label_smoothing, tc.sar_weight)
-                    (loss / ntokens).backward()
-                    step_loss += float(loss.detach())
+                for k, ((idx, position), weight) in enumerate(mine):
+                    torch.manual_seed(_batch_seed(tc.seed, state["epoch"], position))
+                    batch = collate(train_ex, idx, mcfg.pad_id, mcfg.bos_id).to(world.device)
+                    sync = k == len(mine) - 1 or not world.distributed  # all-reduce once, after the last
+                    with net.no_sync() if not sync else contextlib.nullcontext():
+                        loss, _ = batch_loss(net, batch, tc.label_smoothing, tc.sar_weight)
+                        (loss * (weight * world.size / ntokens)).backward()
+                    step_loss += float(loss.detach()) * weight
                 if tc.clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_(params, tc.clip_norm)
                 optimizer.step()
@@ -174,6 +226,10 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
                 window_tokens += ntokens
                 window_loss.append(step_loss / ntokens)
                 if step % 20 == 0 or step == 1:
+                    if world.distributed:  # the window's loss over every rank's batches, not rank 0's share
+                        total = torch.tensor(window_loss, dtype=torch.float64, device=world.device)
+                        torch.distributed.all_reduce(total)
+                        window_loss = total.tolist()
                     rate = window_tokens / max(time.monotonic() - window_start, 1e-9)
                     avg = sum(window_loss) / len(window_loss)
                     extra = {}
@@ -184,7 +240,7 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
                               elapsed=state["elapsed"])
                     window_tokens, window_start, window_loss = 0, time.monotonic(), []
                 bar.update(1)
-                if valid_ex and step % tc.validate_every == 0:
+                if world.main and valid_ex and step % tc.validate_every == 0:
                     v = validation_loss(model, valid_ex, tc.max_tokens)
                     log.write(event="valid", step=step, loss=v, ppl=math.exp(min(v, 50)), elapsed=state["elapsed"])
                     bar.write(f"step {step}: valid loss {v:.3f}, perplexity {math.exp(min(v, 50)):.2f}")
@@ -199,6 +255,8 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
                     stop_reason = stop_reason or "max_steps"
                 if tc.max_minutes is not None and state["elapsed"] >= tc.max_minutes * 60:
                     stop_reason = stop_reason or "max_minutes"
+                # rank 0 decides (validation, its clock): every rank stops at the same step
+                stop_reason = STOP_CODES[distributed.broadcast_int(STOP_CODES.index(stop_reason), world)]
                 if step == stop_at_step:  # simulated kill: whatever came after the last checkpoint is lost
                     bar.close()
                     log.close()
@@ -216,7 +274,10 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
         log.close()
         raise
     bar.close()
+    if not world.main:
+        return {"rank": world.rank, "steps": state["step"], "stop_reason": stop_reason}
 
+    model = model.cpu()
     chosen, final_valid, final_state = choose_final(paths, model, tc, state, valid_ex)
     model.load_state_dict(final_state)
     model = binarise(model.eval())  # learned attention patterns -> the fixed patterns they stand for
@@ -230,6 +291,7 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
         "final_valid_ppl": None if final_valid is None else math.exp(min(final_valid, 50)),
         "params": count_parameters(model), "params_no_embed": count_parameters(model, False),
         "train_pairs": train_info, "valid_pairs": valid_info, "threads": tc.threads,
+        "processes": world.size, "device": world.device.type,
     }
     for stack, causal in (("encoder", False), ("decoder", True)):
         if getattr(model.cfg, f"{stack}_patterns"):  # share of the pairs each sparse head keeps
