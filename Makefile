@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-latency bench-compression bench-attention bench-listops bench-arm help
+.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-latency bench-compression bench-attention bench-listops bench-arm bench-ddp help
 
 help:
 	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>] [RECIPE=configs/compress/default.yaml]"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-attention   dense vs local+global attention scaling, n = 256..8192 (PyTorch and TFLite)"
 	@echo "make bench-listops     ListOps: dense, local+global, DAM, learned degree, SAR in the LSRA classifier (~25 min)"
 	@echo "make bench-arm         qemu cortex-a53/a72/a76/neoverse-n1 x fp32/int8: instructions/sentence, BLEU on target (~45 min)"
+	@echo "make bench-ddp         training tokens/s with 1 and 2 processes (torchrun, DDP over gloo)"
 
 setup: $(STAMP)
 
@@ -90,3 +91,7 @@ bench-listops: setup
 # sentence, BLEU on target vs host, bit-identity (JSON + markdown table; resumable; ~45 min).
 bench-arm: setup
 	$(BIN)/python benchmarks/arm.py
+
+# Training tokens/s with 1 and 2 processes (DDP over gloo), the same effective batch (needs runs/default's tokenizer).
+bench-ddp: setup
+	$(BIN)/python benchmarks/ddp_throughput.py
