@@ -98,7 +98,7 @@ class _Log:
 
 def _batch_seed(seed: int, epoch: int, position: int) -> int:
     """The RNG seed of one batch (dropout, Gumbel noise): the same whichever process runs it."""
-    return (seed * 1_000_003 + epoch) * 1_000_003 + position
+    return ((seed * 1_000_003 + epoch) * 1_000_003 + position) % 2 ** 63  # torch takes < 2^64
 
 
 STOP_CODES = [None, "early_stopping", "max_minutes", "max_steps", "max_epochs"]
