@@ -25,7 +25,7 @@ help:
 	@echo "make bench-compression   the paper's size chain, Transformer -> LSRA -> int8 -> pruned (needs both runs)"
 	@echo "make bench-attention   dense vs local+global attention scaling, n = 256..8192 (PyTorch and TFLite)"
 	@echo "make bench-listops     ListOps: dense, local+global, DAM, learned degree, SAR in the LSRA classifier (~25 min)"
-	@echo "make bench-arm         qemu cortex-a53/a72/a76/neoverse-n1 x fp32/int8: instructions/sentence, BLEU on target (~45 min)"
+	@echo "make bench-arm         qemu cortex-a53/a72/a76/neoverse-n1 x TFLite precisions: instructions/sentence, BLEU on target (~45 min)"
 	@echo "make bench-ddp         training tokens/s with 1 and 2 processes (torchrun, DDP over gloo)"
 
 setup: $(STAMP)
