@@ -19,7 +19,7 @@ from lite.config import RunConfig
 from lite.data.corpus import load_pairs
 from lite.decode import translate
 from lite.files import read_json, sha256_file, write_json_atomic, write_text_atomic
-from lite.run import RunPaths
+from lite.run import RunPaths, artifact_row, update_artifact_row
 from lite.tokenizer import Tokenizer
 
 
@@ -67,12 +67,7 @@ def evaluate_artifact(cfg: RunConfig, paths: RunPaths, name: str, split: str = "
 
     from export.runtime import Translator
 
-    artifacts_path = paths.root / "artifacts.json"
-    rows = read_json(artifacts_path, [])
-    row = next((r for r in rows if r.get("name") == name), None)
-    if row is None:
-        known = ", ".join(r.get("name", "?") for r in rows) or "none"
-        raise ValueError(f"{artifacts_path}: no artifact named {name!r} (artifacts: {known})")
+    row = artifact_row(paths, name)
     folder = paths.root / row["path"]
     translator = Translator(folder, num_threads=threads)
     beam = translator.decode_cfg["beam"] if beam is None else beam
@@ -93,9 +88,8 @@ def evaluate_artifact(cfg: RunConfig, paths: RunPaths, name: str, split: str = "
         "split": split, "decoding": decoding, "beam": beam, "lenpen": lenpen, "corpus": cfg.data.corpus,
         "pairs": info, "decode_seconds": round(seconds, 2), "threads": threads, "manifest_sha256": manifest_sha,
         "runtime": f"export.runtime ({translator.manifest['format']})"}
-    rows = read_json(artifacts_path, [])  # re-read: keep whatever else changed meanwhile
-    for r in rows:
-        if r.get("name") == name:
-            r.setdefault("bleu", {})[f"{split}/{decoding}"] = {k: v for k, v in record.items() if k != "pairs"}
-    write_json_atomic(rows, artifacts_path)
+
+    def store(row: dict) -> None:
+        row.setdefault("bleu", {})[f"{split}/{decoding}"] = {k: v for k, v in record.items() if k != "pairs"}
+    update_artifact_row(paths, name, store)
     return record

@@ -115,11 +115,11 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
     tc = cfg.train
     torch.set_num_threads(tc.threads)
     world = distributed.init(device, tc.dist_timeout_s)
-    if tc.update_freq % world.size:
-        raise ValueError(f"train.update_freq {tc.update_freq} is not a multiple of the {world.size} processes: "
-                         f"the effective batch of update_freq x max_tokens must split evenly "
-                         f"(set train.update_freq to {world.size * max(1, round(tc.update_freq / world.size))})")
     try:
+        if tc.update_freq % world.size:
+            raise ValueError(f"train.update_freq {tc.update_freq} is not a multiple of the {world.size} processes: "
+                             f"the effective batch of update_freq x max_tokens must split evenly "
+                             f"(set train.update_freq to {world.size * max(1, round(tc.update_freq / world.size))})")
         return _train(cfg, paths, world, resume, progress and world.main, stop_at_step)
     except RuntimeError as exc:
         if not world.distributed or isinstance(exc, distributed.DistributedError):

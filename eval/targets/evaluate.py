@@ -34,7 +34,7 @@ from export.runtime import Translator
 from lite.config import RunConfig
 from lite.data.corpus import load_pairs
 from lite.files import read_json, sha256_file, write_json_atomic, write_text_atomic
-from lite.run import RunPaths
+from lite.run import RunPaths, artifact_row, update_artifact_row
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC_LEN = 30  # the protocol sentence: 29 pieces + eos, as benchmarks/latency.py
@@ -76,8 +76,8 @@ def _job(target: Target, args: list[str], stage: Path, what: str, marks: Path | 
     return "".join(out)
 
 
-def _stage(target: Target, paths: RunPaths, rows: list[dict], sources: list[str]) -> Path:
-    stage = paths.root.resolve() / "targets" / target.slug / "stage"
+def _stage(out_dir: Path, paths: RunPaths, rows: list[dict], sources: list[str]) -> Path:
+    stage = out_dir / "stage"
     stage_runtime(ROOT, stage)
     (stage / "models").mkdir(parents=True, exist_ok=True)
     for row in rows:
@@ -101,10 +101,7 @@ def select_artifacts(paths: RunPaths, names: list[str] | None) -> list[dict]:
         return chosen
     chosen = []
     for name in names:
-        row = next((r for r in rows if r.get("name") == name), None)
-        if row is None:
-            known = ", ".join(r.get("name", "?") for r in rows) or "none"
-            raise ValueError(f"{path}: no artifact named {name!r} (artifacts: {known})")
+        row = artifact_row(paths, name)
         if row.get("format") != "tflite":
             raise ValueError(f"{path}: artifact {name!r} is {row.get('format')}; targets run TFLite folders")
         if not (paths.root / row["path"] / "manifest.json").is_file():
@@ -125,7 +122,8 @@ def evaluate_on_target(cfg: RunConfig, paths: RunPaths, target: Target, names: l
     if limit:
         pairs = pairs[:limit]
     target.prepare(log)
-    stage = _stage(target, paths, rows, [s for s, _ in pairs])
+    out_dir = paths.root.resolve() / "targets" / target.slug
+    stage = _stage(out_dir, paths, rows, [s for s, _ in pairs])
     code = [ROOT / f for f in RUNTIME_FILES] + [ROOT / "eval/targets" / f for f in ("insn_count.c", "qemu.py")]
     settings = {"split": split, "sentences": len(pairs), "limit": limit, "reference": reference,
                 "code_sha256": hashlib.sha256(b"".join(p.read_bytes() for p in code)).hexdigest()[:16],
@@ -134,7 +132,6 @@ def evaluate_on_target(cfg: RunConfig, paths: RunPaths, target: Target, names: l
     records = []
     for row in rows:
         folder = paths.root / row["path"]
-        out_dir = paths.root.resolve() / "targets" / target.slug
         record_path = out_dir / f"{row['name']}.json"
         manifest_sha = sha256_file(folder / "manifest.json")
         old = read_json(record_path, {})
@@ -220,9 +217,7 @@ def evaluate_on_target(cfg: RunConfig, paths: RunPaths, target: Target, names: l
 
 
 def _summarise(paths: RunPaths, name: str, target: Target, record: dict) -> None:
-    """The record's headline figures into the artifact's row of RUN/artifacts.json (re-read: keep the rest)."""
-    path = paths.root / "artifacts.json"
-    rows = read_json(path, [])
+    """The record's headline figures into the artifact's row of RUN/artifacts.json."""
     t = record["translation"]
     summary = {"bleu": t["bleu"], "host_bleu": t["host_bleu"], "agreement": t["agreement"], "sentences": t["sentences"],
                "split": record["settings"]["split"], "seconds": record["seconds"]}
@@ -230,11 +225,11 @@ def _summarise(paths: RunPaths, name: str, target: Target, record: dict) -> None
         summary["instructions"] = {k: record["instructions"][k] for k in ("encoder", "step_mean", "sentence")}
     if "reference" in record:
         summary["reference_bit_identical"] = record["reference"]["bit_identical"]
-    for row in rows:
-        if row.get("name") == name:
-            row.setdefault("targets", {})[target.name] = summary
-            if "instructions" in record:  # the report's per-target column: instructions per sentence
-                row.setdefault("instructions", {})[target.name] = record["instructions"]["sentence"]
-            if "latency" in record:
-                row.setdefault("latency_ms", {})[target.name] = round(record["latency"]["median_ms"], 2)
-    write_json_atomic(rows, path)
+
+    def update(row: dict) -> None:
+        row.setdefault("targets", {})[target.name] = summary
+        if "instructions" in record:  # the report's per-target column: instructions per sentence
+            row.setdefault("instructions", {})[target.name] = record["instructions"]["sentence"]
+        if "latency" in record:
+            row.setdefault("latency_ms", {})[target.name] = round(record["latency"]["median_ms"], 2)
+    update_artifact_row(paths, name, update)
