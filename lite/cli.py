@@ -45,7 +45,8 @@ def _cmd_tokenizer(args: argparse.Namespace) -> int:
         print(f"{paths.tokenizer}: exists (vocabulary {Tokenizer(paths.tokenizer).vocab_size}); --force retrains")
         return 0
     pairs, _ = load_pairs(cfg.data, "train")
-    model = train_tokenizer([s for p in pairs for s in p], cfg.tokenizer, paths.tokenizer.with_suffix(""), cfg.train.seed)
+    model = train_tokenizer([s for p in pairs for s in p], cfg.tokenizer, paths.tokenizer.with_suffix(""), cfg.train.seed,
+                            cfg.train.threads)
     print(f"{model}: vocabulary {Tokenizer(model).vocab_size} trained on {len(pairs)} pairs")
     return 0
 
@@ -368,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lite {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"lite {args.command}: interrupted (training saved RUN/checkpoints/last.pt: rerun with --resume)", file=sys.stderr)
+        print(f"lite {args.command}: interrupted (training: rerun with --resume; it continues exactly "
+              "from the last saved step)", file=sys.stderr)
         return 130
 
 

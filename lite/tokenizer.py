@@ -1,38 +1,44 @@
 """Joint sentencepiece vocabulary for source and target (the file the on-device runtime uses too)."""
 from __future__ import annotations
 
-import os
+import io
 import random
-import tempfile
 from pathlib import Path
 
 import sentencepiece as spm
 
 from lite.config import TokenizerConfig
+from lite.files import atomic_path, write_text_atomic
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
 
-def train_tokenizer(sentences: list[str], cfg: TokenizerConfig, out_prefix: Path, seed: int = 1) -> Path:
-    """Train a joint model on `sentences`; writes out_prefix.model/.vocab atomically, returns the .model path."""
-    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+def train_tokenizer(sentences: list[str], cfg: TokenizerConfig, out_prefix: Path, seed: int = 1,
+                    threads: int = 1) -> Path:
+    """Train a joint model on `sentences`; writes out_prefix.model/.vocab atomically, returns the .model path.
+
+    The same sentences, config, seed and thread count give the same bytes: sentences go in through an
+    iterator and the model comes out through a writer, because a file-based run stores its temp input
+    and output paths inside the model; and sentencepiece's result depends on how many threads share
+    the work (measured: 1 and 2 threads give different models), so the count is the caller's."""
     sentences = [s for s in sentences if s.strip()]
     if len(sentences) > cfg.max_sentences:
         sentences = random.Random(seed).sample(sentences, cfg.max_sentences)
-    with tempfile.TemporaryDirectory(dir=out_prefix.parent) as tmp:
-        text = Path(tmp) / "input.txt"
-        text.write_text("\n".join(sentences) + "\n", encoding="utf-8")
-        prefix = Path(tmp) / "spm"
-        spm.SentencePieceTrainer.train(
-            input=str(text), model_prefix=str(prefix), vocab_size=cfg.vocab_size,
-            model_type=cfg.model_type, character_coverage=cfg.character_coverage,
-            pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
-            input_sentence_size=cfg.max_sentences, shuffle_input_sentence=True, seed_sentencepiece_size=200000,
-            num_threads=os.cpu_count() or 1, minloglevel=2, hard_vocab_limit=False,
-        )
-        for ext in (".model", ".vocab"):
-            os.replace(f"{prefix}{ext}", f"{out_prefix}{ext}")
-    return Path(f"{out_prefix}.model")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=model, vocab_size=cfg.vocab_size,
+        model_type=cfg.model_type, character_coverage=cfg.character_coverage,
+        pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
+        input_sentence_size=cfg.max_sentences, shuffle_input_sentence=True, seed_sentencepiece_size=200000,
+        num_threads=threads, minloglevel=2, hard_vocab_limit=False,
+    )
+    processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    vocab = "".join(f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n" for i in range(processor.get_piece_size()))
+    path = Path(f"{out_prefix}.model")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(model.getvalue())
+    write_text_atomic(vocab, Path(f"{out_prefix}.vocab"))  # for people: piece and score per id
+    return path
 
 
 class Tokenizer:
