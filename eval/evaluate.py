@@ -19,6 +19,7 @@ from lite.config import RunConfig
 from lite.data.corpus import load_pairs
 from lite.decode import translate
 from lite.files import read_json, sha256_file, write_json_atomic, write_text_atomic
+from lite.provenance import provenance
 from lite.run import RunPaths, artifact_row, update_artifact_row
 from lite.tokenizer import Tokenizer
 
@@ -52,6 +53,7 @@ def evaluate(cfg: RunConfig, paths: RunPaths, split: str = "test", beam: int | N
         "corpus": cfg.data.corpus, "pairs": info, "decode_seconds": round(seconds, 2),
         "seconds_per_sentence": round(seconds / max(len(pairs), 1), 4), "threads": cfg.train.threads,
         "model_sha256": model_sha,
+        "provenance": provenance(cfg, seed=cfg.train.seed, threads=cfg.train.threads),
     }
     results = read_json(paths.results, {})
     results[f"{split}/{name}"] = record
@@ -87,7 +89,8 @@ def evaluate_artifact(cfg: RunConfig, paths: RunPaths, name: str, split: str = "
     record = score(hyps, [t for _, t in pairs]) | {
         "split": split, "decoding": decoding, "beam": beam, "lenpen": lenpen, "corpus": cfg.data.corpus,
         "pairs": info, "decode_seconds": round(seconds, 2), "threads": threads, "manifest_sha256": manifest_sha,
-        "runtime": f"export.runtime ({translator.manifest['format']})"}
+        "runtime": f"export.runtime ({translator.manifest['format']})",
+        "provenance": provenance(cfg, seed=cfg.train.seed, threads=threads)}
 
     def store(row: dict) -> None:
         row.setdefault("bleu", {})[f"{split}/{decoding}"] = {k: v for k, v in record.items() if k != "pairs"}

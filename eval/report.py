@@ -352,7 +352,8 @@ def collect_run(run: Path) -> dict:
     if train is not None and "params" in train and train["params"] != rows[0]["params"]:
         notes.append(f"{name}: train.json params {train['params']:,} differ from the analytic {rows[0]['params']:,}")
     train_keys = ("stop_reason", "steps", "epochs", "wall_seconds", "target_tokens_per_s", "best_valid_loss",
-                  "final_model", "final_valid_loss", "final_valid_ppl", "params", "params_no_embed", "threads")
+                  "final_model", "final_valid_loss", "final_valid_ppl", "params", "params_no_embed", "threads",
+                  "reproducible", "provenance")
     return {
         "run": name, "path": str(root), "config_name": cfg.name, "family": cfg.model.arch,
         "corpus": cfg.data.corpus, "decoding": _decoding_name(cfg),
@@ -658,7 +659,10 @@ def _train_rows(report: dict) -> list[list[str]]:
         if t is None:
             out.append([run["run"], run["config_name"]] + [NOT_MEASURED] * 6)
             continue
-        out.append([run["run"], run["config_name"], _fmt_opt(t.get("steps"), str), str(t.get("stop_reason", NOT_MEASURED)),
+        stop = str(t.get("stop_reason", NOT_MEASURED))
+        if t.get("stop_reason") == "max_minutes":  # the step count depended on the machine's speed
+            stop += " (stopped by the clock: not reproducible)"
+        out.append([run["run"], run["config_name"], _fmt_opt(t.get("steps"), str), stop,
                     _fmt_opt(t.get("wall_seconds"), lambda v: f"{v / 60:.1f} min"),
                     _fmt_opt(t.get("target_tokens_per_s"), lambda v: f"{v:,.0f}"),
                     _fmt_opt(t.get("final_valid_ppl"), lambda v: f"{v:.2f}"), str(t.get("final_model", NOT_MEASURED))])

@@ -5,7 +5,15 @@ checkpoint averaging.
 Exact resume: the batch order of an epoch is rebuilt from (seed, epoch) and every batch's dropout
 masks are seeded from (seed, epoch, position of the batch); a checkpoint stores the position inside
 the epoch and the optimizer state, so a resumed run continues with the very same batches and dropout
-masks as an uninterrupted one (at a fixed thread count).
+masks as an uninterrupted one (at a fixed thread count). The position advances only once a step is
+complete, and Ctrl-C (SIGINT) or SIGTERM only asks the loop to stop: it finishes the step (and its
+validation), saves last.pt at that step boundary, then raises KeyboardInterrupt. A second Ctrl-C
+stops at once without saving; after that, or after SIGKILL, --resume restarts from the last
+checkpoint and replays the lost steps identically (metrics.jsonl drops the replayed lines first).
+
+Budgets are in updates (`train.max_steps`), so the same config, seed and thread count give the same
+model.pt on any machine speed. `train.max_minutes` is only a safety cap: a run it stopped is marked
+`"reproducible": false` in train.json and in the report.
 
 Several processes (lite/distributed.py: torchrun, DistributedDataParallel): one optimizer step is
 still `update_freq` batches, split across the processes, with the same per-batch seeds, so N
@@ -16,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +40,8 @@ from lite.batching import Batch, collate, encode_pairs, make_batches
 from lite.config import RunConfig, TrainConfig, to_dict
 from lite.data.corpus import load_pairs
 from lite.models.seq2seq import EncoderDecoder, count_parameters
-from lite.files import write_json_atomic
+from lite.files import write_json_atomic, write_text_atomic
+from lite.provenance import provenance
 from lite.run import RunPaths
 from lite.sparse.learned import binarise, kept_share, sparsity_loss
 from lite.sparse.sar import sar_term
@@ -101,16 +112,46 @@ def _batch_seed(seed: int, epoch: int, position: int) -> int:
     return ((seed * 1_000_003 + epoch) * 1_000_003 + position) % 2 ** 63  # torch takes < 2^64
 
 
-STOP_CODES = [None, "early_stopping", "max_minutes", "max_steps", "max_epochs"]
+STOP_CODES = [None, "early_stopping", "max_minutes", "max_steps", "max_epochs", "interrupted"]
+
+# Called at the named points of a step with the step number: "micro_batch" (after each batch's
+# backward, so between the batches of an accumulated step), "optimizer_step" (weights updated, the
+# step not yet recorded), "validation" (loss computed, best.pt not yet written), "checkpoint" (the
+# step file written, last.pt not yet). Tests send themselves signals there to prove resume is exact.
+EventHook = Callable[[str, int], None]
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM while training: the first asks the loop to stop at the next step boundary (so
+    the saved state is consistent), the second interrupts at once. Installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["_StopRequest"]:
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: signals keep their default behaviour
+            pass
+        try:
+            yield self
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
 
 
 def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool = True,
-          stop_at_step: int | None = None, device: str = "cpu") -> dict:
+          on_event: EventHook | None = None, device: str = "cpu") -> dict:
     """Train the model of `cfg` in run folder `paths`; returns the training summary (on every rank
-    of a torchrun job; only rank 0's is written).
-
-    stop_at_step ends the run after that step without saving, as if killed (tests use it to prove
-    that resuming from the last checkpoint is exact).
+    of a torchrun job; only rank 0's is written). `on_event` is the test hook of EventHook.
     """
     tc = cfg.train
     torch.set_num_threads(tc.threads)
@@ -120,7 +161,8 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
             raise ValueError(f"train.update_freq {tc.update_freq} is not a multiple of the {world.size} processes: "
                              f"the effective batch of update_freq x max_tokens must split evenly "
                              f"(set train.update_freq to {world.size * max(1, round(tc.update_freq / world.size))})")
-        return _train(cfg, paths, world, resume, progress and world.main, stop_at_step)
+        with _StopRequest().installed() as stop:
+            return _train(cfg, paths, world, resume, progress and world.main, on_event or (lambda *_: None), stop)
     except RuntimeError as exc:
         if not world.distributed or isinstance(exc, distributed.DistributedError):
             raise
@@ -132,8 +174,17 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
         distributed.finish(world)
 
 
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the log lines of steps after `step` (they are replayed after a resume from that step)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if json.loads(line).get("step", 0) <= step]
+    write_text_atomic("".join(kept), path)
+
+
 def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bool, progress: bool,
-           stop_at_step: int | None) -> dict:
+           on_event: EventHook, stop: _StopRequest) -> dict:
     tc = cfg.train
     tokenizer = Tokenizer(paths.tokenizer)
     mcfg = replace(cfg.model, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id,
@@ -150,12 +201,16 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas), eps=1e-8, weight_decay=tc.weight_decay)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "best_valid": math.inf,
-             "bad_validations": 0, "target_tokens": 0, "step_checkpoints": []}
+             "bad_validations": 0, "target_tokens": 0, "step_checkpoints": [], "stop_reason": None}
     if resume and paths.last.is_file():
         ckpt = checkpoint.load(paths.last)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state.update(ckpt["state"])
+        if world.main:
+            _truncate_metrics(paths.metrics, state["step"])
+            for stale in paths.checkpoints.glob(".*.tmp-*"):  # a write killed half-way
+                stale.unlink()
     elif paths.last.is_file():
         raise FileExistsError(f"{paths.last}: a checkpoint exists; pass --resume to continue or use a new run folder")
     # DDP broadcasts rank 0's weights at wrap time and all-reduces gradients in backward
@@ -179,6 +234,7 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
                 if old.name not in state["step_checkpoints"]:
                     old.unlink()
             record["state"] = dict(state)
+            on_event("checkpoint", state["step"])
         checkpoint.save_atomic(record, paths.last)
 
     net.train()
@@ -187,7 +243,7 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
     bar = tqdm(total=None if tc.max_minutes else tc.max_steps, initial=state["step"], disable=not progress,
                unit="step", dynamic_ncols=True)
     window_tokens, window_start, window_loss = 0, time.monotonic(), []
-    stop_reason = None
+    stop_reason = state["stop_reason"]  # set when a run is resumed after its last step
     batches: list[list[int]] = []
     try:
         while stop_reason is None:
@@ -198,7 +254,6 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
             while state["batch_in_epoch"] < len(batches):
                 start = state["batch_in_epoch"]
                 group = [(batches[i], i) for i in range(start, min(start + tc.update_freq, len(batches)))]
-                state["batch_in_epoch"] += len(group)
                 step = state["step"] + 1
                 lr = learning_rate(step, tc)
                 for g in optimizer.param_groups:
@@ -217,9 +272,13 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
                         loss, _ = batch_loss(net, batch, tc.label_smoothing, tc.sar_weight)
                         (loss * (weight * world.size / ntokens)).backward()
                     step_loss += float(loss.detach()) * weight
+                    on_event("micro_batch", step)
                 if tc.clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_(params, tc.clip_norm)
                 optimizer.step()
+                on_event("optimizer_step", step)
+                # the step is recorded only now: an interruption before this line replays the whole step
+                state["batch_in_epoch"] += len(group)
                 state["step"] = step
                 state["target_tokens"] += ntokens
                 state["elapsed"] = time.monotonic() - started
@@ -242,6 +301,7 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
                 bar.update(1)
                 if world.main and valid_ex and step % tc.validate_every == 0:
                     v = validation_loss(model, valid_ex, tc.max_tokens)
+                    on_event("validation", step)
                     log.write(event="valid", step=step, loss=v, ppl=math.exp(min(v, 50)), elapsed=state["elapsed"])
                     bar.write(f"step {step}: valid loss {v:.3f}, perplexity {math.exp(min(v, 50)):.2f}")
                     if v < state["best_valid"]:
@@ -255,25 +315,26 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
                     stop_reason = stop_reason or "max_steps"
                 if tc.max_minutes is not None and state["elapsed"] >= tc.max_minutes * 60:
                     stop_reason = stop_reason or "max_minutes"
-                # rank 0 decides (validation, its clock): every rank stops at the same step
+                if stop.requested and stop_reason is None:
+                    stop_reason = "interrupted"
+                # rank 0 decides (validation, its clock, its Ctrl-C): every rank stops at the same step
                 stop_reason = STOP_CODES[distributed.broadcast_int(STOP_CODES.index(stop_reason), world)]
-                if step == stop_at_step:  # simulated kill: whatever came after the last checkpoint is lost
-                    bar.close()
-                    log.close()
-                    return {"interrupted_at": step}
-                if step % tc.checkpoint_every == 0 or stop_reason:
+                finished = stop_reason not in (None, "interrupted")
+                if step % tc.checkpoint_every == 0 or finished:
+                    state["stop_reason"] = stop_reason if finished else None  # a resume after the end trains no more
                     save(step_file=True)
-                if stop_reason:
+                elif stop_reason == "interrupted":
+                    save(step_file=False)
+                if stop_reason == "interrupted":  # the state saved is a step boundary: resume is exact
+                    raise KeyboardInterrupt
+                if finished:
                     break
             else:
                 state["epoch"] += 1
                 state["batch_in_epoch"] = 0
-    except KeyboardInterrupt:
-        save(step_file=False)
+    finally:  # on KeyboardInterrupt the last checkpoint (or the state saved above) is what resumes
         bar.close()
         log.close()
-        raise
-    bar.close()
     if not world.main:
         return {"rank": world.rank, "steps": state["step"], "stop_reason": stop_reason}
 
@@ -283,7 +344,8 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
     model = binarise(model.eval())  # learned attention patterns -> the fixed patterns they stand for
     checkpoint.save_atomic(checkpoint.model_record(model), paths.model)
     summary = {
-        "stop_reason": stop_reason, "steps": state["step"], "epochs": state["epoch"] + state["batch_in_epoch"] / max(len(batches), 1),
+        "stop_reason": stop_reason, "steps": state["step"], "epochs": state["epoch"] + state["batch_in_epoch"] / max(len(batches) or len(
+            make_batches(train_ex, tc.max_tokens, seed=tc.seed, epoch=state["epoch"])), 1),
         "wall_seconds": state["elapsed"], "target_tokens": state["target_tokens"],
         "target_tokens_per_s": state["target_tokens"] / max(state["elapsed"], 1e-9),
         "best_valid_loss": None if math.isinf(state["best_valid"]) else state["best_valid"],
@@ -296,8 +358,10 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
     for stack, causal in (("encoder", False), ("decoder", True)):
         if getattr(model.cfg, f"{stack}_patterns"):  # share of the pairs each sparse head keeps
             summary[f"{stack}_kept_share"] = kept_share(model.cfg, stack, model.cfg.max_positions, causal)
-    log.write(event="end", **summary)
-    log.close()
+    summary["reproducible"] = stop_reason != "max_minutes"  # a clock-stopped run depends on machine speed
+    summary["provenance"] = provenance(cfg, seed=tc.seed, threads=tc.threads)
+    with open(paths.metrics, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"event": "end", **summary}) + "\n")
     write_json_atomic(summary, paths.train_summary)
     return summary
 

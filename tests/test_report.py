@@ -120,6 +120,7 @@ def test_values_in_markdown_and_json(runs, report):
     assert rows["lite/model.pt"]["sources"]["macs"] == "eval.macs.count_macs(model.pt model_config)"
     assert rows["base/model.pt"]["sources"]["macs"].startswith("eval.macs.count_macs(config.yaml model")
     assert saved["runs"][0]["train"]["steps"] == 1234 and saved["runs"][1]["train"] is None
+    assert "max_minutes (stopped by the clock: not reproducible)" in md
 
 
 def test_missing_values_are_not_measured(report):

@@ -3,15 +3,25 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from lite.config import load_config
+from lite.data.corpus import load_pairs
+from lite.files import sha256_file
+from lite.provenance import config_sha256
 from lite.run import RunPaths, open_run
+from lite.tokenizer import train_tokenizer
 from lite.train import learning_rate, train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_config(path: Path, corpus: Path, **train_overrides) -> Path:
@@ -47,22 +57,113 @@ def prepared_run(tmp_path: Path, name: str, corpus: Path, spm: Path, **overrides
     return paths, cfg
 
 
-def test_resume_equals_uninterrupted(tmp_path, small_corpus, small_tokenizer):
-    full_paths, cfg = prepared_run(tmp_path, "full", small_corpus, small_tokenizer)
-    train(cfg, full_paths, progress=False)
+def final_weights(paths: RunPaths) -> dict:
+    return torch.load(paths.model, weights_only=True)["model"]
 
-    paths, cfg = prepared_run(tmp_path, "killed", small_corpus, small_tokenizer)
-    assert train(cfg, paths, progress=False, stop_at_step=7) == {"interrupted_at": 7}
-    assert torch.load(paths.last, weights_only=True)["state"]["step"] == 4  # steps 5-7 were lost
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) == 0.0
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, small_corpus, small_tokenizer) -> dict:
+    """Final weights of the reference run: 10 steps of 2 accumulated batches, validation every 5,
+    checkpoints every 4, the average of the last 2 shipped if it validates best."""
+    paths, cfg = prepared_run(tmp_path_factory.mktemp("full"), "full", small_corpus, small_tokenizer, update_freq=2)
+    train(cfg, paths, progress=False)
+    return final_weights(paths)
+
+
+def signal_at(event: str, step: int, signum: int, times: int = 1):
+    """A training hook that sends this process `signum` (`times` times) at the first `event` of `step`."""
+    fired = []
+
+    def hook(name: str, at: int) -> None:
+        if name == event and at == step and not fired:
+            fired.append(True)
+            for _ in range(times):
+                os.kill(os.getpid(), signum)
+    return hook
+
+
+# (where, step, Ctrl-C presses, the step last.pt holds afterwards): one press finishes the step (or the next
+# one, when it comes after the stop check, as in a checkpoint write) and saves
+# it; a second press stops at once and leaves the last checkpoint (step 4).
+SIGINT_POINTS = [("micro_batch", 6, 1, 6), ("optimizer_step", 6, 1, 6), ("validation", 5, 1, 5),
+                 ("checkpoint", 8, 1, 9), ("optimizer_step", 6, 2, 4), ("micro_batch", 7, 2, 4)]
+
+
+@pytest.mark.parametrize("event,step,presses,saved", SIGINT_POINTS)
+def test_resume_after_sigint_is_exact(tmp_path, small_corpus, small_tokenizer, uninterrupted,
+                                      event, step, presses, saved):
+    paths, cfg = prepared_run(tmp_path, "run", small_corpus, small_tokenizer, update_freq=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, paths, progress=False, on_event=signal_at(event, step, signal.SIGINT, presses))
+    assert torch.load(paths.last, weights_only=True)["state"]["step"] == saved
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg, paths, progress=False)
     summary = train(cfg, paths, resume=True, progress=False)
+    assert summary["steps"] == 10 and summary["stop_reason"] == "max_steps"
+    assert_same_weights(final_weights(paths), uninterrupted)
+    steps = [json.loads(line).get("step") for line in paths.metrics.read_text().splitlines()]
+    train_steps = [s for s in steps if s is not None]
+    assert train_steps == sorted(train_steps)  # replayed steps are not logged twice
 
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+from lite.config import load_config
+from lite.run import RunPaths
+from lite.train import train
+event, step = sys.argv[2], int(sys.argv[3])
+def hook(name, at):
+    if name == event and at == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+train(load_config(Path(sys.argv[1]) / "config.yaml"), RunPaths(Path(sys.argv[1])), progress=False, on_event=hook)
+"""
+
+
+@pytest.mark.parametrize("event,step", [("micro_batch", 6), ("optimizer_step", 7), ("validation", 10),
+                                        ("checkpoint", 8)])
+def test_resume_after_sigkill_is_exact(tmp_path, small_corpus, small_tokenizer, uninterrupted, event, step):
+    """SIGKILL (nothing saved) mid-accumulation, mid-step, during the last validation, and between the
+    step checkpoint and last.pt: --resume replays from the last checkpoint to the same weights."""
+    paths, cfg = prepared_run(tmp_path, "run", small_corpus, small_tokenizer, update_freq=2)
+    done = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(paths.root), event, str(step)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert not paths.model.exists()
+    summary = train(cfg, paths, resume=True, progress=False)
     assert summary["steps"] == 10
-    a = torch.load(full_paths.model, weights_only=True)["model"]
-    b = torch.load(paths.model, weights_only=True)["model"]
-    assert a.keys() == b.keys()
-    assert max((a[k] - b[k]).abs().max().item() for k in a) == 0.0
+    assert_same_weights(final_weights(paths), uninterrupted)
+
+
+def test_same_config_gives_identical_bytes(tmp_path, small_corpus):
+    """Tokenizer and model.pt from the same config, seed and thread count: the same bytes, twice."""
+    digests = []
+    for name in ("a", "b"):
+        cfg_file = write_config(tmp_path / f"{name}.yaml", small_corpus, threads=2, max_steps=6)
+        paths, cfg = open_run(tmp_path / name, cfg_file)
+        pairs, _ = load_pairs(cfg.data, "train")
+        train_tokenizer([s for p in pairs for s in p], cfg.tokenizer, paths.tokenizer.with_suffix(""),
+                        cfg.train.seed, cfg.train.threads)
+        train(cfg, paths, progress=False)
+        digests.append((sha256_file(paths.tokenizer), sha256_file(paths.model)))
+    assert digests[0] == digests[1]
+
+
+def test_clock_stopped_run_is_marked_and_provenance_saved(tmp_path, small_corpus, small_tokenizer):
+    paths, cfg = prepared_run(tmp_path, "clock", small_corpus, small_tokenizer, max_minutes=1e-6)
+    summary = train(cfg, paths, progress=False)
+    assert summary["stop_reason"] == "max_minutes" and summary["steps"] == 1
+    saved = json.loads(paths.train_summary.read_text())
+    assert saved["reproducible"] is False
+    prov = saved["provenance"]
+    assert len(prov["commit"]) == 40 and isinstance(prov["dirty"], bool)
+    assert prov["seed"] == 1 and prov["threads"] == 1 and prov["config_sha256"] == config_sha256(cfg)
+    assert prov["versions"]["torch"].startswith("2.13.0") and prov["cpu"] and prov["date"][:2] == "20"
 
 
 def test_loss_goes_down_and_summary_is_written(tmp_path, small_corpus, small_tokenizer):
