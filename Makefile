@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-latency bench-compression bench-attention bench-listops bench-arm bench-ddp help
+.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-headline bench-latency bench-compression bench-attention bench-listops bench-arm bench-ddp help
 
 help:
 	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>] [RECIPE=configs/compress/default.yaml]"
@@ -21,6 +21,7 @@ help:
 	@echo "make test-all    also the slow end-to-end tests"
 	@echo "make export      TFLite/ONNX folders of RUN/model.pt, each gated on parity with PyTorch"
 	@echo "make bench       benchmarks, JSON under benchmarks/results/"
+	@echo "make bench-headline   default LSRA and Transformer through every make compress stage, timed (~1.5 h; reuses runs)"
 	@echo "make bench-latency   HAT latency protocol (needs runs/default and runs/default-transformer exported)"
 	@echo "make bench-compression   the paper's size chain, Transformer -> LSRA -> int8 -> pruned (needs both runs)"
 	@echo "make bench-attention   dense vs local+global attention scaling, n = 256..8192 (PyTorch and TFLite)"
@@ -70,6 +71,12 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py
+
+# The README's headline: both default models through the make compress stages, timed (reuses finished
+# runs whose config is unchanged) -> benchmarks/results/headline.json; then README's tables from the JSON.
+bench-headline: setup
+	$(BIN)/python benchmarks/headline.py
+	$(BIN)/python scripts/readme_tables.py
 
 # HAT latency protocol on the exported folders of the default LSRA and Transformer runs.
 bench-latency: setup
