@@ -43,7 +43,7 @@ STAGES = ("tokenizer", "train", "evaluate", "export", "compress")
 def stage_commands(stage: str, run: Path, config: Path, recipe: Path) -> list[list[str]]:
     """The commands of one Makefile target (keep in step with the Makefile)."""
     lite = [sys.executable, "-m", "lite"]
-    r = str(run)
+    r = relative(run)  # commands run from the repository root; saved records hold no machine paths
     if stage == "tokenizer":
         return [lite + ["tokenizer", r, "--config", str(config)]]
     if stage == "train":
@@ -52,7 +52,7 @@ def stage_commands(stage: str, run: Path, config: Path, recipe: Path) -> list[li
         return [lite + ["evaluate", r, "--beam", "1"], lite + ["evaluate", r]]
     if stage == "export":
         return [lite + ["export", r], lite + ["evaluate", r, "--artifact", "all", "--beam", "1"]]
-    return [lite + ["compress", r, "--recipe", str(recipe)], lite + ["report", r, str(run / "compressed" / recipe.stem)]]
+    return [lite + ["compress", r, "--recipe", str(recipe)], lite + ["report", r, relative(run / "compressed" / recipe.stem)]]
 
 
 def stage_done(stage: str, run: Path, recipe: Path) -> bool:

@@ -89,12 +89,13 @@ def relative(path: str | Path) -> str:
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """The command as typed, program name shortened to what a user runs (`lite ...`, `python x.py`)."""
-    argv = list(sys.argv if argv is None else argv)
+    """The command as typed, program name shortened to what a user runs (`lite ...`, `python x.py`),
+    absolute paths inside the repository made relative to it."""
+    argv = [relative(a) if os.path.isabs(a) else a for a in (sys.argv if argv is None else argv)]
     if argv and Path(argv[0]).name in ("lite", "__main__.py"):
         argv[0] = "lite"
     elif argv and argv[0].endswith(".py"):
-        argv = ["python", relative(argv[0]), *argv[1:]]
+        argv = ["python", *argv]
     return shlex.join(argv)
 
 
