@@ -29,20 +29,9 @@ from eval.targets.cores import CORES  # noqa: E402
 from eval.targets.evaluate import evaluate_on_target  # noqa: E402
 from eval.targets.qemu import QemuTarget  # noqa: E402
 from lite.files import write_json_atomic, write_text_atomic  # noqa: E402
+from lite.provenance import command_line, relative, stamped  # noqa: E402
+from benchmarks.readme import arm_table  # noqa: E402
 from lite.run import open_run  # noqa: E402
-
-
-def table(rows: list[dict]) -> str:
-    lines = ["| core | artifact | instructions / sentence | encoder | decoder step (mean) | cold first sentence "
-             "| BLEU target | BLEU host | identical lines | reference kernels | emulated eval (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        i, t, ref = r["instructions"], r["translation"], r.get("reference", {})
-        same = "bit-identical" if ref.get("bit_identical") else (f"max diff {ref['max_abs_diff']:.1e}" if ref else "-")
-        lines.append(f"| {r['target'].removeprefix('qemu:')} | {r['artifact']} | {i['sentence'] / 1e6:.1f}M "
-                     f"| {i['encoder'] / 1e6:.1f}M | {i['step_mean'] / 1e6:.2f}M | {i['cold_sentence'] / 1e6:.1f}M "
-                     f"| {t['bleu']:.2f} | {t['host_bleu']:.2f} | {t['agreement']:.1%} | {same} | {r['seconds']:.0f} |")
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -64,18 +53,18 @@ def main() -> None:
             i = record["instructions"]
             print(f"{core:12s} {record['artifact']:20s} {i['sentence'] / 1e6:8.1f}M instructions/sentence  "
                   f"BLEU {record['translation']['bleu']:.2f} (host {record['translation']['host_bleu']:.2f})", flush=True)
-    text = table(rows)
+    text = arm_table({"results": rows})
     print("\n" + text)
     qemu = subprocess.run(["qemu-aarch64", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    result = {"benchmark": "arm", "command": " ".join(sys.argv),
+    result = {"benchmark": "arm", "command": command_line(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "host": {"arch": platform.machine(), "python": platform.python_version()}, "qemu": qemu,
-              "run": str(args.run), "limit": args.limit, "wall_seconds": round(time.monotonic() - started, 1),
+              "run": relative(args.run), "limit": args.limit, "wall_seconds": round(time.monotonic() - started, 1),
               "protocol": {"src_tokens": 30, "decoder_steps": 30, "threads": 1, "warmup_runs": 1,
                            "counted": "aarch64 guest instructions, TCG plugin eval/targets/insn_count.c"},
               "results": [{k: v for k, v in r.items() if k != "settings"} | {"sentences": r["settings"]["sentences"]}
                           for r in rows]}
-    write_json_atomic(result, args.out)
+    write_json_atomic(stamped(result, threads=1), args.out)
     write_text_atomic(text, args.out.with_suffix(".md"))
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
 

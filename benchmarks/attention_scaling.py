@@ -202,6 +202,7 @@ def main() -> None:
         print(json.dumps(_worker(runtime, part, kind, int(n), int(repeats), model or None)))
         return
     from lite.files import write_json_atomic
+    from lite.provenance import stamped
 
     rows = []
     print(f"{'part':6} {'runtime':8} {'n':>5} {'kind':>13} {'ms':>9} {'peak MB':>9} {'call MB':>9} {'MACs':>15}")
@@ -237,7 +238,7 @@ def main() -> None:
                         "repeats": args.repeats,
                         "memory": "VmHWM over the timed calls (peak reset after the warm-up) minus VmRSS before the module was built"},
               "rows": rows, "ratios": ratios}
-    write_json_atomic(record, args.out)
+    write_json_atomic(stamped(record, threads=1), args.out)
     plot(rows, args.out.with_suffix(".png"))
     print(f"saved {args.out} and {args.out.with_suffix('.png')}")
 

@@ -18,7 +18,6 @@ with `make compress` (CONFIG=configs/default.yaml and configs/default-transforme
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from export.manifest import read_manifest  # noqa: E402
 from export.packing import pack_bytes, read_graph  # noqa: E402
 from lite.checkpoint import load_model  # noqa: E402
 from lite.files import read_json, write_json_atomic  # noqa: E402
+from lite.provenance import relative, stamped  # noqa: E402
 from lite.models.seq2seq import count_parameters  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "compression.json"
@@ -51,7 +51,7 @@ def _row(stage: str, run: Path, artifact: str) -> dict:
     on_disk = sum(p.stat().st_size for p in graphs)
     unpacked = [read_graph(p) for p in graphs]
     model = load_model(run / "model.pt")
-    return {"stage": stage, "run": str(run), "artifact": artifact, "bytes_on_disk": on_disk,
+    return {"stage": stage, "run": relative(run), "artifact": artifact, "bytes_on_disk": on_disk,
             "bytes_unpacked": sum(len(b) for b in unpacked), "bytes_xz": sum(len(pack_bytes(b)) for b in unpacked),
             "params": count_parameters(model), "params_no_embed": count_parameters(model, False),
             "macs": count_macs(model.cfg)["macs"], "bleu": bleu["bleu"], "chrf": bleu.get("chrf"),
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "met": {"x_smaller": final["x_smaller"] >= 18.2, "bleu": -final["bleu_vs_lsra"] <= 0.3},
         "compress_record": read_json(compressed / "compress.json", {}).get("steps"),
     }
-    write_json_atomic(result, args.out)
+    write_json_atomic(stamped(result), args.out)
     print(f"{'stage':24} {'on disk':>10} {'xz':>10} {'params':>10} {'MACs':>12} {'BLEU':>6} {'x smaller':>9} {'(xz both)':>9}")
     for r in chain:
         print(f"{r['stage']:24} {r['bytes_on_disk'] / 1e6:9.2f}M {r['bytes_xz'] / 1e6:9.2f}M {r['params']:>10,} "

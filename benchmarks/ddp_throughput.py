@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lite.files import write_json_atomic  # noqa: E402
+from lite.provenance import command_line, stamped  # noqa: E402
 
 
 def run(nproc: int, steps: int, threads: int, workdir: Path, tokenizer: Path) -> dict:
@@ -66,11 +67,11 @@ def main() -> None:
             r = rows[-1]
             print(f"{n} process(es) x {r['threads_per_process']} thread(s): {r['target_tokens_per_s']:.0f} target tokens/s "
                   f"({r['target_tokens']} tokens in {r['wall_seconds']} s)", flush=True)
-    result = {"benchmark": "ddp_throughput", "command": " ".join(sys.argv),
+    result = {"benchmark": "ddp_throughput", "command": command_line(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": {"arch": platform.machine(), "cores": cores}, "config": "configs/default.yaml",
               "update_freq": 2, "backend": "gloo", "results": rows}
-    write_json_atomic(result, args.out)
+    write_json_atomic(stamped(result), args.out)
     print(f"wrote {args.out}")
 
 

@@ -46,6 +46,8 @@ from export.on_device import measure, run_protocol  # noqa: E402 - the protocol 
 from export.runtime import Translator  # noqa: E402
 from lite.checkpoint import load_model  # noqa: E402
 from lite.data.parallel import load_split  # noqa: E402
+from lite.files import write_json_atomic  # noqa: E402
+from lite.provenance import command_line, relative, stamped  # noqa: E402
 from lite.tokenizer import Tokenizer  # noqa: E402
 
 SRC_LEN = STEPS = 30  # the paper's convention: 30 source tokens (eos included) and 30 target tokens
@@ -146,7 +148,7 @@ def bench_run(run_dir: Path, source: dict, peak: float, args) -> dict:
         if name.startswith("tflite"):
             e["target_speedup"] = "PASS" if e["speedup_vs_eager"] >= TARGET_SPEEDUP else "FAIL"
             e["target_bound"] = "PASS" if e["x_with_output_bound"] <= TARGET_BOUND else "FAIL"
-    return {"run": str(run_dir), "arch": cfg.arch, "embed_dim": cfg.embed_dim, "vocab_size": cfg.vocab_size,
+    return {"run": relative(run_dir), "arch": cfg.arch, "embed_dim": cfg.embed_dim, "vocab_size": cfg.vocab_size,
             "source_ids": ids, "bounds": bounds, "engines": engines}
 
 
@@ -177,7 +179,7 @@ def record_latency(results: list[dict]) -> None:
     from lite.files import read_json, write_json_atomic
 
     for r in results:
-        path = Path(r["run"]) / "artifacts.json"
+        path = ROOT / r["run"] / "artifacts.json"
         rows = read_json(path, [])
         for engine, e in r["engines"].items():
             if e["status"] != "ok":
@@ -238,7 +240,7 @@ def main() -> None:
                   f"{e['speedup_vs_eager']:7.2f}x {e['x_paper_bound']:7.1f}x {e['x_with_output_bound']:6.1f}x "
                   f"{e['tokens_agree_with_eager']:2d}/{STEPS}  {flags}")
     result = {
-        "benchmark": "latency", "command": " ".join(sys.argv),
+        "benchmark": "latency", "command": command_line(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"arch": platform.machine(), "cpu": cpu_model(), "cores": os.cpu_count()}, "versions": versions(),
         "protocol": {"batch": 1, "threads": 1, "src_tokens": SRC_LEN, "decoder_steps": STEPS, "warmup": args.warmup,
@@ -248,7 +250,7 @@ def main() -> None:
         "targets": {"speedup_vs_eager_min": TARGET_SPEEDUP, "x_with_output_bound_max": TARGET_BOUND}, "results": results,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(stamped(result, threads=1), out)
     print(f"wrote {out}")
     if args.record and not args.quick:
         record_latency(results)

@@ -36,6 +36,7 @@ from lite.config import ModelConfig  # noqa: E402
 from lite.data.corpus import data_root  # noqa: E402
 from lite.data.listops import NUM_CLASSES, VOCAB, ListOpsSpec, build_listops, read_split  # noqa: E402
 from lite.files import read_json, write_json_atomic  # noqa: E402
+from lite.provenance import stamped  # noqa: E402
 from lite.sparse.patterns import HeadPattern  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -115,8 +116,9 @@ def main() -> None:
                              "patterns": [[asdict(p) for p in row] for row in cfg.encoder_patterns or []],
                              "training": training}
                       for name, (cfg, training) in variants(args.preset).items() if name in results}
-            write_json_atomic({"command": "python benchmarks/listops.py " + " ".join(sys.argv[1:]), "data": asdict(spec),
-                               "preset": args.preset, "budget": budget, "models": models, "results": results}, out)
+            write_json_atomic(stamped({"command": "python benchmarks/listops.py " + " ".join(sys.argv[1:]),
+                                       "data": asdict(spec), "preset": args.preset, "budget": budget, "models": models,
+                                       "results": results}), out)
     print(f"\n{'variant':18} {'accuracy':>9} {'MACs/example':>13} {'kept share':>11} {'steps':>6} {'CPU min':>8}")
     for name, r in results.items():
         share = f"{r['mean_kept_share']:.3f}" if "mean_kept_share" in r else "1"

@@ -10,7 +10,6 @@ benchmarks/results/train_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -29,6 +28,8 @@ from lite.batching import collate, encode_pairs, make_batches  # noqa: E402
 from lite.config import load_config  # noqa: E402
 from lite.data.corpus import load_pairs  # noqa: E402
 from lite.models.seq2seq import EncoderDecoder, count_parameters  # noqa: E402
+from lite.files import write_json_atomic  # noqa: E402
+from lite.provenance import command_line, relative, stamped  # noqa: E402
 from lite.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
 from lite.train import batch_loss  # noqa: E402
 
@@ -53,7 +54,7 @@ def measure(config: Path, steps: int, warmup: int, threads: int, tokenizer: Toke
             times.append(time.perf_counter() - start)
             tokens.append(batch.ntokens)
     return {
-        "config": str(config), "arch": mcfg.arch, "macs": count_macs(mcfg)["macs"],
+        "config": relative(config), "arch": mcfg.arch, "macs": count_macs(mcfg)["macs"],
         "params": count_parameters(model), "params_no_embed": count_parameters(model, False),
         "max_tokens": cfg.train.max_tokens, "steps": steps, "threads": threads,
         "target_tokens_per_s": sum(tokens) / sum(times),
@@ -81,10 +82,9 @@ def main() -> None:
     print(f"{'config':45s} {'arch':12s} {'MACs':>8s} {'params':>9s} {'tok/s':>8s}")
     for r in rows:
         print(f"{r['config'][-45:]:45s} {r['arch']:12s} {r['macs'] / 1e6:7.1f}M {r['params'] / 1e6:8.2f}M {r['target_tokens_per_s']:8.0f}")
-    result = {"benchmark": "train_throughput", "command": " ".join(sys.argv), "machine": platform.machine(),
+    result = {"benchmark": "train_throughput", "command": command_line(), "machine": platform.machine(),
               "torch": torch.__version__, "results": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(stamped(result, threads=args.threads), args.out)
     print(f"wrote {args.out}")
 
 

@@ -118,3 +118,10 @@ def provenance(config: Any = None, seed: int | None = None, threads: int | None 
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command if command is not None else command_line(),
     }
+
+
+def stamped(record: dict[str, Any], config: Any = None, seed: int | None = None,
+            threads: int | None = None) -> dict[str, Any]:
+    """`record` with "commit" on top and the full "provenance" record (every benchmark JSON's shape)."""
+    prov = provenance(config, seed=seed, threads=threads)
+    return {"commit": prov["commit"], "dirty": prov["dirty"], **record, "provenance": prov}
