@@ -32,6 +32,7 @@ from lite.config import RunConfig, to_dict
 from lite.data.corpus import load_pairs
 from lite.files import read_json, sha256_file, write_json_atomic
 from lite.models.seq2seq import EncoderDecoder
+from lite.provenance import provenance
 from lite.run import RunPaths
 from lite.sparse.patterns import is_learned
 from lite.tokenizer import Tokenizer
@@ -177,7 +178,7 @@ def _packed_note(manifest: dict) -> str:
     return f" ({manifest['pack']}-packed; {sum(manifest['graph_bytes_unpacked'].values()):,} unpacked)"
 
 
-def _artifact_row(paths: RunPaths, folder: Path, manifest: dict) -> dict:
+def _artifact_row(paths: RunPaths, folder: Path, manifest: dict, cfg: RunConfig) -> dict:
     p = manifest["parity"]
     size = _graph_bytes(manifest)
     packed = f"graphs {size:,} bytes{_packed_note(manifest)}; " if "pack" in manifest else ""
@@ -188,7 +189,8 @@ def _artifact_row(paths: RunPaths, folder: Path, manifest: dict) -> dict:
                            f"{manifest['graph_macs']['steps']})",
             "source_model": "model.pt",
             "notes": packed + f"parity on {p['sentences']} test sentences: top-1 {p['top1']:.4f}, max logit diff "
-                     f"{p['max_logit_diff']:.2g}, greedy BLEU {p['bleu_artifact']:.2f} vs PyTorch {p['bleu_pytorch']:.2f}"}
+                     f"{p['max_logit_diff']:.2g}, greedy BLEU {p['bleu_artifact']:.2f} vs PyTorch {p['bleu_pytorch']:.2f}",
+            "provenance": provenance(cfg, seed=cfg.train.seed, threads=cfg.train.threads)}
 
 
 def _check_sparse_support(model_cfg, formats: list[str], where: Path) -> None:
@@ -242,9 +244,9 @@ def export_run(cfg: RunConfig, paths: RunPaths, formats: list[str] | None = None
                 manifest = export_one(model, cfg, paths, fmt, precision, calibration, progress, log)
             manifests.append(manifest)
             rows = read_json(paths.root / "artifacts.json", [])
-            row = _artifact_row(paths, folder, manifest)
+            row = _artifact_row(paths, folder, manifest, cfg)
             old = next((r for r in rows if r.get("name") == folder.name), None)
             if reused and old:  # measurements of this very folder (BLEU, latency, instructions) stay
-                row.update({k: old[k] for k in ("bleu", "latency_ms", "instructions") if k in old})
+                row.update({k: old[k] for k in ("bleu", "latency_ms", "instructions", "targets", "provenance") if k in old})
             write_json_atomic([r for r in rows if r is not old] + [row], paths.root / "artifacts.json")
     return manifests

@@ -59,6 +59,10 @@ def test_int8_folders_store_int8_weights_and_still_translate(exported):
     rows = {r["name"]: r for r in json.loads((exported / "artifacts.json").read_text())}
     assert set(rows) == {"tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"}
     assert rows["tflite-int8"]["precision"] == "int8" and rows["tflite-int8"]["size_bytes"] > 0
+    for row in rows.values():  # each row says which code, config and machine made it
+        prov = row["provenance"]
+        assert len(prov["commit"]) == 40 and prov["seed"] == 1 and len(prov["config_sha256"]) == 64
+        assert prov["command"].startswith("lite export ")
 
 
 def test_second_export_reuses_up_to_date_folders(exported):

@@ -34,6 +34,7 @@ from export.runtime import Translator
 from lite.config import RunConfig
 from lite.data.corpus import load_pairs
 from lite.files import read_json, sha256_file, write_json_atomic, write_text_atomic
+from lite.provenance import provenance
 from lite.run import RunPaths, artifact_row, update_artifact_row
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,7 +221,8 @@ def _summarise(paths: RunPaths, name: str, target: Target, record: dict) -> None
     """The record's headline figures into the artifact's row of RUN/artifacts.json."""
     t = record["translation"]
     summary = {"bleu": t["bleu"], "host_bleu": t["host_bleu"], "agreement": t["agreement"], "sentences": t["sentences"],
-               "split": record["settings"]["split"], "seconds": record["seconds"]}
+               "split": record["settings"]["split"], "seconds": record["seconds"],
+               "provenance": provenance(threads=1)}
     if "instructions" in record:
         summary["instructions"] = {k: record["instructions"][k] for k in ("encoder", "step_mean", "sentence")}
     if "reference" in record:
