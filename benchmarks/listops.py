@@ -1,4 +1,5 @@
-"""ListOps (LRA rules) with the LSRA classifier: dense vs sparse attention heads on the same CPU budget.
+"""ListOps (LRA rules) with the LSRA classifier: dense vs sparse attention heads on the same training budget
+(a count of examples, so the same updates on any machine; `--minutes` is only an optional cap).
 
     python benchmarks/listops.py [--preset lra|short] [--examples N] [--jobs 2] [--variants dense ...]
 

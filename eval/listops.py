@@ -124,6 +124,7 @@ def train_and_score(cfg: ModelConfig, train: list[Example], test: list[Example],
     result = {
         "train_minutes": train_seconds / 60, "train_cpu_minutes": cpu_seconds / 60, "steps": step,
         "examples_seen": seen,
+        "stopped_by": "examples" if seen >= tc.examples else "clock (minutes cap: not reproducible)",
         "final_train_loss": sum(losses[-20:]) / max(len(losses[-20:]), 1),
         "test_accuracy": accuracy(fixed, test, tc.max_tokens),
         "majority_class_accuracy": max(sum(1 for _, y in test if y == c) for c in range(num_classes)) / len(test),

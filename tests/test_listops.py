@@ -98,3 +98,4 @@ def test_a_short_budget_learns_short_listops(tmp_path):
                              NUM_CLASSES, progress=False)
     assert result["test_accuracy"] > result["majority_class_accuracy"] + 0.1
     assert 0 < result["mean_kept_share"] < 1 and result["examples_seen"] >= 24000
+    assert result["stopped_by"] == "examples"
