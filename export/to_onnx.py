@@ -388,6 +388,10 @@ def _to_float16(src: Path, dst: Path, sample: dict[str, np.ndarray]) -> dict:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    # the converter appends the Casts of the float32 graph inputs after the nodes that read them;
+    # onnxruntime reorders on load, but ONNX requires topological order and shape inference (the
+    # graph MAC count) stops typing tensors at the first out-of-order read
+    _sort_topologically(model.graph, dst)
     onnx.save(model, str(dst))
     try:
         session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
@@ -396,3 +400,24 @@ def _to_float16(src: Path, dst: Path, sample: dict[str, np.ndarray]) -> dict:
         raise ExportError(f"{dst}: onnxruntime CPU cannot run the float16 graph: "
                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     return {"method": "onnxruntime.transformers.float16.convert_float_to_float16", "io_types": "float32"}
+
+
+def _sort_topologically(graph: onnx.GraphProto, where: Path) -> None:
+    """Reorder graph.node so every node follows the producers of its inputs; a sorted graph is unchanged."""
+    known = {v.name for v in graph.input} | {i.name for i in graph.initializer} | {""}  # "": an omitted optional input
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(name in known for name in node.input):
+                ordered.append(node)
+                known.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            missing = next(i for i in rest[0].input if i not in known)
+            raise ExportError(f"{where}: node {rest[0].name or '(unnamed)'!r} reads {missing!r}, "
+                              "which no node, input or initializer of the graph provides")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
