@@ -70,7 +70,11 @@ def test_smoke_pipeline_writes_scored_results(smoke_run):
     assert set(results) == {"test/greedy", "test/beam2-lenpen1"}
     for record in results.values():
         assert record["sentences"] == 200 and record["bleu_signature"].startswith("nrefs:1|case:mixed")
-        assert 0.0 <= record["bleu"] <= 100.0 and record["chrf"] > 5.0  # it learned some German
+        # Measured (2 threads, 400 steps): greedy BLEU 1.40 chrF 12.52, beam 2 BLEU 1.45 chrF 13.46. The
+        # smoke model is not meant to translate, so these floors (half the BLEU, 80% of the chrF) only catch
+        # a collapse: the 100-step model scores BLEU 0.0 chrF 0.1, and one constant German sentence for
+        # every line BLEU 0.09 (but chrF 17, hence the BLEU floor too). The margin absorbs numeric drift.
+        assert 0.7 <= record["bleu"] <= 100.0 and record["chrf"] >= 10.0
     hyps = (smoke_run / "eval" / "test.greedy.hyp").read_text(encoding="utf-8").splitlines()
     assert len(hyps) == 200 and sum(bool(h) for h in hyps) > 150
     summary = json.loads((smoke_run / "train.json").read_text())
