@@ -2,8 +2,9 @@
 
     python -m export.runtime --model DIR [TEXT | -] [--file F] [--beam K]     (also: lite translate --model DIR)
 
-Reads a model folder written by `lite export` (manifest.json, the graphs, spm.model), verifies every
-checksum, then per sentence: tokenize, run the encoder once, run decoder steps with the caches
+Reads a model folder written by `lite export` (manifest.json, the graphs, spm.model), refuses names
+that leave the folder and files the manifest does not list, verifies every checksum (export/manifest.py),
+then per sentence: tokenize, run the encoder once, run decoder steps with the caches
 (greedy or beam search, the same rules as lite/decode.py), detokenize.
 
 Backends: TFLite graphs through ai_edge_litert (fallback: tflite_runtime), ONNX graphs through
@@ -17,12 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
 import numpy as np
 
-from export.manifest import ModelFolderError, read_manifest
+from export.manifest import ModelFolderError, onnx_external_data, read_manifest, require_listed
 from export.packing import is_packed, read_graph
 
 BATCH_LINES = 32  # lines read (and flushed) together when streaming
@@ -104,7 +105,19 @@ class OnnxBackend:
         self.sessions = {}
         for part in ("encoder", "decoder"):
             path = folder / manifest["graphs"][part]
-            source = read_graph(path) if is_packed(path) else str(path)  # onnxruntime takes a path or the bytes
+            data = read_graph(path)
+            try:
+                external = onnx_external_data(data)
+            except ValueError as exc:
+                raise ModelFolderError(f"{path}: not a valid ONNX model ({exc})") from None
+            for location in external:  # onnxruntime would read these beside the graph: the same rules apply
+                if is_packed(path):  # loaded from bytes, a graph has no folder to resolve them in
+                    raise ModelFolderError(f"{path}: names external weights {location!r}; expected a "
+                                           "self-contained graph (external weights need a plain .onnx)")
+                # onnxruntime resolves a location against the graph's own directory
+                name = str(PurePosixPath(manifest["graphs"][part]).parent / location)
+                require_listed(folder, manifest, name, f"external weights of {path.name}")
+            source = data if is_packed(path) else str(path)  # onnxruntime takes a path or the bytes
             try:
                 self.sessions[part] = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -135,7 +148,7 @@ class Translator:
             import sentencepiece as spm
         except ImportError:
             raise ModelFolderError("the runtime needs sentencepiece (pip install sentencepiece)") from None
-        spm_path = self.folder / m["tokenizer"]
+        spm_path = self.folder / m["tokenizer"]  # read_manifest checked it is inside the folder and listed
         try:
             self.sp = spm.SentencePieceProcessor(model_file=str(spm_path))
         except (OSError, RuntimeError) as exc:
