@@ -289,15 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "through the on-device runtime instead of model.pt; repeatable")
     ev.add_argument("--target", metavar="T",
                     help="run the TFLite artifacts on qemu:<core> (cortex-a53, cortex-a72, cortex-a76, neoverse-n1; "
-                         "emulated, with instruction counts) or ssh://user@host[:port] (a board, with latency); "
-                         "results in RUN/targets/ and artifacts.json")
+                         "emulated, with instruction counts) or ssh://user@host[:port] (a board, with latency; key "
+                         "authentication, and the board's host key must already be in your known_hosts: an unknown or "
+                         "changed key is refused, unless you pass e.g. --ssh-option StrictHostKeyChecking=accept-new; "
+                         "every ssh call has a timeout); results in RUN/targets/ and artifacts.json")
     ev.add_argument("--limit", type=int, help="with --target: only the first N sentences of the split (stated in the record)")
     ev.add_argument("--no-reference", action="store_true",
                     help="with --target: skip the reference-kernel bit-identity check (slow under emulation)")
     ev.add_argument("--repeats", type=int, default=50, help="with ssh:// targets: timed latency runs (default 50)")
     ev.add_argument("--remote-python", default="python3", help="with ssh:// targets: the board's Python (default python3)")
     ev.add_argument("--ssh-option", action="append", metavar="KEY=VALUE",
-                    help="with ssh:// targets: an OpenSSH -o option, e.g. IdentityFile=~/.ssh/board; repeatable")
+                    help="with ssh:// targets: an OpenSSH -o option, e.g. IdentityFile=~/.ssh/board or "
+                         "UserKnownHostsFile=FILE; repeatable; it overrides lite's defaults (BatchMode, "
+                         "StrictHostKeyChecking=yes, keep-alives)")
     ev.set_defaults(func=_cmd_evaluate)
 
     tl = sub.add_parser("translate", help="translate TEXT, a file (--file) or stdin ('-') with a run or an exported folder",

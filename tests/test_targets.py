@@ -120,8 +120,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def loopback_sshd(tmp_path, a72):
-    """An sshd on 127.0.0.1 (temporary host and user keys) and an aarch64 python3 wrapper for the board."""
+def sshd(tmp_path):
+    """An sshd on 127.0.0.1 with temporary host and user keys; "known_hosts" holds its host key."""
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if not os.path.exists(sshd):
         if os.environ.get("CI"):
@@ -132,6 +132,8 @@ def loopback_sshd(tmp_path, a72):
     (tmp_path / "authorized_keys").write_text((tmp_path / "user.pub").read_text())
     os.chmod(tmp_path / "authorized_keys", 0o600)
     port = _free_port()
+    # what the user would have after checking the board's fingerprint: its key in a known_hosts file
+    (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{port} {(tmp_path / 'host.pub').read_text()}")
     (tmp_path / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp_path / 'host'}\nPidFile {tmp_path / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
@@ -139,20 +141,26 @@ def loopback_sshd(tmp_path, a72):
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
     server = subprocess.Popen([sshd, "-D", "-e", "-f", str(tmp_path / "sshd_config")], stderr=subprocess.PIPE)
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    yield {"port": port, "key": tmp_path / "user", "known_hosts": tmp_path / "known_hosts"}
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture()
+def loopback_sshd(sshd, tmp_path, a72):
+    """The sshd, with an aarch64 python3 wrapper as the board's Python."""
     board = tmp_path / "python3-aarch64"
     cmd, env = a72.command([], tmp_path)  # the emulated interpreter, as the board's own Python
     board.write_text("#!/bin/sh\n"
                      f"export PYTHONPATH=\"$PYTHONPATH:{a72.sysroot.wheels}\" PYTHONHASHSEED=0\n"
                      f"exec {' '.join(cmd)} \"$@\"\n")
     board.chmod(0o755)
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    yield {"port": port, "python": str(board), "key": tmp_path / "user", "known_hosts": tmp_path / "known_hosts"}
-    server.terminate()
-    server.wait(timeout=10)
+    return sshd | {"python": str(board)}
 
 
 def test_ssh_target_end_to_end_on_loopback(exported, loopback_sshd):
@@ -177,3 +185,42 @@ def test_unreachable_ssh_board_is_a_clear_error(exported):
                 "--artifact", "tflite-int8", "--ssh-option", "ConnectTimeout=3")
     err = done.stderr.decode()
     assert done.returncode == 2 and "cannot run python3" in err and len(err.strip().splitlines()) == 1
+
+
+def test_unknown_host_key_is_refused(exported, sshd, tmp_path):
+    """No automatic acceptance: a board whose key is not in the user's known_hosts is refused, its key not recorded."""
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    spec = f"ssh://{getpass.getuser()}@127.0.0.1:{sshd['port']}"
+    done = lite("evaluate", str(exported), "--target", spec, "--artifact", "tflite-int8",
+                "--ssh-option", f"IdentityFile={sshd['key']}", "--ssh-option", f"UserKnownHostsFile={empty}",
+                "--ssh-option", "GlobalKnownHostsFile=/dev/null")
+    err = done.stderr.decode().splitlines()
+    assert done.returncode == 2 and empty.read_text() == ""  # nothing was added either
+    assert err == [f"lite evaluate: error: {spec}: refused: the host key of [127.0.0.1]:{sshd['port']} is not in "
+                   f"known_hosts; check its fingerprint and add it (ssh-keyscan -p {sshd['port']} 127.0.0.1 >> "
+                   "~/.ssh/known_hosts), or name a file holding it with --ssh-option UserKnownHostsFile=FILE"]
+
+
+def test_a_stalled_board_times_out_with_one_line(tmp_path):
+    """A board that accepts the connection and then says nothing: each ssh call ends at its timeout."""
+    from eval.targets.errors import TargetError
+    from eval.targets.evaluate import _job
+    from eval.targets.ssh import SshTarget
+
+    with socket.socket() as silent:  # listens, never answers: ssh waits for a banner that never comes
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        spec = f"ssh://nobody@127.0.0.1:{silent.getsockname()[1]}"
+        target = SshTarget(spec, ssh_options=[f"UserKnownHostsFile={tmp_path / 'none'}"])
+        target.probe_timeout = target.job_timeout = 2
+        started = time.monotonic()
+        with pytest.raises(TargetError) as probe:
+            target.prepare()
+        with pytest.raises(TargetError) as job:
+            _job(target, ["-m", "export.runtime", "--model", "models/x"], tmp_path, "translation")
+        assert time.monotonic() - started < 20
+    assert str(probe.value) == (f"{spec}: the connection check did not finish within 2 s (timeout); "
+                                "is the board up and reachable?")
+    assert str(job.value) == (f"{spec}: the job `python3 -m export.runtime` did not finish within 2 s (timeout); "
+                              "is the board up and reachable?")
