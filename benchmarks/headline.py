@@ -32,7 +32,7 @@ from eval.evaluate import decoding_name  # noqa: E402
 from eval.macs import count_macs, model_summary  # noqa: E402
 from lite.config import load_config  # noqa: E402
 from lite.files import read_json, write_json_atomic  # noqa: E402
-from lite.provenance import config_sha256, provenance, relative  # noqa: E402
+from lite.provenance import config_sha256, relative, stamped  # noqa: E402
 from lite.run import RunPaths  # noqa: E402
 from lite.tokenizer import Tokenizer  # noqa: E402
 
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         record = {"benchmark": "headline", "recipe": relative(args.recipe), "models": models,
                   "stage_commands": {s: [" ".join(c[2:]) for c in stage_commands(s, Path("RUN"), Path("CONFIG"),
                                                                               Path("RECIPE"))] for s in STAGES},
-                  "provenance": provenance(seed=None, threads=None)}
-        write_json_atomic(record, args.out)
+}
+        write_json_atomic(stamped(record), args.out)
 
     for stage in stages:
         for run, config in zip(runs, args.configs):
