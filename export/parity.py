@@ -5,7 +5,9 @@ On N real test sentences, through the shipped runtime (export/runtime.py) and it
   largest |logit difference| and whether the argmax agrees (pad/bos excluded, as in decoding);
 - free-running greedy decoding of both, scored with sacrebleu against the references (the artifact's
   own greedy path is the teacher-forced one up to its first disagreement, then continues on its own).
-The thresholds per precision come from the config (export.parity).
+The thresholds per precision come from the config (export.parity); a precision may also be held to
+the greedy BLEU of the fp32 artifact of the same model on the same sentences (export/stage.py finds or
+builds that artifact).
 """
 from __future__ import annotations
 
@@ -119,4 +121,10 @@ def failures(figures: dict, limits: ParityThresholds) -> list[str]:
         out.append(f"top-1 agreement {figures['top1']:.4f} < {limits.min_top1:g}")
     if not figures["bleu_drop"] <= limits.max_bleu_drop:
         out.append(f"BLEU drop {figures['bleu_drop']:.2f} > {limits.max_bleu_drop:g}")
+    if limits.max_bleu_drop_vs_fp32 is not None:
+        drop = figures.get("bleu_drop_vs_fp32")
+        if drop is None:  # a missing comparison must not read as a pass
+            out.append("BLEU drop vs the fp32 artifact not measured")
+        elif not drop <= limits.max_bleu_drop_vs_fp32:
+            out.append(f"BLEU drop vs {figures['fp32_reference']['artifact']} {drop:.2f} > {limits.max_bleu_drop_vs_fp32:g}")
     return out

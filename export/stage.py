@@ -9,6 +9,10 @@ the graph MACs against the analytic count, pack the graphs (export.pack: xz), ru
 through the shipped runtime on the folder as it ships, and only then rename it into place and add its
 row to RUN/artifacts.json. A failed gate exits non-zero and leaves nothing that looks like a valid artifact. A folder already made from the same model.pt and
 export settings is reused (--force rebuilds).
+
+A precision whose thresholds set max_bleu_drop_vs_fp32 is also compared with the fp32 artifact of the
+same format: fp32 is exported first when it is requested too; otherwise an fp32 folder is built (and
+gated) for the comparison and removed.
 """
 from __future__ import annotations
 
@@ -16,12 +20,13 @@ import random
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from eval.macs import count_macs
 from export.calibration import calibration_inputs
-from export.errors import ExportError
+from export.errors import ExportError, GateError
 from export.graphs import cache_shapes
 from export.manifest import read_manifest, write_manifest
 from export.packing import pack_file
@@ -81,13 +86,97 @@ def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> dict:
     ex.pop("formats"), ex.pop("precisions")
     if ex["pack"] == "none":  # absent as before packing existed: folders exported then stay reusable
         ex.pop("pack")
+    for limits in ex["parity"].values():  # likewise for gates without an fp32 comparison
+        if limits.get("max_bleu_drop_vs_fp32") is None:
+            limits.pop("max_bleu_drop_vs_fp32", None)
     return {"format": fmt, "precision": precision, "source_sha256": model_sha, "export": ex,
             "decode": to_dict(cfg.decode), "data": to_dict(cfg.data)}
 
 
+def _build(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str, precision: str, folder: Path,
+           calibration) -> dict:
+    """Convert into the empty `folder`, check its ops and MACs, pack, write the manifest; returns the
+    manifest record (no parity figures yet)."""
+    ex = cfg.export
+    started = time.monotonic()
+    shutil.copyfile(paths.tokenizer, folder / "spm.model")
+    calib = calibration() if precision == "int8" else None
+    if fmt == "tflite":
+        from export.to_tflite import check_builtin_ops, convert_tflite
+
+        batches = sorted({1, cfg.decode.beam})
+        src_lens = sorted(set(ex.src_buckets) | {ex.max_src_len})
+        info = convert_tflite(model, folder / "model.tflite", precision=precision, src_lens=src_lens,
+                              target_slots=ex.max_target_len, batches=batches, calibration=calib)
+        ops = check_builtin_ops(folder / "model.tflite")
+        graphs = {"tflite": "model.tflite"}
+        shape_info = {"src_lens": src_lens, "batches": batches}
+    else:
+        from export.to_onnx import check_onnx_ops, convert_onnx
+
+        info = convert_onnx(model, folder, precision=precision, max_src_len=ex.max_src_len,
+                            target_slots=ex.max_target_len, calibration=calib)
+        ops = {}
+        for part in ("encoder", "decoder"):
+            for op, n in check_onnx_ops(folder / f"{part}.onnx").items():
+                ops[op] = ops.get(op, 0) + n
+        graphs = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+        shape_info = {}
+    convert_seconds = time.monotonic() - started
+    graph_macs = _graph_macs(folder, fmt, model, cfg)  # read from the plain files
+    packed: dict = {}
+    if ex.pack == "xz":  # before the gate: the gate (and later BLEU) runs on what ships
+        packing = time.monotonic()
+        packed = {"pack": "xz", "graph_bytes_unpacked": {k: (folder / g).stat().st_size for k, g in graphs.items()}}
+        graphs = {k: pack_file(folder / g).name for k, g in graphs.items()}
+        packed["pack_seconds"] = round(time.monotonic() - packing, 1)
+    mcfg = model.cfg
+    cache = {k: list(v) for k, v in cache_shapes(model, 1, ex.max_src_len, ex.max_target_len).items()
+             if k.startswith(("self_", "conv_"))}
+    record = {
+        "format": fmt, "precision": precision, "graphs": graphs, "tokenizer": "spm.model",
+        "model_config": to_dict(mcfg), "src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
+        "ids": {"pad": mcfg.pad_id, "bos": mcfg.bos_id, "eos": mcfg.eos_id}, "vocab_size": mcfg.vocab_size,
+        "max_src_len": ex.max_src_len, "target_slots": ex.max_target_len, "max_positions": mcfg.max_positions,
+        **shape_info, "cache": cache,
+        "decode": {"beam": cfg.decode.beam, "lenpen": cfg.decode.lenpen,
+                   "max_len_a": cfg.decode.max_len_a, "max_len_b": cfg.decode.max_len_b},
+        "macs": count_macs(mcfg)["macs"], "graph_macs": graph_macs,
+        "ops": ops, "converter": info, "convert_seconds": round(convert_seconds, 1), **packed,
+        "settings": _settings(cfg, fmt, precision, sha256_file(paths.model)),
+    }
+    write_manifest(folder, record)
+    return record
+
+
+def _thresholds_name(precision: str) -> str:
+    return precision.replace("-", "_")
+
+
+def _gate(model: EncoderDecoder, cfg: RunConfig, folder: Path, artifact: Path, fmt: str, precision: str,
+          pairs: list, fp32_reference: Callable[[str, list], dict] | None, progress: bool) -> dict:
+    """The parity figures (with the thresholds) of the artifact built in `folder`, to be published as
+    `artifact`; GateError naming the artifact and every missed criterion."""
+    figures = parity(model, Translator(folder), pairs, progress=progress)
+    limits = getattr(cfg.export.parity, _thresholds_name(precision))
+    if limits.max_bleu_drop_vs_fp32 is not None and fp32_reference is not None:
+        ref = fp32_reference(fmt, pairs)
+        figures |= {"bleu_fp32": ref["bleu"], "bleu_drop_vs_fp32": round(ref["bleu"] - figures["bleu_artifact"], 2),
+                    "fp32_reference": ref}
+    figures["thresholds"] = to_dict(limits)
+    missed = failures(figures, limits)
+    if missed:
+        raise GateError(f"{artifact}: parity gate failed on {figures['sentences']} test sentences: " + "; ".join(missed)
+                        + f" (thresholds: export.parity.{_thresholds_name(precision)})",
+                        artifact=artifact, precision=precision, figures=figures, missed=missed)
+    return figures
+
+
 def export_one(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str, precision: str,
-               calibration, progress: bool, log) -> dict:
-    """Build, gate and publish RUN/export/<fmt>-<precision>; returns its manifest."""
+               calibration, progress: bool, log,
+               fp32_reference: Callable[[str, list], dict] | None = None) -> dict:
+    """Build, gate and publish RUN/export/<fmt>-<precision>; returns its manifest. `fp32_reference(fmt,
+    pairs)` gives the fp32 artifact's greedy BLEU on the gate's sentences (thresholds that compare with it)."""
     ex = cfg.export
     final = paths.root / "export" / f"{fmt}-{precision}"
     tmp = final.with_name(f".{final.name}.tmp")
@@ -95,61 +184,11 @@ def export_one(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str,
     tmp.mkdir(parents=True)
     started = time.monotonic()
     try:
-        shutil.copyfile(paths.tokenizer, tmp / "spm.model")
-        calib = calibration() if precision == "int8" else None
-        if fmt == "tflite":
-            from export.to_tflite import check_builtin_ops, convert_tflite
-
-            batches = sorted({1, cfg.decode.beam})
-            src_lens = sorted(set(ex.src_buckets) | {ex.max_src_len})
-            info = convert_tflite(model, tmp / "model.tflite", precision=precision, src_lens=src_lens,
-                                  target_slots=ex.max_target_len, batches=batches, calibration=calib)
-            ops = check_builtin_ops(tmp / "model.tflite")
-            graphs = {"tflite": "model.tflite"}
-            shape_info = {"src_lens": src_lens, "batches": batches}
-        else:
-            from export.to_onnx import check_onnx_ops, convert_onnx
-
-            info = convert_onnx(model, tmp, precision=precision, max_src_len=ex.max_src_len,
-                                target_slots=ex.max_target_len, calibration=calib)
-            ops = {}
-            for part in ("encoder", "decoder"):
-                for op, n in check_onnx_ops(tmp / f"{part}.onnx").items():
-                    ops[op] = ops.get(op, 0) + n
-            graphs = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
-            shape_info = {}
-        convert_seconds = time.monotonic() - started
-        graph_macs = _graph_macs(tmp, fmt, model, cfg)  # read from the plain files
-        packed: dict = {}
-        if ex.pack == "xz":  # before the gate: the gate (and later BLEU) runs on what ships
-            packing = time.monotonic()
-            packed = {"pack": "xz", "graph_bytes_unpacked": {k: (tmp / g).stat().st_size for k, g in graphs.items()}}
-            graphs = {k: pack_file(tmp / g).name for k, g in graphs.items()}
-            packed["pack_seconds"] = round(time.monotonic() - packing, 1)
-        mcfg = model.cfg
-        cache = {k: list(v) for k, v in cache_shapes(model, 1, ex.max_src_len, ex.max_target_len).items()
-                 if k.startswith(("self_", "conv_"))}
-        record = {
-            "format": fmt, "precision": precision, "graphs": graphs, "tokenizer": "spm.model",
-            "model_config": to_dict(mcfg), "src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
-            "ids": {"pad": mcfg.pad_id, "bos": mcfg.bos_id, "eos": mcfg.eos_id}, "vocab_size": mcfg.vocab_size,
-            "max_src_len": ex.max_src_len, "target_slots": ex.max_target_len, "max_positions": mcfg.max_positions,
-            **shape_info, "cache": cache,
-            "decode": {"beam": cfg.decode.beam, "lenpen": cfg.decode.lenpen,
-                       "max_len_a": cfg.decode.max_len_a, "max_len_b": cfg.decode.max_len_b},
-            "macs": count_macs(mcfg)["macs"], "graph_macs": graph_macs,
-            "ops": ops, "converter": info, "convert_seconds": round(convert_seconds, 1), **packed,
-            "settings": _settings(cfg, fmt, precision, sha256_file(paths.model)),
-        }
-        write_manifest(tmp, record)
+        record = _build(model, cfg, paths, fmt, precision, tmp, calibration)
         test_pairs, _ = load_pairs(cfg.data, "test")
-        figures = parity(model, Translator(tmp), test_pairs[:ex.parity_sentences], progress=progress)
-        limits = getattr(ex.parity, precision.replace("-", "_"))
-        record["parity"] = figures | {"thresholds": to_dict(limits)}
-        missed = failures(figures, limits)
-        if missed:
-            raise ExportError(f"{final.name}: parity gate failed on {figures['sentences']} test sentences: "
-                              + "; ".join(missed) + " (thresholds: export.parity." + precision.replace("-", "_") + ")")
+        figures = _gate(model, cfg, tmp, final, fmt, precision, test_pairs[:ex.parity_sentences], fp32_reference,
+                        progress)
+        record["parity"] = figures
         manifest = write_manifest(tmp, record)
         old = final.with_name(f".{final.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -159,9 +198,11 @@ def export_one(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str,
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    vs_fp32 = (f", {figures['bleu_drop_vs_fp32']:.2f} below {figures['fp32_reference']['artifact']}"
+               if "bleu_drop_vs_fp32" in figures else "")
     log(f"{final}: {_graph_bytes(manifest):,} bytes{_packed_note(manifest)}, "
         f"top-1 {figures['top1']:.4f}, max logit diff {figures['max_logit_diff']:.2g}, BLEU {figures['bleu_artifact']:.2f} "
-        f"vs PyTorch {figures['bleu_pytorch']:.2f} on {figures['sentences']} sentences "
+        f"vs PyTorch {figures['bleu_pytorch']:.2f}{vs_fp32} on {figures['sentences']} sentences "
         f"({time.monotonic() - started:.0f} s)")
     return manifest
 
@@ -189,7 +230,8 @@ def _artifact_row(paths: RunPaths, folder: Path, manifest: dict, cfg: RunConfig)
                            f"{manifest['graph_macs']['steps']})",
             "source_model": "model.pt",
             "notes": packed + f"parity on {p['sentences']} test sentences: top-1 {p['top1']:.4f}, max logit diff "
-                     f"{p['max_logit_diff']:.2g}, greedy BLEU {p['bleu_artifact']:.2f} vs PyTorch {p['bleu_pytorch']:.2f}",
+                     f"{p['max_logit_diff']:.2g}, greedy BLEU {p['bleu_artifact']:.2f} vs PyTorch {p['bleu_pytorch']:.2f}"
+                     + (f" and {p['fp32_reference']['artifact']} {p['bleu_fp32']:.2f}" if "bleu_fp32" in p else ""),
             "provenance": provenance(cfg, seed=cfg.train.seed, threads=cfg.train.threads)}
 
 
@@ -205,10 +247,50 @@ def _check_sparse_support(model_cfg, formats: list[str], where: Path) -> None:
                           "set export.formats: [tflite]")
 
 
+def _current_manifest(folder: Path, cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> dict | None:
+    """The manifest of `folder` if it was made from this model.pt with these export settings, else None."""
+    if not folder.is_dir():
+        return None
+    try:
+        manifest = read_manifest(folder)
+    except ValueError:
+        return None
+    return manifest if manifest.get("settings") == _settings(cfg, fmt, precision, model_sha) else None
+
+
+def _fp32_reference(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str, pairs: list, model_sha: str,
+                    progress: bool, log) -> dict:
+    """The fp32 artifact of format `fmt` decoded on the gate's `pairs`: {artifact, bleu, sentences, source}.
+
+    The published RUN/export/<fmt>-fp32 when it is current (same model.pt and settings); otherwise an
+    fp32 folder is built beside it for this comparison only, held to the fp32 gate itself (a broken
+    reference would make any drop look small), and removed afterwards."""
+    name = f"{fmt}-fp32"
+    final = paths.root / "export" / name
+    manifest = _current_manifest(final, cfg, fmt, "fp32", model_sha)
+    if manifest and manifest["parity"]["sentences"] == len(pairs):  # same settings: the same sentences
+        return {"artifact": name, "bleu": manifest["parity"]["bleu_artifact"], "sentences": len(pairs),
+                "source": "published"}
+    folder = final.with_name(f".{name}.reference")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    started = time.monotonic()
+    try:
+        _build(model, cfg, paths, fmt, "fp32", folder, calibration=None)
+        figures = _gate(model, cfg, folder, folder, fmt, "fp32", pairs, None, progress)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    log(f"{final} (reference for the gates, not published): BLEU {figures['bleu_artifact']:.2f} on "
+        f"{len(pairs)} sentences ({time.monotonic() - started:.0f} s)")
+    return {"artifact": name, "bleu": figures["bleu_artifact"], "sentences": len(pairs),
+            "source": "built for the gate, not published"}
+
+
 def export_run(cfg: RunConfig, paths: RunPaths, formats: list[str] | None = None, precisions: list[str] | None = None,
                force: bool = False, progress: bool = True, log=print) -> list[dict]:
     """Export every format x precision (default: the config's export section); returns the manifests.
-    Stops at the first failure with ExportError, keeping the artifacts already published."""
+    Stops at the first failure with ExportError (GateError for a missed parity gate), keeping the
+    artifacts already published."""
     if not paths.model.is_file():
         raise FileNotFoundError(f"{paths.model}: no trained model (run `lite train {paths.root}` first)")
     formats = formats or cfg.export.formats
@@ -225,23 +307,25 @@ def export_run(cfg: RunConfig, paths: RunPaths, formats: list[str] | None = None
             calibration_cache.append(_calibration(model, cfg, tokenizer))
         return calibration_cache[0]
 
+    references: dict[str, dict] = {}
+
+    def fp32_reference(fmt: str, pairs: list) -> dict:
+        if fmt not in references:
+            references[fmt] = _fp32_reference(model, cfg, paths, fmt, pairs, model_sha, progress, log)
+        return references[fmt]
+
+    # fp32 first: the gates that compare with it then find it published instead of building one
+    precisions = sorted(precisions, key=lambda p: p != "fp32")
     manifests = []
     for fmt in formats:
         for precision in precisions:
             folder = paths.root / "export" / f"{fmt}-{precision}"
-            manifest = None
-            if folder.is_dir() and not force:
-                try:
-                    manifest = read_manifest(folder)
-                except ValueError:
-                    manifest = None
-                if manifest and manifest.get("settings") != _settings(cfg, fmt, precision, model_sha):
-                    manifest = None
-                if manifest:
-                    log(f"{folder}: up to date (same model.pt and export settings; --force rebuilds)")
+            manifest = None if force else _current_manifest(folder, cfg, fmt, precision, model_sha)
+            if manifest:
+                log(f"{folder}: up to date (same model.pt and export settings; --force rebuilds)")
             reused = manifest is not None
             if not reused:
-                manifest = export_one(model, cfg, paths, fmt, precision, calibration, progress, log)
+                manifest = export_one(model, cfg, paths, fmt, precision, calibration, progress, log, fp32_reference)
             manifests.append(manifest)
             rows = read_json(paths.root / "artifacts.json", [])
             row = _artifact_row(paths, folder, manifest, cfg)

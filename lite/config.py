@@ -195,6 +195,10 @@ class ParityThresholds:
     max_logit_diff: float  # largest |logit difference| over every teacher-forced step and vocabulary entry
     min_top1: float  # share of those steps whose argmax agrees
     max_bleu_drop: float  # BLEU of PyTorch greedy minus BLEU of the artifact's greedy, same sentences
+    # greedy BLEU of the fp32 artifact of the same format and model.pt minus this artifact's, same
+    # sentences: what shipping this precision instead of fp32 costs. None: not checked (the gate then
+    # needs no fp32 artifact)
+    max_bleu_drop_vs_fp32: float | None = None
 
 
 @dataclass
@@ -303,7 +307,20 @@ def validate(cfg: RunConfig, where: str) -> None:
          f"lengths between 1 and export.max_src_len - 1 ({cfg.export.max_src_len - 1})"),
         (cfg.export.max_src_len <= m.max_positions, "export.max_src_len", f"<= model.max_positions ({m.max_positions})"),
         (1 < cfg.export.max_target_len <= m.max_positions, "export.max_target_len", f"2..model.max_positions ({m.max_positions})"),
+        (cfg.export.parity_sentences >= 1, "export.parity_sentences", ">= 1"),
+        (cfg.export.parity.fp32.max_bleu_drop_vs_fp32 is None, "export.parity.fp32.max_bleu_drop_vs_fp32",
+         "null (fp32 is the reference it would compare with)"),
     ]
+    for precision in PRECISIONS:
+        name = precision.replace("-", "_")
+        limits: ParityThresholds = getattr(cfg.export.parity, name)
+        checks += [
+            (limits.max_logit_diff >= 0, f"export.parity.{name}.max_logit_diff", ">= 0"),
+            (0 <= limits.min_top1 <= 1, f"export.parity.{name}.min_top1", "a share in [0, 1]"),
+            (limits.max_bleu_drop >= 0, f"export.parity.{name}.max_bleu_drop", ">= 0 (BLEU points)"),
+            (limits.max_bleu_drop_vs_fp32 is None or limits.max_bleu_drop_vs_fp32 >= 0,
+             f"export.parity.{name}.max_bleu_drop_vs_fp32", "null or >= 0 (BLEU points)"),
+        ]
     if m.arch == "lsra":
         branch = m.embed_dim // 2
         checks += [

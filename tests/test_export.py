@@ -99,6 +99,21 @@ def test_perturbed_weights_fail_the_gate_and_leave_no_artifact(exported, tmp_pat
     assert not (run / "artifacts.json").exists()
 
 
+def test_gate_names_each_missed_criterion_including_the_fp32_comparison():
+    from export.parity import failures
+    from lite.config import ParityThresholds
+
+    figures = {"max_logit_diff": 1.9, "top1": 0.9612, "bleu_drop": 0.4, "bleu_fp32": 22.3, "bleu_drop_vs_fp32": 0.6,
+               "fp32_reference": {"artifact": "tflite-fp32"}}
+    assert failures(figures, ParityThresholds(2.5, 0.95, 0.7, 0.5)) == ["BLEU drop vs tflite-fp32 0.60 > 0.5"]
+    assert failures(figures, ParityThresholds(1.5, 0.97, 0.3, 0.6)) == [
+        "max logit difference 1.9 > 1.5", "top-1 agreement 0.9612 < 0.97", "BLEU drop 0.40 > 0.3"]
+    assert failures(figures, ParityThresholds(2.5, 0.95, 0.7)) == []  # no fp32 criterion: not checked
+    # a threshold that compares with fp32 but no comparison was made must not pass
+    unmeasured = {k: v for k, v in figures.items() if not k.startswith(("bleu_fp32", "bleu_drop_vs", "fp32"))}
+    assert failures(unmeasured, ParityThresholds(2.5, 0.95, 0.7, 0.5)) == ["BLEU drop vs the fp32 artifact not measured"]
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_runtime_greedy_and_beam_search_match_pytorch(exported, docs_corpus, fmt):
     model = load_model(exported / "model.pt")
