@@ -6,15 +6,18 @@
       tokenizer/spm.model              copied from RUN
       steps/NN-<kind>.pt               model (+ fine-grained masks) after each step: a rerun resumes
                                        after the last step whose recipe prefix is unchanged
-      compress.json                    what each step did (widths, sparsities, fine-tuning losses, time)
+      compress.json                    what each step did (widths, sparsities, fine-tuning losses, time),
+                                       and under "qat" whether QAT ran, why, and the gates around it
       sensitivity.json                 per-layer sensitivity sweep (magnitude steps)
       quant_report.json                per-layer quantization error (quant_report steps)
       model.pt, results.json           the compressed PyTorch model and its test BLEU
       export/, artifacts.json          the exported artifacts, measured (BLEU through the runtime)
 
 Quantization happens where the artifact is made (`lite export`, ai-edge-quantizer / onnxruntime);
-if an int8 artifact loses more than qat.when_bleu_drop_over BLEU against the compressed PyTorch model,
-the model is fine-tuned with fake-quant (compress/qat.py) and exported again.
+if an int8 artifact misses its parity gate (export.parity) or loses more than qat.when_bleu_drop_over
+test BLEU against the compressed PyTorch model, the model is fine-tuned with fake-quant
+(compress/qat.py), exported and gated again; only a second missed gate stops the run. compress.json's
+"qat" entry records the trigger, both gates' figures and the fine-tuning.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from compress import distill, magnitude, qat, quant_report, structured
 from compress.finetune import FinetuneConfig, finetune, load_examples
 from compress.recipe import Recipe
 from eval.evaluate import evaluate, evaluate_artifact
+from export.errors import ExportError, GateError
 from export.stage import export_run
 from lite import checkpoint
 from lite.config import RunConfig, to_dict
@@ -205,35 +209,72 @@ def compress_run(cfg: RunConfig, run: RunPaths, recipe: Recipe, force: bool = Fa
     return record
 
 
+def _gate_entry(figures: dict, missed: list[str]) -> dict:
+    """What compress.json keeps of one artifact's parity gate."""
+    keep = ("sentences", "max_logit_diff", "top1", "identical", "bleu_pytorch", "bleu_artifact", "bleu_drop",
+            "bleu_fp32", "bleu_drop_vs_fp32", "fp32_reference", "thresholds")
+    return {"passed": not missed, "failed": missed} | {k: figures[k] for k in keep if k in figures}
+
+
 def _export_and_measure(ctx: _Context, cfg: RunConfig, out: RunPaths, model: EncoderDecoder, record: dict,
                         progress: bool, log: Callable[[str], None]) -> list[dict]:
-    """Export, score each artifact on the test set; QAT and re-export if an int8 artifact loses too much."""
+    """Export and score each artifact on the test set. If an int8 artifact misses its parity gate or
+    loses more than qat.when_bleu_drop_over test BLEU, fine-tune with fake quantization (the recipe's
+    qat section), export and gate again; a second missed gate is an ExportError. record["qat"] says
+    what triggered QAT, the gate figures before and after, and the fine-tuning."""
     reference = record["model"]["bleu_greedy"]
     qat_cfg = ctx.recipe.qat
-    rows = _export_all(cfg, out, progress, log, force=False)
-    losing = [r for r in rows if "int8" in r["precision"] and reference - r["bleu"] > (
-        qat_cfg.when_bleu_drop_over if qat_cfg else float("inf"))]
-    if losing:
+    record.pop("qat", None)  # from an earlier run of this recipe; this run says whether QAT ran
+    try:
+        rows, gates = _export_all(cfg, out, progress, log, force=False)
+    except GateError as exc:
+        if "int8" not in exc.precision:  # QAT cannot mend a float artifact
+            raise
+        if qat_cfg is None:
+            raise ExportError(f"{exc}; the recipe has no qat section to fine-tune with and try again") from None
+        log(f"{exc}: quantization-aware fine-tuning, then export again")
+        first = {exc.artifact.name: _gate_entry(exc.figures, exc.missed)}
+        trigger: dict[str, Any] = {"trigger": "parity gate"}
+    else:
+        losing = [r for r in rows if "int8" in r["precision"] and reference - r["bleu"] > (
+            qat_cfg.when_bleu_drop_over if qat_cfg else float("inf"))]
+        if not losing:
+            return rows
         log(f"{', '.join(r['name'] for r in losing)} lose more than {qat_cfg.when_bleu_drop_over} BLEU: "
             "quantization-aware fine-tuning")
-        model = copy.deepcopy(model)
-        qat.prepare_qat(model, qat_cfg)
-        tune = ctx.finetune(model, qat_cfg.finetune, "QAT fine-tune")
-        qat.convert_qat(model)
-        checkpoint.save_atomic(checkpoint.model_record(model), out.model)
-        record["qat"] = {"triggered_by": {r["name"]: reference - r["bleu"] for r in losing}, "finetune": tune,
-                         "bleu_greedy": evaluate(cfg, out, beam=1, progress=progress, force=True)["bleu"]}
-        rows = _export_all(cfg, out, progress, log, force=True)
+        first = gates
+        trigger = {"trigger": "test BLEU loss",
+                   "triggered_by": {r["name"]: round(reference - r["bleu"], 2) for r in losing}}
+    model = copy.deepcopy(model)
+    qat.prepare_qat(model, qat_cfg)
+    tune = ctx.finetune(model, qat_cfg.finetune, "QAT fine-tune")
+    qat.convert_qat(model)
+    checkpoint.save_atomic(checkpoint.model_record(model), out.model)
+    record["qat"] = trigger | {"ran": True, "first_gate": first, "finetune": tune,
+                               "bleu_greedy": evaluate(cfg, out, beam=1, progress=progress, force=True)["bleu"]}
+    write_json_atomic(record, out.root / "compress.json")
+    try:
+        rows, gates = _export_all(cfg, out, progress, log, force=True)
+    except GateError as exc:
+        record["qat"]["second_gate"] = {exc.artifact.name: _gate_entry(exc.figures, exc.missed)}
+        write_json_atomic(record, out.root / "compress.json")
+        before = "; ".join(f"{name}: {'; '.join(g['failed']) or 'passed'}" for name, g in first.items())
+        raise ExportError(f"{exc.artifact}: parity gate failed again after QAT on {exc.figures['sentences']} test "
+                          f"sentences: {'; '.join(exc.missed)} (thresholds: export.parity."
+                          f"{exc.precision.replace('-', '_')}; before QAT: {before})") from None
+    record["qat"]["second_gate"] = gates
     return rows
 
 
-def _export_all(cfg: RunConfig, out: RunPaths, progress: bool, log, force: bool) -> list[dict]:
+def _export_all(cfg: RunConfig, out: RunPaths, progress: bool, log, force: bool) -> tuple[list[dict], dict]:
+    """(artifact rows with test BLEU, {artifact name: its gate entry})."""
     manifests = export_run(cfg, out, force=force, progress=progress, log=log)
     names = [f"{m['format']}-{m['precision']}" for m in manifests]
+    gates = {name: _gate_entry(m["parity"], []) for name, m in zip(names, manifests)}
     bleu = {name: evaluate_artifact(cfg, out, name, beam=1, progress=progress)["bleu"] for name in names}
     rows = [{"name": r["name"], "format": r["format"], "precision": r["precision"], "bleu": bleu[r["name"]],
              "size_bytes": r["size_bytes"], "notes": r.get("notes", "")}
             for r in read_json(out.root / "artifacts.json", []) if r.get("name") in bleu]
     for r in rows:
         log(f"{r['name']}: test BLEU {r['bleu']:.2f} (greedy, through the runtime), graphs {r['size_bytes'] / 1e6:.2f} MB")
-    return rows
+    return rows, gates

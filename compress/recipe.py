@@ -9,7 +9,8 @@
       - quant_report: {valid_sentences: 200}                     # per-layer int8 error (a report only)
     export: {formats: [tflite], precisions: [int8], pack: xz}    # overrides the run's export section
     qat: {when_bleu_drop_over: 0.3, finetune: {steps: 300}}      # fake-quant fine-tuning if an int8 artifact
-                                                                 # loses more BLEU than that, then re-export
+                                                                 # misses its parity gate or loses more BLEU
+                                                                 # than that, then re-export and gate again
 """
 from __future__ import annotations
 
