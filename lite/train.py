@@ -183,6 +183,17 @@ def _truncate_metrics(path: Path, step: int) -> None:
     write_text_atomic("".join(kept), path)
 
 
+def _still_stopped(state: dict, tc: TrainConfig) -> str | None:
+    """The stop reason a resumed checkpoint recorded, unless the config now allows more (a raised
+    max_steps or max_minutes continues the run)."""
+    reason = state.get("stop_reason")
+    if reason == "max_steps" and state["step"] < tc.max_steps:
+        return None
+    if reason == "max_minutes" and (tc.max_minutes is None or state["elapsed"] < tc.max_minutes * 60):
+        return None
+    return reason
+
+
 def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bool, progress: bool,
            on_event: EventHook, stop: _StopRequest) -> dict:
     tc = cfg.train
@@ -243,7 +254,7 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
     bar = tqdm(total=None if tc.max_minutes else tc.max_steps, initial=state["step"], disable=not progress,
                unit="step", dynamic_ncols=True)
     window_tokens, window_start, window_loss = 0, time.monotonic(), []
-    stop_reason = state["stop_reason"]  # set when a run is resumed after its last step
+    stop_reason = _still_stopped(state, tc)  # a run resumed after its last step trains no more
     batches: list[list[int]] = []
     try:
         while stop_reason is None:

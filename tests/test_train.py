@@ -140,6 +140,16 @@ def test_resume_after_sigkill_is_exact(tmp_path, small_corpus, small_tokenizer, 
     assert_same_weights(final_weights(paths), uninterrupted)
 
 
+def test_resume_after_the_last_step_trains_no_more(tmp_path, small_corpus, small_tokenizer, uninterrupted):
+    """Killed after the final checkpoint, before model.pt: --resume finishes without another step."""
+    paths, cfg = prepared_run(tmp_path, "run", small_corpus, small_tokenizer, update_freq=2)
+    train(cfg, paths, progress=False)
+    paths.model.unlink()
+    summary = train(cfg, paths, resume=True, progress=False)
+    assert summary["steps"] == 10
+    assert_same_weights(final_weights(paths), uninterrupted)
+
+
 def test_same_config_gives_identical_bytes(tmp_path, small_corpus):
     """Tokenizer and model.pt from the same config, seed and thread count: the same bytes, twice."""
     digests = []
