@@ -43,6 +43,9 @@ up as "not measured"). Every measurement is optional: null or a missing key mean
         "targets": {"qemu:cortex-a72": {"bleu": 22.1, "host_bleu": 22.1, ...}},   # what `lite evaluate
                                                #   --target` measured there (eval/targets/evaluate.py); kept
                                                #   for reading, the report uses latency_ms / instructions
+        "provenance": {"commit": "...", "dirty": false, "versions": {...}, "seed": 1, "config_sha256": "...",
+                       "cpu": "...", "threads": 2, "date": "...", "command": "lite export runs/default"},
+                                               # lite/provenance.py: what made the row (kept for reading)
         "notes": "static_wi8_ai8 recipe, 200 calibration sentences"   # free text, shown in the report
       }
     ]
@@ -79,7 +82,7 @@ NOT_MEASURED = "not measured"
 FORMATS = ("pytorch", "onnx", "tflite")
 PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
 ARTIFACT_KEYS = {"name", "path", "format", "precision", "size_bytes", "macs", "macs_method", "model_config",
-                 "source_model", "bleu", "latency_ms", "instructions", "targets", "notes"}
+                 "source_model", "bleu", "latency_ms", "instructions", "targets", "notes", "provenance"}
 REQUIRED_KEYS = ("name", "path", "format", "precision")
 BUDGETS = ("max_macs", "max_size_mb", "max_latency_ms", "min_bleu")
 # the per-layer parts of eval.macs, in the order they are stacked in the plot
