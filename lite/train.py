@@ -178,8 +178,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop the log lines of steps after `step` (they are replayed after a resume from that step)."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-            if json.loads(line).get("step", 0) <= step]
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
     write_text_atomic("".join(kept), path)
 
 
