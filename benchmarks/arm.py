@@ -12,6 +12,7 @@ wall time under emulation is NOT the core's speed and is reported only as the co
                              [--out benchmarks/results/arm.json]
 Resumes: records already made from the same folders with the same settings are reused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,12 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.readme import arm_table  # noqa: E402
 from eval.targets.cores import CORES  # noqa: E402
 from eval.targets.evaluate import evaluate_on_target  # noqa: E402
 from eval.targets.qemu import QemuTarget  # noqa: E402
 from lite.files import write_json_atomic, write_text_atomic  # noqa: E402
 from lite.provenance import command_line, relative, stamped  # noqa: E402
-from benchmarks.readme import arm_table  # noqa: E402
 from lite.run import open_run  # noqa: E402
 
 
@@ -51,19 +52,34 @@ def main() -> None:
         for record in evaluate_on_target(cfg, paths, target, names, "test", args.limit, progress=True):
             rows.append(record)
             i = record["instructions"]
-            print(f"{core:12s} {record['artifact']:20s} {i['sentence'] / 1e6:8.1f}M instructions/sentence  "
-                  f"BLEU {record['translation']['bleu']:.2f} (host {record['translation']['host_bleu']:.2f})", flush=True)
+            print(
+                f"{core:12s} {record['artifact']:20s} {i['sentence'] / 1e6:8.1f}M instructions/sentence  "
+                f"BLEU {record['translation']['bleu']:.2f} (host {record['translation']['host_bleu']:.2f})",
+                flush=True,
+            )
     text = arm_table({"results": rows})
     print("\n" + text)
     qemu = subprocess.run(["qemu-aarch64", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    result = {"benchmark": "arm", "command": command_line(),
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "host": {"arch": platform.machine(), "python": platform.python_version()}, "qemu": qemu,
-              "run": relative(args.run), "limit": args.limit, "wall_seconds": round(time.monotonic() - started, 1),
-              "protocol": {"src_tokens": 30, "decoder_steps": 30, "threads": 1, "warmup_runs": 1,
-                           "counted": "aarch64 guest instructions, TCG plugin eval/targets/insn_count.c"},
-              "results": [{k: v for k, v in r.items() if k != "settings"} | {"sentences": r["settings"]["sentences"]}
-                          for r in rows]}
+    result = {
+        "benchmark": "arm",
+        "command": command_line(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": {"arch": platform.machine(), "python": platform.python_version()},
+        "qemu": qemu,
+        "run": relative(args.run),
+        "limit": args.limit,
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "protocol": {
+            "src_tokens": 30,
+            "decoder_steps": 30,
+            "threads": 1,
+            "warmup_runs": 1,
+            "counted": "aarch64 guest instructions, TCG plugin eval/targets/insn_count.c",
+        },
+        "results": [
+            {k: v for k, v in r.items() if k != "settings"} | {"sentences": r["settings"]["sentences"]} for r in rows
+        ],
+    }
     write_json_atomic(stamped(result, threads=1), args.out)
     write_text_atomic(text, args.out.with_suffix(".md"))
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")

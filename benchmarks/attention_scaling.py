@@ -10,10 +10,12 @@ in its own fresh process: the median wall time of `repeats` calls after one warm
 resident memory added: VmHWM over the timed calls minus VmRSS before the module was built. The peak
 is reset after the warm-up call, so one-time costs (lazy library set-up, compiling the block layout
 for this length) are not counted, and neither are the interpreter and libraries. call_mb: the same
-peak minus VmRSS after the warm-up, the memory one call needs on top of everything that stays. TFLite: the layer converted with litert-torch (in
-this process) and run under ai-edge-litert in a process that imports no torch.
+peak minus VmRSS after the warm-up, the memory one call needs on top of everything that stays.
+TFLite: the layer converted with litert-torch (in this process) and run under ai-edge-litert in a
+process that imports no torch.
 Writes benchmarks/results/attention_scaling.json and attention_scaling.png, and prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +81,11 @@ def macs(part: str, kind: str, n: int) -> int:
     """Scores + values (+ the four projections for the layer): what the kernel computes."""
     from lite.sparse.patterns import HeadPattern, computed_pairs
 
-    pairs = HEADS * n * n if kind == "dense" else computed_pairs(
-        [HeadPattern(kind="local", window=WINDOW, global_tokens=GLOBALS)] * HEADS, n, causal=False)
+    pairs = (
+        HEADS * n * n
+        if kind == "dense"
+        else computed_pairs([HeadPattern(kind="local", window=WINDOW, global_tokens=GLOBALS)] * HEADS, n, causal=False)
+    )
     return (4 * n * D * D if part == "layer" else 0) + 2 * pairs * (D // HEADS)
 
 
@@ -123,6 +128,7 @@ def _worker(runtime: str, part: str, kind: str, n: int, repeats: int, model_path
             for d, x in zip(details, inputs):
                 interpreter.set_tensor(d["index"], x)
             interpreter.invoke()
+
     call()  # warm-up: first allocations, lazy library set-up, the layout compiled for this length
     # reset the peak again: what counts is the module's lasting state plus the peak of a call
     Path("/proc/self/clear_refs").write_text("5")
@@ -166,12 +172,18 @@ def plot(rows: list[dict], path: Path) -> None:
     parts = sorted({r["part"] for r in rows}, reverse=True)  # layer, then core
     fig, axes = plt.subplots(len(parts), 4, figsize=(20, 4.2 * len(parts)), squeeze=False)
     for row_axes, part in zip(axes, parts):
-        for ax, key, label in zip(row_axes, ("ms", "peak_mb", "call_mb", "macs"),
-                                  ("wall time (ms, 1 thread)", "peak memory added (MB)", "memory of one call (MB)", "MACs")):
+        for ax, key, label in zip(
+            row_axes,
+            ("ms", "peak_mb", "call_mb", "macs"),
+            ("wall time (ms, 1 thread)", "peak memory added (MB)", "memory of one call (MB)", "MACs"),
+        ):
             for runtime in sorted({r["runtime"] for r in rows}):
                 for kind, style in (("dense", "o--"), ("local+global", "s-")):
-                    pts = [(r["n"], r[key]) for r in rows
-                           if r["part"] == part and r["runtime"] == runtime and r["kind"] == kind and r[key] > 0]
+                    pts = [
+                        (r["n"], r[key])
+                        for r in rows
+                        if r["part"] == part and r["runtime"] == runtime and r["kind"] == kind and r[key] > 0
+                    ]
                     if pts and not (key == "macs" and runtime != "pytorch"):
                         ax.plot(*zip(*pts), style, label=f"{kind}" + ("" if key == "macs" else f" ({runtime})"))
             ax.set_xscale("log", base=2)
@@ -180,8 +192,10 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.set_title(f"{part}: {label}")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle(f"attention, d={D}, {HEADS} heads, local w={WINDOW} + {len(GLOBALS)} global tokens vs dense "
-                 "(layer: with the q/k/v/out projections; core: softmax(q k^T) v only)")
+    fig.suptitle(
+        f"attention, d={D}, {HEADS} heads, local w={WINDOW} + {len(GLOBALS)} global tokens vs dense "
+        "(layer: with the q/k/v/out projections; core: softmax(q k^T) v only)"
+    )
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -211,12 +225,22 @@ def main() -> None:
             for runtime in args.runtimes:
                 for n in args.sizes:
                     for kind in ("dense", "local+global"):
-                        row = {"part": part, "runtime": runtime, "n": n, "kind": kind, "macs": macs(part, kind, n),
-                               **measure(runtime, part, "dense" if kind == "dense" else "sparse", n, args.repeats,
-                                         Path(tmp))}
+                        row = {
+                            "part": part,
+                            "runtime": runtime,
+                            "n": n,
+                            "kind": kind,
+                            "macs": macs(part, kind, n),
+                            **measure(
+                                runtime, part, "dense" if kind == "dense" else "sparse", n, args.repeats, Path(tmp)
+                            ),
+                        }
                         rows.append(row)
-                        print(f"{part:6} {runtime:8} {n:>5} {kind:>13} {row['ms']:>9.1f} {row['peak_mb']:>9.1f} "
-                              f"{row['call_mb']:>9.1f} {row['macs']:>15,}", flush=True)
+                        print(
+                            f"{part:6} {runtime:8} {n:>5} {kind:>13} {row['ms']:>9.1f} {row['peak_mb']:>9.1f} "
+                            f"{row['call_mb']:>9.1f} {row['macs']:>15,}",
+                            flush=True,
+                        )
     ratios = {}
     for part in args.parts:
         for runtime in args.runtimes:
@@ -226,18 +250,35 @@ def main() -> None:
                     "speedup": pair["dense"]["ms"] / pair["local+global"]["ms"],
                     "memory": pair["dense"]["peak_mb"] / max(pair["local+global"]["peak_mb"], 0.1),
                     # TFLite allocates its arena before the first call, so a call adds nothing: no ratio
-                    "call_memory": (pair["dense"]["call_mb"] / pair["local+global"]["call_mb"]
-                                    if min(pair["dense"]["call_mb"], pair["local+global"]["call_mb"]) > 0.5 else None),
-                    "macs": pair["dense"]["macs"] / pair["local+global"]["macs"]}
+                    "call_memory": (
+                        pair["dense"]["call_mb"] / pair["local+global"]["call_mb"]
+                        if min(pair["dense"]["call_mb"], pair["local+global"]["call_mb"]) > 0.5
+                        else None
+                    ),
+                    "macs": pair["dense"]["macs"] / pair["local+global"]["macs"],
+                }
     for key, r in ratios.items():
         per_call = "" if r["call_memory"] is None else f" ({r['call_memory']:.1f}x per call)"
-        print(f"{key}: {r['speedup']:.1f}x faster, {r['memory']:.1f}x less peak memory{per_call}, "
-              f"{r['macs']:.1f}x fewer MACs")
-    record = {"command": "python benchmarks/attention_scaling.py " + " ".join(sys.argv[1:]),
-              "setup": {"d": D, "heads": HEADS, "window": WINDOW, "global_tokens": GLOBALS, "batch": 1, "threads": 1,
-                        "repeats": args.repeats,
-                        "memory": "VmHWM over the timed calls (peak reset after the warm-up) minus VmRSS before the module was built"},
-              "rows": rows, "ratios": ratios}
+        print(
+            f"{key}: {r['speedup']:.1f}x faster, {r['memory']:.1f}x less peak memory{per_call}, "
+            f"{r['macs']:.1f}x fewer MACs"
+        )
+    record = {
+        "command": "python benchmarks/attention_scaling.py " + " ".join(sys.argv[1:]),
+        "setup": {
+            "d": D,
+            "heads": HEADS,
+            "window": WINDOW,
+            "global_tokens": GLOBALS,
+            "batch": 1,
+            "threads": 1,
+            "repeats": args.repeats,
+            "memory": "VmHWM over the timed calls (peak reset after the warm-up) minus VmRSS before the module "
+            "was built",
+        },
+        "rows": rows,
+        "ratios": ratios,
+    }
     write_json_atomic(stamped(record, threads=1), args.out)
     plot(rows, args.out.with_suffix(".png"))
     print(f"saved {args.out} and {args.out.with_suffix('.png')}")

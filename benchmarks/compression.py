@@ -15,6 +15,7 @@ through the on-device runtime (greedy, from RUN/artifacts.json: `lite evaluate R
 Writes benchmarks/results/compression.json and prints a table. Reads measurements only: produce them
 with `make compress` (CONFIG=configs/default.yaml and configs/default-transformer.yaml).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,8 @@ from export.manifest import read_manifest  # noqa: E402
 from export.packing import pack_bytes, read_graph  # noqa: E402
 from lite.checkpoint import load_model  # noqa: E402
 from lite.files import read_json, write_json_atomic  # noqa: E402
-from lite.provenance import relative, stamped  # noqa: E402
 from lite.models.seq2seq import count_parameters  # noqa: E402
+from lite.provenance import relative, stamped  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "compression.json"
 
@@ -39,23 +40,36 @@ def _row(stage: str, run: Path, artifact: str) -> dict:
     rows = read_json(run / "artifacts.json", [])
     row = next((r for r in rows if r.get("name") == artifact), None)
     if row is None:
-        raise SystemExit(f"{run / 'artifacts.json'}: no {artifact} row (run `lite export {run}` and "
-                         f"`lite evaluate {run} --artifact all --beam 1`, or `make compress`)")
+        raise SystemExit(
+            f"{run / 'artifacts.json'}: no {artifact} row (run `lite export {run}` and "
+            f"`lite evaluate {run} --artifact all --beam 1`, or `make compress`)"
+        )
     bleu = (row.get("bleu") or {}).get("test/greedy")
     if not bleu:
-        raise SystemExit(f"{run / 'artifacts.json'}: {artifact} has no test BLEU (run `lite evaluate {run} "
-                         f"--artifact {artifact} --beam 1`)")
+        raise SystemExit(
+            f"{run / 'artifacts.json'}: {artifact} has no test BLEU (run `lite evaluate {run} "
+            f"--artifact {artifact} --beam 1`)"
+        )
     folder = run / row["path"]
     manifest = read_manifest(folder)
     graphs = [folder / name for name in manifest["graphs"].values()]
     on_disk = sum(p.stat().st_size for p in graphs)
     unpacked = [read_graph(p) for p in graphs]
     model = load_model(run / "model.pt")
-    return {"stage": stage, "run": relative(run), "artifact": artifact, "bytes_on_disk": on_disk,
-            "bytes_unpacked": sum(len(b) for b in unpacked), "bytes_xz": sum(len(pack_bytes(b)) for b in unpacked),
-            "params": count_parameters(model), "params_no_embed": count_parameters(model, False),
-            "macs": count_macs(model.cfg)["macs"], "bleu": bleu["bleu"], "chrf": bleu.get("chrf"),
-            "pack": manifest.get("pack", "none")}
+    return {
+        "stage": stage,
+        "run": relative(run),
+        "artifact": artifact,
+        "bytes_on_disk": on_disk,
+        "bytes_unpacked": sum(len(b) for b in unpacked),
+        "bytes_xz": sum(len(pack_bytes(b)) for b in unpacked),
+        "params": count_parameters(model),
+        "params_no_embed": count_parameters(model, False),
+        "macs": count_macs(model.cfg)["macs"],
+        "bleu": bleu["bleu"],
+        "chrf": bleu.get("chrf"),
+        "pack": manifest.get("pack", "none"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,10 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     compressed = args.compressed or args.lsra / "compressed" / "default"
-    chain = [_row("Transformer fp32", args.transformer, "tflite-fp32"),
-             _row("LSRA fp32", args.lsra, "tflite-fp32"),
-             _row("LSRA + int8", args.lsra, "tflite-int8"),
-             _row("LSRA + int8 + pruning", compressed, "tflite-int8")]
+    chain = [
+        _row("Transformer fp32", args.transformer, "tflite-fp32"),
+        _row("LSRA fp32", args.lsra, "tflite-fp32"),
+        _row("LSRA + int8", args.lsra, "tflite-int8"),
+        _row("LSRA + int8 + pruning", compressed, "tflite-int8"),
+    ]
     base, lsra = chain[0], chain[1]
     for row in chain:
         row["x_smaller"] = round(base["bytes_on_disk"] / row["bytes_on_disk"], 2)
@@ -78,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     final = chain[-1]
     result = {
         "protocol": "bytes of the exported graph files on disk (model folders of `lite export`); xz = the same "
-                    "bytes packed with export/packing.py; BLEU on the whole test split, greedy, through "
-                    "export/runtime.py; MACs at 30+30 tokens (paper convention)",
+        "bytes packed with export/packing.py; BLEU on the whole test split, greedy, through "
+        "export/runtime.py; MACs at 30+30 tokens (paper convention)",
         "command": "python benchmarks/compression.py",
         "chain": chain,
         "target": {"x_smaller": 18.2, "max_bleu_loss_vs_lsra": 0.3},
@@ -87,12 +103,19 @@ def main(argv: list[str] | None = None) -> int:
         "compress_record": read_json(compressed / "compress.json", {}).get("steps"),
     }
     write_json_atomic(stamped(result), args.out)
-    print(f"{'stage':24} {'on disk':>10} {'xz':>10} {'params':>10} {'MACs':>12} {'BLEU':>6} {'x smaller':>9} {'(xz both)':>9}")
+    print(
+        f"{'stage':24} {'on disk':>10} {'xz':>10} {'params':>10} {'MACs':>12} {'BLEU':>6} "
+        f"{'x smaller':>9} {'(xz both)':>9}"
+    )
     for r in chain:
-        print(f"{r['stage']:24} {r['bytes_on_disk'] / 1e6:9.2f}M {r['bytes_xz'] / 1e6:9.2f}M {r['params']:>10,} "
-              f"{r['macs']:>12,} {r['bleu']:6.2f} {r['x_smaller']:9.1f} {r['x_smaller_xz_both']:9.1f}")
-    print(f"target 18.2x smaller at <= 0.3 BLEU below LSRA fp32: {final['x_smaller']}x, "
-          f"{final['bleu_vs_lsra']:+.2f} BLEU -> {'met' if all(result['met'].values()) else 'NOT met'}")
+        print(
+            f"{r['stage']:24} {r['bytes_on_disk'] / 1e6:9.2f}M {r['bytes_xz'] / 1e6:9.2f}M {r['params']:>10,} "
+            f"{r['macs']:>12,} {r['bleu']:6.2f} {r['x_smaller']:9.1f} {r['x_smaller_xz_both']:9.1f}"
+        )
+    print(
+        f"target 18.2x smaller at <= 0.3 BLEU below LSRA fp32: {final['x_smaller']}x, "
+        f"{final['bleu_vs_lsra']:+.2f} BLEU -> {'met' if all(result['met'].values()) else 'NOT met'}"
+    )
     print(f"saved {args.out}")
     return 0
 

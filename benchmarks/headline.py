@@ -16,6 +16,7 @@ params, each stage's wall time, and the provenance of the run's own files.
     python benchmarks/headline.py [--configs configs/default.yaml configs/default-transformer.yaml]
                                   [--recipe configs/compress/default.yaml] [--stages tokenizer,train,...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,10 @@ def stage_commands(stage: str, run: Path, config: Path, recipe: Path) -> list[li
         return [lite + ["evaluate", r, "--beam", "1"], lite + ["evaluate", r]]
     if stage == "export":
         return [lite + ["export", r], lite + ["evaluate", r, "--artifact", "all", "--beam", "1"]]
-    return [lite + ["compress", r, "--recipe", str(recipe)], lite + ["report", r, relative(run / "compressed" / recipe.stem)]]
+    return [
+        lite + ["compress", r, "--recipe", str(recipe)],
+        lite + ["report", r, relative(run / "compressed" / recipe.stem)],
+    ]
 
 
 def stage_done(stage: str, run: Path, recipe: Path) -> bool:
@@ -98,21 +102,37 @@ def figures(run: Path) -> dict:
     vocab_cfg = replace(cfg.model, vocab_size=vocab)
     summary = model_summary(vocab_cfg)
     return {
-        "config": relative(ROOT / "configs" / f"{cfg.name}.yaml"), "run": relative(run), "family": cfg.model.arch,
-        "config_sha256": config_sha256(cfg), "steps": train.get("steps"), "stop_reason": train.get("stop_reason"),
-        "reproducible": train.get("reproducible"), "train_wall_seconds": train.get("wall_seconds"),
-        "target_tokens_per_s": train.get("target_tokens_per_s"), "valid_ppl": train.get("final_valid_ppl"),
-        "bleu_greedy": greedy.get("bleu"), "bleu_beam": beam.get("bleu"), "chrf_beam": beam.get("chrf"),
-        "decoding_beam": beam.get("decoding"), "bleu_signature": beam.get("bleu_signature"),
-        "macs": count_macs(vocab_cfg)["macs"], "params": summary["params"], "params_no_embed": summary["params_no_embed"],
-        "train_provenance": train.get("provenance"), "results_provenance": beam.get("provenance"),
+        "config": relative(ROOT / "configs" / f"{cfg.name}.yaml"),
+        "run": relative(run),
+        "family": cfg.model.arch,
+        "config_sha256": config_sha256(cfg),
+        "steps": train.get("steps"),
+        "stop_reason": train.get("stop_reason"),
+        "reproducible": train.get("reproducible"),
+        "train_wall_seconds": train.get("wall_seconds"),
+        "target_tokens_per_s": train.get("target_tokens_per_s"),
+        "valid_ppl": train.get("final_valid_ppl"),
+        "bleu_greedy": greedy.get("bleu"),
+        "bleu_beam": beam.get("bleu"),
+        "chrf_beam": beam.get("chrf"),
+        "decoding_beam": beam.get("decoding"),
+        "bleu_signature": beam.get("bleu_signature"),
+        "macs": count_macs(vocab_cfg)["macs"],
+        "params": summary["params"],
+        "params_no_embed": summary["params_no_embed"],
+        "train_provenance": train.get("provenance"),
+        "results_provenance": beam.get("provenance"),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", type=Path,
-                        default=[Path("configs/default.yaml"), Path("configs/default-transformer.yaml")])
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        type=Path,
+        default=[Path("configs/default.yaml"), Path("configs/default-transformer.yaml")],
+    )
     parser.add_argument("--recipe", type=Path, default=Path("configs/compress/default.yaml"))
     parser.add_argument("--out", type=Path, default=OUT, help="the JSON written (default: %(default)s)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
@@ -134,10 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         for run in runs:
             if RunPaths(run).config.is_file():
                 models.append(figures(run) | {"stage_seconds": timings[run]})
-        record = {"benchmark": "headline", "recipe": relative(args.recipe), "models": models,
-                  "stage_commands": {s: [" ".join(c[2:]) for c in stage_commands(s, Path("RUN"), Path("CONFIG"),
-                                                                              Path("RECIPE"))] for s in STAGES},
-}
+        record = {
+            "benchmark": "headline",
+            "recipe": relative(args.recipe),
+            "models": models,
+            "stage_commands": {
+                s: [" ".join(c[2:]) for c in stage_commands(s, Path("RUN"), Path("CONFIG"), Path("RECIPE"))]
+                for s in STAGES
+            },
+        }
         write_json_atomic(stamped(record), args.out)
 
     for stage in stages:
@@ -157,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             save()
     save()
     for m in read_json(args.out)["models"]:
-        print(f"{m['config']}: {m['steps']} steps, {m['target_tokens_per_s'] or 0:,.0f} tok/s, valid ppl "
-              f"{m['valid_ppl']}, BLEU greedy {m['bleu_greedy']} / beam {m['bleu_beam']}, chrF {m['chrf_beam']}, "
-              f"stages {m['stage_seconds']}")
+        print(
+            f"{m['config']}: {m['steps']} steps, {m['target_tokens_per_s'] or 0:,.0f} tok/s, valid ppl "
+            f"{m['valid_ppl']}, BLEU greedy {m['bleu_greedy']} / beam {m['bleu_beam']}, chrF {m['chrf_beam']}, "
+            f"stages {m['stage_seconds']}"
+        )
     print(f"wrote {relative(args.out)}")
     return 0
 

@@ -19,6 +19,7 @@ faster than PyTorch eager and <= 3x the lower bound with output projection; PASS
     python benchmarks/latency.py [--runs runs/default runs/default-transformer] [--warmup 5] [--repeats 50]
                                  [--quick] [--out benchmarks/results/latency.json]
 """
+
 from __future__ import annotations
 
 import os
@@ -51,7 +52,15 @@ from lite.provenance import command_line, relative, stamped  # noqa: E402
 from lite.tokenizer import Tokenizer  # noqa: E402
 
 SRC_LEN = STEPS = 30  # the paper's convention: 30 source tokens (eos included) and 30 target tokens
-EXPORTS = ["onnx-fp32", "onnx-dynamic-int8", "onnx-int8", "tflite-fp32", "tflite-fp16", "tflite-dynamic-int8", "tflite-int8"]
+EXPORTS = [
+    "onnx-fp32",
+    "onnx-dynamic-int8",
+    "onnx-int8",
+    "tflite-fp32",
+    "tflite-fp16",
+    "tflite-dynamic-int8",
+    "tflite-int8",
+]
 TARGET_SPEEDUP = TARGET_BOUND = 3.0
 
 
@@ -64,7 +73,7 @@ def peak_matmul(repeats: int) -> dict:
         for name, fn in (("torch.mm", lambda: torch.mm(ta, tb)), ("numpy", lambda: a @ b)):
             fn()  # first call pays for allocation and packing
             best = min(_timed(fn) for _ in range(repeats))
-            rates[f"{name} n={n}"] = n ** 3 / best
+            rates[f"{name} n={n}"] = n**3 / best
     return {"macs_per_s": max(rates.values()), "best": max(rates, key=rates.get), "all": rates}
 
 
@@ -100,6 +109,7 @@ def pytorch_engine(model):
             prev = model.decode(prev, memory, pad, cache)[:, -1].argmax(-1, keepdim=True)
             out.append(int(prev))
         return out
+
     return run
 
 
@@ -107,11 +117,15 @@ def bench_run(run_dir: Path, source: dict, peak: float, args) -> dict:
     model = load_model(run_dir / "model.pt")
     cfg = model.cfg
     pieces = Tokenizer(run_dir / "tokenizer/spm.model").encode(source["text"])
-    ids = pieces[:SRC_LEN - 1] + [cfg.eos_id]
+    ids = pieces[: SRC_LEN - 1] + [cfg.eos_id]
     paper = count_macs(cfg, SRC_LEN, STEPS)["macs"]
     full = paper + STEPS * cfg.embed_dim * cfg.vocab_size  # output projection, once per decoder step
-    bounds = {"paper_macs": paper, "paper_bound_ms": paper / peak * 1e3,
-              "with_output_macs": full, "with_output_bound_ms": full / peak * 1e3}
+    bounds = {
+        "paper_macs": paper,
+        "paper_bound_ms": paper / peak * 1e3,
+        "with_output_macs": full,
+        "with_output_bound_ms": full / peak * 1e3,
+    }
     engines = {"pytorch-eager-fp32": measure(pytorch_engine(model), ids, args.warmup, args.repeats)}
     print(f"  {run_dir.name}: pytorch-eager-fp32 {engines['pytorch-eager-fp32']['median_ms']:.2f} ms", flush=True)
     for name in EXPORTS:
@@ -144,18 +158,27 @@ def bench_run(run_dir: Path, source: dict, peak: float, args) -> dict:
         e["x_paper_bound"] = e["median_ms"] / bounds["paper_bound_ms"]
         e["x_with_output_bound"] = e["median_ms"] / bounds["with_output_bound_ms"]
         # greedy outputs as a sanity check: steps before the first token that differs from eager
-        e["tokens_agree_with_eager"] = next((i for i, (a, b) in enumerate(zip(e["tokens"], eager["tokens"])) if a != b), STEPS)
+        e["tokens_agree_with_eager"] = next(
+            (i for i, (a, b) in enumerate(zip(e["tokens"], eager["tokens"])) if a != b), STEPS
+        )
         if name.startswith("tflite"):
             e["target_speedup"] = "PASS" if e["speedup_vs_eager"] >= TARGET_SPEEDUP else "FAIL"
             e["target_bound"] = "PASS" if e["x_with_output_bound"] <= TARGET_BOUND else "FAIL"
-    return {"run": relative(run_dir), "arch": cfg.arch, "embed_dim": cfg.embed_dim, "vocab_size": cfg.vocab_size,
-            "source_ids": ids, "bounds": bounds, "engines": engines}
+    return {
+        "run": relative(run_dir),
+        "arch": cfg.arch,
+        "embed_dim": cfg.embed_dim,
+        "vocab_size": cfg.vocab_size,
+        "source_ids": ids,
+        "bounds": bounds,
+        "engines": engines,
+    }
 
 
 def cpu_model() -> str:
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or "unknown"
 
@@ -197,16 +220,28 @@ def record_latency(results: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", type=Path, default=[ROOT / "runs/default", ROOT / "runs/default-transformer"])
+    parser.add_argument(
+        "--runs", nargs="+", type=Path, default=[ROOT / "runs/default", ROOT / "runs/default-transformer"]
+    )
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per engine (>= 50 for the protocol)")
     parser.add_argument("--quick", action="store_true", help="smoke check: 2 warm-ups, 5 timed runs, fewer peak runs")
-    parser.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/latency.json; "
-                                                 "/tmp/latency-quick.json with --quick)")
-    parser.add_argument("--record", action="store_true",
-                        help="also write each median into RUN/artifacts.json (latency_ms.host-x86-1thread) for the report")
-    parser.add_argument("--record-from", type=Path, metavar="JSON",
-                        help="only record the medians of an earlier result file (no measuring)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="JSON path (default: benchmarks/results/latency.json; /tmp/latency-quick.json with --quick)",
+    )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="also write each median into RUN/artifacts.json (latency_ms.host-x86-1thread) for the report",
+    )
+    parser.add_argument(
+        "--record-from",
+        type=Path,
+        metavar="JSON",
+        help="only record the medians of an earlier result file (no measuring)",
+    )
     args = parser.parse_args()
     if args.record_from:
         record_latency(json.loads(args.record_from.read_text())["results"])
@@ -220,34 +255,55 @@ def main() -> None:
     peak = peak_matmul(2 if args.quick else 7)
     print(f"peak single-core fp32 matmul: {peak['macs_per_s'] / 1e9:.1f} GMAC/s ({peak['best']})", flush=True)
     source = pick_source(args.runs)
-    print(f"source: test line {source['index']}{' (truncated to 30 tokens)' if source['truncated'] else ''}: "
-          f"{source['text']}", flush=True)
+    print(
+        f"source: test line {source['index']}{' (truncated to 30 tokens)' if source['truncated'] else ''}: "
+        f"{source['text']}",
+        flush=True,
+    )
     results = [bench_run(r, source, peak["macs_per_s"], args) for r in args.runs]
 
-    print(f"\n{'run':22s} {'engine':20s} {'median':>8s} {'p10':>7s} {'p90':>7s} {'vs eager':>8s} "
-          f"{'x paper':>8s} {'x +out':>7s} {'agree':>5s}  targets (>=3x eager, <=3x bound+out)")
+    print(
+        f"\n{'run':22s} {'engine':20s} {'median':>8s} {'p10':>7s} {'p90':>7s} {'vs eager':>8s} "
+        f"{'x paper':>8s} {'x +out':>7s} {'agree':>5s}  targets (>=3x eager, <=3x bound+out)"
+    )
     for r in results:
         b = r["bounds"]
-        print(f"{Path(r['run']).name:22s} {'lower bound':20s} {'':>8s} {'':>7s} {'':>7s} {'':>8s} "
-              f"{b['paper_bound_ms']:7.2f}ms {b['with_output_bound_ms']:5.2f}ms "
-              f"({b['paper_macs'] / 1e6:.1f}M / {b['with_output_macs'] / 1e6:.1f}M MACs)")
+        print(
+            f"{Path(r['run']).name:22s} {'lower bound':20s} {'':>8s} {'':>7s} {'':>7s} {'':>8s} "
+            f"{b['paper_bound_ms']:7.2f}ms {b['with_output_bound_ms']:5.2f}ms "
+            f"({b['paper_macs'] / 1e6:.1f}M / {b['with_output_macs'] / 1e6:.1f}M MACs)"
+        )
         for name, e in r["engines"].items():
             if e["status"] != "ok":
                 print(f"{'':22s} {name:20s} {e['status']}")
                 continue
             flags = f"{e['target_speedup']} {e['target_bound']}" if "target_speedup" in e else ""
-            print(f"{'':22s} {name:20s} {e['median_ms']:7.2f}ms {e['p10_ms']:7.2f} {e['p90_ms']:7.2f} "
-                  f"{e['speedup_vs_eager']:7.2f}x {e['x_paper_bound']:7.1f}x {e['x_with_output_bound']:6.1f}x "
-                  f"{e['tokens_agree_with_eager']:2d}/{STEPS}  {flags}")
+            print(
+                f"{'':22s} {name:20s} {e['median_ms']:7.2f}ms {e['p10_ms']:7.2f} {e['p90_ms']:7.2f} "
+                f"{e['speedup_vs_eager']:7.2f}x {e['x_paper_bound']:7.1f}x {e['x_with_output_bound']:6.1f}x "
+                f"{e['tokens_agree_with_eager']:2d}/{STEPS}  {flags}"
+            )
     result = {
-        "benchmark": "latency", "command": command_line(),
+        "benchmark": "latency",
+        "command": command_line(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"arch": platform.machine(), "cpu": cpu_model(), "cores": os.cpu_count()}, "versions": versions(),
-        "protocol": {"batch": 1, "threads": 1, "src_tokens": SRC_LEN, "decoder_steps": STEPS, "warmup": args.warmup,
-                     "timed_runs": args.repeats, "quick": args.quick, "timer": "time.perf_counter",
-                     "timed": "encode + 30 greedy steps (tokenization excluded)"},
-        "source": source | {"tokens": SRC_LEN}, "peak": peak,
-        "targets": {"speedup_vs_eager_min": TARGET_SPEEDUP, "x_with_output_bound_max": TARGET_BOUND}, "results": results,
+        "machine": {"arch": platform.machine(), "cpu": cpu_model(), "cores": os.cpu_count()},
+        "versions": versions(),
+        "protocol": {
+            "batch": 1,
+            "threads": 1,
+            "src_tokens": SRC_LEN,
+            "decoder_steps": STEPS,
+            "warmup": args.warmup,
+            "timed_runs": args.repeats,
+            "quick": args.quick,
+            "timer": "time.perf_counter",
+            "timed": "encode + 30 greedy steps (tokenization excluded)",
+        },
+        "source": source | {"tokens": SRC_LEN},
+        "peak": peak,
+        "targets": {"speedup_vs_eager_min": TARGET_SPEEDUP, "x_with_output_bound_max": TARGET_BOUND},
+        "results": results,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(stamped(result, threads=1), out)

@@ -7,6 +7,7 @@ table that differs (tests/test_readme.py runs it).
 
     python benchmarks/readme.py [--check]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,15 +35,19 @@ def _minutes(seconds: float | None) -> str:
 
 def headline_table(d: dict) -> str:
     """Per model: MACs, params, steps, tokens/s, valid ppl, BLEU greedy / beam, chrF."""
-    lines = ["| model | MACs | params (w/o emb.) | steps | stopped by | target tok/s | valid ppl | BLEU greedy "
-             "| BLEU beam | chrF beam | decoding |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| model | MACs | params (w/o emb.) | steps | stopped by | target tok/s | valid ppl | BLEU greedy "
+        "| BLEU beam | chrF beam | decoding |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for m in d["models"]:
         name = "LSRA" if m["family"] == "lsra" else "Transformer"
-        lines.append(f"| {name} (`{m['config']}`) | {_mb(m['macs'])} | {m['params'] / 1e6:.2f}M "
-                     f"({m['params_no_embed'] / 1e6:.2f}M) | {m['steps']:,} | {m['stop_reason']} "
-                     f"| {m['target_tokens_per_s']:,.0f} | {m['valid_ppl']:.2f} | {m['bleu_greedy']:.2f} "
-                     f"| {m['bleu_beam']:.2f} | {m['chrf_beam']:.2f} | {m['decoding_beam']} |")
+        lines.append(
+            f"| {name} (`{m['config']}`) | {_mb(m['macs'])} | {m['params'] / 1e6:.2f}M "
+            f"({m['params_no_embed'] / 1e6:.2f}M) | {m['steps']:,} | {m['stop_reason']} "
+            f"| {m['target_tokens_per_s']:,.0f} | {m['valid_ppl']:.2f} | {m['bleu_greedy']:.2f} "
+            f"| {m['bleu_beam']:.2f} | {m['chrf_beam']:.2f} | {m['decoding_beam']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -59,59 +64,78 @@ def headline_stages_table(d: dict) -> str:
 
 def arm_table(d: dict) -> str:
     """Instructions per sentence, BLEU on target vs host, bit-identity: per core and artifact."""
-    lines = ["| core | artifact | instructions / sentence | encoder | decoder step (mean) | cold first sentence "
-             "| BLEU target | BLEU host | identical lines | reference kernels | emulated eval (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| core | artifact | instructions / sentence | encoder | decoder step (mean) | cold first sentence "
+        "| BLEU target | BLEU host | identical lines | reference kernels | emulated eval (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in d["results"]:
         i, t, ref = r["instructions"], r["translation"], r.get("reference", {})
         same = "bit-identical" if ref.get("bit_identical") else (f"max diff {ref['max_abs_diff']:.1e}" if ref else "-")
-        lines.append(f"| {r['target'].removeprefix('qemu:')} | {r['artifact']} | {i['sentence'] / 1e6:.1f}M "
-                     f"| {i['encoder'] / 1e6:.1f}M | {i['step_mean'] / 1e6:.2f}M | {i['cold_sentence'] / 1e6:.1f}M "
-                     f"| {t['bleu']:.2f} | {t['host_bleu']:.2f} | {t['agreement']:.1%} | {same} | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['target'].removeprefix('qemu:')} | {r['artifact']} | {i['sentence'] / 1e6:.1f}M "
+            f"| {i['encoder'] / 1e6:.1f}M | {i['step_mean'] / 1e6:.2f}M | {i['cold_sentence'] / 1e6:.1f}M "
+            f"| {t['bleu']:.2f} | {t['host_bleu']:.2f} | {t['agreement']:.1%} | {same} | {r['seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def listops_table(d: dict) -> str:
     """Accuracy and cost per attention variant."""
-    lines = ["| variant | test accuracy | majority class | MACs / example | share of pairs kept | CPU minutes |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| variant | test accuracy | majority class | MACs / example | share of pairs kept | CPU minutes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     order = [n for n in d.get("models", {}) if n in d["results"]] or list(d["results"])
     for name in order:
         r = d["results"][name]
         share = f"{r['mean_kept_share']:.3f}" if "mean_kept_share" in r else "1"
-        lines.append(f"| {name} | {r['test_accuracy']:.3f} | {r['majority_class_accuracy']:.3f} "
-                     f"| {_mb(r['macs_per_example'])} | {share} | {r['train_cpu_minutes']:.1f} |")
+        lines.append(
+            f"| {name} | {r['test_accuracy']:.3f} | {r['majority_class_accuracy']:.3f} "
+            f"| {_mb(r['macs_per_example'])} | {share} | {r['train_cpu_minutes']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def attention_table(d: dict) -> str:
     """Dense vs local+global per part, runtime and length: time, peak memory, MACs."""
     by = {(r["part"], r["runtime"], r["n"], r["kind"]): r for r in d["rows"]}
-    lines = ["| part | runtime | n | dense ms | local+global ms | speedup | dense peak MB | l+g peak MB "
-             "| less peak memory | less memory per call | fewer MACs |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| part | runtime | n | dense ms | local+global ms | speedup | dense peak MB | l+g peak MB "
+        "| less peak memory | less memory per call | fewer MACs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for (part, runtime, n, kind), dense in by.items():
         if kind != "dense" or (part, runtime, n, "local+global") not in by:
             continue
         sparse = by[(part, runtime, n, "local+global")]
         # per-call memory: PyTorch only (TFLite allocates its arena before the first call), and only where
         # both sides allocate more than 0.5 MB per call (below that the ratio is noise)
-        call = (f"{dense['call_mb'] / sparse['call_mb']:.1f}x"
-                if runtime == "pytorch" and min(dense["call_mb"], sparse["call_mb"]) > 0.5 else "n/a")
-        lines.append(f"| {part} | {runtime} | {n} | {dense['ms']:.1f} | {sparse['ms']:.1f} "
-                     f"| {dense['ms'] / sparse['ms']:.1f}x | {dense['peak_mb']:.0f} | {sparse['peak_mb']:.0f} "
-                     f"| {dense['peak_mb'] / sparse['peak_mb']:.1f}x | {call} | {dense['macs'] / sparse['macs']:.1f}x |")
+        call = (
+            f"{dense['call_mb'] / sparse['call_mb']:.1f}x"
+            if runtime == "pytorch" and min(dense["call_mb"], sparse["call_mb"]) > 0.5
+            else "n/a"
+        )
+        lines.append(
+            f"| {part} | {runtime} | {n} | {dense['ms']:.1f} | {sparse['ms']:.1f} "
+            f"| {dense['ms'] / sparse['ms']:.1f}x | {dense['peak_mb']:.0f} | {sparse['peak_mb']:.0f} "
+            f"| {dense['peak_mb'] / sparse['peak_mb']:.1f}x | {call} | {dense['macs'] / sparse['macs']:.1f}x |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def compression_table(d: dict) -> str:
     """The size chain: bytes on disk and xz-packed, params, MACs, BLEU, ratio against the first stage."""
-    lines = ["| stage | on disk | xz | params | MACs | test BLEU (artifact) | x smaller (as stored) | x smaller (xz both) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| stage | on disk | xz | params | MACs | test BLEU (artifact) | x smaller (as stored) | x smaller (xz both) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for s in d["chain"]:
-        lines.append(f"| {s['stage']} ({s['artifact']}) | {s['bytes_on_disk'] / 1e6:.2f} MB | {s['bytes_xz'] / 1e6:.2f} MB "
-                     f"| {s['params']:,} | {_mb(s['macs'])} | {s['bleu']:.2f} | {s['x_smaller']:.1f} "
-                     f"| {s['x_smaller_xz_both']:.1f} |")
+        lines.append(
+            f"| {s['stage']} ({s['artifact']}) | {s['bytes_on_disk'] / 1e6:.2f} MB | {s['bytes_xz'] / 1e6:.2f} MB "
+            f"| {s['params']:,} | {_mb(s['macs'])} | {s['bleu']:.2f} | {s['x_smaller']:.1f} "
+            f"| {s['x_smaller_xz_both']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -157,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     new, changed = render(text)
     if args.check:
         for name in changed:
-            print(f"{README.name}: table {name!r} differs from benchmarks/results/{TABLES[name][0]} "
-                  f"(run `python benchmarks/readme.py`)", file=sys.stderr)
+            print(
+                f"{README.name}: table {name!r} differs from benchmarks/results/{TABLES[name][0]} "
+                f"(run `python benchmarks/readme.py`)",
+                file=sys.stderr,
+            )
         return 1 if changed else 0
     if new != text:
         tmp = README.with_name(f".{README.name}.tmp")

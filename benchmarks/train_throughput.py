@@ -7,6 +7,7 @@ benchmarks/results/train_throughput.json.
     python benchmarks/train_throughput.py [--configs configs/default.yaml configs/default-transformer.yaml]
                                           [--steps 30] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ from eval.macs import count_macs  # noqa: E402
 from lite.batching import collate, encode_pairs, make_batches  # noqa: E402
 from lite.config import load_config  # noqa: E402
 from lite.data.corpus import load_pairs  # noqa: E402
-from lite.models.seq2seq import EncoderDecoder, count_parameters  # noqa: E402
 from lite.files import write_json_atomic  # noqa: E402
+from lite.models.seq2seq import EncoderDecoder, count_parameters  # noqa: E402
 from lite.provenance import command_line, relative, stamped  # noqa: E402
 from lite.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
 from lite.train import batch_loss  # noqa: E402
@@ -54,9 +55,14 @@ def measure(config: Path, steps: int, warmup: int, threads: int, tokenizer: Toke
             times.append(time.perf_counter() - start)
             tokens.append(batch.ntokens)
     return {
-        "config": relative(config), "arch": mcfg.arch, "macs": count_macs(mcfg)["macs"],
-        "params": count_parameters(model), "params_no_embed": count_parameters(model, False),
-        "max_tokens": cfg.train.max_tokens, "steps": steps, "threads": threads,
+        "config": relative(config),
+        "arch": mcfg.arch,
+        "macs": count_macs(mcfg)["macs"],
+        "params": count_parameters(model),
+        "params_no_embed": count_parameters(model, False),
+        "max_tokens": cfg.train.max_tokens,
+        "steps": steps,
+        "threads": threads,
         "target_tokens_per_s": sum(tokens) / sum(times),
         "median_step_seconds": statistics.median(times),
     }
@@ -64,8 +70,12 @@ def measure(config: Path, steps: int, warmup: int, threads: int, tokenizer: Toke
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", type=Path,
-                        default=[ROOT / "configs/default.yaml", ROOT / "configs/default-transformer.yaml"])
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        type=Path,
+        default=[ROOT / "configs/default.yaml", ROOT / "configs/default-transformer.yaml"],
+    )
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -81,9 +91,17 @@ def main() -> None:
     rows = [measure(c, args.steps, args.warmup, args.threads, tokenizer, examples) for c in args.configs]
     print(f"{'config':45s} {'arch':12s} {'MACs':>8s} {'params':>9s} {'tok/s':>8s}")
     for r in rows:
-        print(f"{r['config'][-45:]:45s} {r['arch']:12s} {r['macs'] / 1e6:7.1f}M {r['params'] / 1e6:8.2f}M {r['target_tokens_per_s']:8.0f}")
-    result = {"benchmark": "train_throughput", "command": command_line(), "machine": platform.machine(),
-              "torch": torch.__version__, "results": rows}
+        print(
+            f"{r['config'][-45:]:45s} {r['arch']:12s} {r['macs'] / 1e6:7.1f}M {r['params'] / 1e6:8.2f}M "
+            f"{r['target_tokens_per_s']:8.0f}"
+        )
+    result = {
+        "benchmark": "train_throughput",
+        "command": command_line(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "results": rows,
+    }
     write_json_atomic(stamped(result, threads=args.threads), args.out)
     print(f"wrote {args.out}")
 

@@ -7,6 +7,7 @@ token ids, and word-level distillation compares distributions over the same voca
 
 The translations take a while to compute, so they can be saved as JSON lines `[source ids, target ids]`.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,21 +50,25 @@ def load_teacher(run_dir: Path, tokenizer_path: Path) -> EncoderDecoder:
     student's (`tokenizer_path`)."""
     paths = RunPaths(Path(run_dir))
     if _pieces(paths.tokenizer) != _pieces(Path(tokenizer_path)):
-        raise ValueError(f"{paths.tokenizer}: vocabulary differs from the student's {tokenizer_path} "
-                         "(a teacher must share the tokenizer)")
+        raise ValueError(
+            f"{paths.tokenizer}: vocabulary differs from the student's {tokenizer_path} "
+            "(a teacher must share the tokenizer)"
+        )
     return load_model(paths.model)
 
 
-def teacher_examples(teacher: EncoderDecoder, train_ex: list[Example], cfg: SequenceKDConfig,
-                     progress: bool = True) -> list[Example]:
+def teacher_examples(
+    teacher: EncoderDecoder, train_ex: list[Example], cfg: SequenceKDConfig, progress: bool = True
+) -> list[Example]:
     """(source ids, teacher hypothesis ids + eos) for the first cfg.max_sentences training examples,
     in their order; sources the teacher translates to nothing are dropped."""
     if cfg.beam < 1 or cfg.batch_size < 1:
         raise ValueError(f"sequence KD: beam and batch_size must be >= 1, got {cfg.beam} and {cfg.batch_size}")
-    decode_cfg = DecodeConfig(beam=cfg.beam, lenpen=cfg.lenpen, max_len_a=cfg.max_len_a,
-                              max_len_b=cfg.max_len_b, batch_size=cfg.batch_size)
+    decode_cfg = DecodeConfig(
+        beam=cfg.beam, lenpen=cfg.lenpen, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b, batch_size=cfg.batch_size
+    )
     search = greedy if cfg.beam == 1 else beam_search
-    sources = [src for src, _ in train_ex[:cfg.max_sentences]]
+    sources = [src for src, _ in train_ex[: cfg.max_sentences]]
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     # one source length per batch: the decoder's length limit follows a batch's longest source, so a
     # mixed batch would give a short sentence more room (another translation) than it gets alone;
@@ -71,7 +76,7 @@ def teacher_examples(teacher: EncoderDecoder, train_ex: list[Example], cfg: Sequ
     batches: list[list[int]] = []
     for _, group in groupby(order, key=lambda i: len(sources[i])):
         same = list(group)
-        batches += [same[start:start + cfg.batch_size] for start in range(0, len(same), cfg.batch_size)]
+        batches += [same[start : start + cfg.batch_size] for start in range(0, len(same), cfg.batch_size)]
     hyps: list[list[int]] = [[] for _ in sources]
     teacher.eval()
     bar = tqdm(total=len(sources), disable=not progress, unit="sent", desc="teacher translations", dynamic_ncols=True)
@@ -91,8 +96,11 @@ def write_examples(path: Path, examples: list[Example]) -> None:
 
 
 def _ids(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
-                                                           for i in value)
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)
+    )
 
 
 def read_examples(path: Path) -> list[Example]:
@@ -111,7 +119,8 @@ def read_examples(path: Path) -> list[Example]:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
         if not (isinstance(row, list) and len(row) == 2 and _ids(row[0]) and _ids(row[1])):
-            raise ValueError(f"{path}: line {number}: expected [source ids, target ids] "
-                             "(two non-empty lists of token ids)")
+            raise ValueError(
+                f"{path}: line {number}: expected [source ids, target ids] (two non-empty lists of token ids)"
+            )
         examples.append((row[0], row[1]))
     return examples

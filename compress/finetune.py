@@ -10,6 +10,7 @@ distillation (Hinton et al. 2015; Kim & Rush 2016): the KL divergence from the t
 next-token distribution to the student's, per non-pad target token, scaled by T^2 so its gradient
 keeps the same size whatever the temperature.
 """
+
 from __future__ import annotations
 
 import time
@@ -53,20 +54,23 @@ def load_examples(cfg: RunConfig, tokenizer: Tokenizer, split: str, max_pairs: i
     return examples if max_pairs is None else examples[:max_pairs]
 
 
-def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, pad_id: int,
-                      temperature: float) -> Tensor:
+def distillation_loss(
+    student_logits: Tensor, teacher_logits: Tensor, target: Tensor, pad_id: int, temperature: float
+) -> Tensor:
     """T^2 * KL(softmax(teacher/T) || softmax(student/T)), summed over the non-pad positions of `target`.
 
     Logits are [B, T, V] (or [N, V] with target [N]); the result is a scalar that backpropagates into
     the student only when the teacher's logits were computed without grad.
     """
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} must have the same shape")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} must have the same shape"
+        )
     student = F.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     per_token = F.kl_div(student, teacher, log_target=True, reduction="none").sum(-1)
-    return per_token.masked_fill(target.eq(pad_id), 0.0).sum() * temperature ** 2
+    return per_token.masked_fill(target.eq(pad_id), 0.0).sum() * temperature**2
 
 
 def _check(cfg: FinetuneConfig, model: EncoderDecoder, teacher: EncoderDecoder | None, train_ex: list[Example]) -> None:
@@ -81,8 +85,10 @@ def _check(cfg: FinetuneConfig, model: EncoderDecoder, teacher: EncoderDecoder |
     if cfg.kd_alpha > 0 and teacher is None:
         raise ValueError(f"fine-tune kd_alpha is {cfg.kd_alpha} but no teacher was given")
     if teacher is not None and teacher.cfg.vocab_size != model.cfg.vocab_size:
-        raise ValueError(f"teacher vocabulary size {teacher.cfg.vocab_size} differs from the student's "
-                         f"{model.cfg.vocab_size} (word-level distillation needs the same vocabulary)")
+        raise ValueError(
+            f"teacher vocabulary size {teacher.cfg.vocab_size} differs from the student's "
+            f"{model.cfg.vocab_size} (word-level distillation needs the same vocabulary)"
+        )
 
 
 def _step_loss(model: EncoderDecoder, batch: Batch, cfg: FinetuneConfig, teacher: EncoderDecoder | None) -> Tensor:
@@ -110,16 +116,22 @@ def _cycle_batches(train_ex: list[Example], cfg: FinetuneConfig) -> Iterator[lis
         epoch += 1
 
 
-def finetune(model: EncoderDecoder, train_ex: list[Example], valid_ex: list[Example], cfg: FinetuneConfig,
-             teacher: EncoderDecoder | None = None,
-             after_step: Callable[[EncoderDecoder], None] | None = None,
-             progress: bool = True, desc: str = "fine-tune") -> dict:
+def finetune(
+    model: EncoderDecoder,
+    train_ex: list[Example],
+    valid_ex: list[Example],
+    cfg: FinetuneConfig,
+    teacher: EncoderDecoder | None = None,
+    after_step: Callable[[EncoderDecoder], None] | None = None,
+    progress: bool = True,
+    desc: str = "fine-tune",
+) -> dict:
     """Fine-tune `model` in place for cfg.steps optimizer steps (or cfg.max_minutes); returns a summary
     with the per-token valid NLL before and after. The model is left in eval mode."""
     _check(cfg, model, teacher, train_ex)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    valid = valid_ex[:cfg.valid_sentences]
+    valid = valid_ex[: cfg.valid_sentences]
     loss_before = validation_loss(model, valid, cfg.max_tokens) if valid else None
     if teacher is not None:
         teacher.eval()
@@ -163,9 +175,13 @@ def finetune(model: EncoderDecoder, train_ex: list[Example], valid_ex: list[Exam
     loss_after = validation_loss(model, valid, cfg.max_tokens) if valid else None
     model.eval()
     return {
-        "steps": step, "seconds": seconds, "target_tokens": target_tokens,
+        "steps": step,
+        "seconds": seconds,
+        "target_tokens": target_tokens,
         "target_tokens_per_s": target_tokens / max(seconds, 1e-9),
-        "valid_loss_before": loss_before, "valid_loss_after": loss_after,
-        "kd_alpha": cfg.kd_alpha, "kd_temperature": cfg.kd_temperature,
+        "valid_loss_before": loss_before,
+        "valid_loss_after": loss_after,
+        "kd_alpha": cfg.kd_alpha,
+        "kd_temperature": cfg.kd_temperature,
         "stop_reason": stop_reason,
     }

@@ -16,6 +16,7 @@ A "layer" is the weight matrix of one nn.Linear inside the encoder/decoder block
 token embedding, which is tied to the output projection and so counted and masked once.
 Nothing here assumes that layers share a shape, so models with per-layer widths work too.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,6 +40,7 @@ BLEU_BATCH_SIZE = 64
 @dataclass
 class SensitivityConfig:
     """How the per-layer sensitivity sweep runs and how much degradation a layer may cause."""
+
     sparsities: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.6, 0.7, 0.8, 0.9])
     valid_sentences: int = 200  # first N valid examples scored per sweep point
     metric: str = "loss"  # "loss" (per-token NLL, teacher-forced) or "bleu" (greedy BLEU on those sentences)
@@ -120,8 +122,10 @@ def apply_masks(model: EncoderDecoder, masks: dict[str, Tensor]) -> None:
     for name, param in _resolve(model, masks).items():
         mask = masks[name]
         if mask.shape != param.shape or mask.dtype != torch.bool:
-            raise ValueError(f"masks[{name!r}]: expected a bool tensor of shape {tuple(param.shape)}, "
-                             f"got {mask.dtype} {tuple(mask.shape)}")
+            raise ValueError(
+                f"masks[{name!r}]: expected a bool tensor of shape {tuple(param.shape)}, "
+                f"got {mask.dtype} {tuple(mask.shape)}"
+            )
         param.masked_fill_(~mask, 0.0)  # masked_fill, not multiply: exact zeros even where w is inf/nan
 
 
@@ -135,10 +139,15 @@ def sparsity_report(model: EncoderDecoder, masks: dict[str, Tensor]) -> dict:
     total = sum(r["params"] for r in rows)
     total_zeros = sum(r["zeros"] for r in rows)
     model_params = count_parameters(model)
-    return {"layers": rows, "total_params": total, "total_zeros": total_zeros,
-            "sparsity": total_zeros / max(total, 1),
-            # the whole model's view: what the pruned zeros are worth against every parameter
-            "model_params": model_params, "model_sparsity": total_zeros / max(model_params, 1)}
+    return {
+        "layers": rows,
+        "total_params": total,
+        "total_zeros": total_zeros,
+        "sparsity": total_zeros / max(total, 1),
+        # the whole model's view: what the pruned zeros are worth against every parameter
+        "model_params": model_params,
+        "model_sparsity": total_zeros / max(model_params, 1),
+    }
 
 
 class _Scorer:
@@ -154,10 +163,10 @@ class _Scorer:
         self.order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
         self.sources = []
         for start in range(0, len(self.order), BLEU_BATCH_SIZE):
-            chunk = [examples[i][0] for i in self.order[start:start + BLEU_BATCH_SIZE]]
+            chunk = [examples[i][0] for i in self.order[start : start + BLEU_BATCH_SIZE]]
             src = torch.full((len(chunk), max(map(len, chunk))), pad, dtype=torch.long)
             for row, ids in enumerate(chunk):
-                src[row, :len(ids)] = torch.tensor(ids)
+                src[row, : len(ids)] = torch.tensor(ids)
             self.sources.append(src)
         self.tokenizer = tokenizer
         self.references = [tokenizer.decode(examples[i][1]) for i in self.order]
@@ -192,23 +201,29 @@ def _drop(metric: str, baseline: float, value: float) -> float:
 
 
 @torch.no_grad()
-def sensitivity_sweep(model: EncoderDecoder, valid_ex: list[Example], tokenizer, cfg: SensitivityConfig,
-                      progress: bool = True) -> dict:
+def sensitivity_sweep(
+    model: EncoderDecoder, valid_ex: list[Example], tokenizer, cfg: SensitivityConfig, progress: bool = True
+) -> dict:
     """Prune one layer at a time to each sparsity of `cfg` (all other layers dense), score the
     first cfg.valid_sentences validation examples, restore the weights after each point.
 
     Returns {"metric", "baseline", "sparsities", "layers": [{"name", "params", "values", "drop"}]}
     with values/drop keyed by str(sparsity). Deterministic at a fixed thread count.
     """
-    examples = list(valid_ex[:cfg.valid_sentences])
+    examples = list(valid_ex[: cfg.valid_sentences])
     if not examples:
         raise ValueError("valid_ex: expected at least one validation example, got none")
     was_training = model.training
     model.eval()  # dropout off: every point must see the same network apart from the pruned layer
     scorer = _Scorer(model, examples, tokenizer, cfg.metric)
     layers = prunable_layers(model, cfg.include_embeddings)
-    bar = tqdm(total=1 + len(layers) * len(cfg.sparsities), disable=not progress, unit="eval",
-               dynamic_ncols=True, desc=f"sensitivity ({cfg.metric})")
+    bar = tqdm(
+        total=1 + len(layers) * len(cfg.sparsities),
+        disable=not progress,
+        unit="eval",
+        dynamic_ncols=True,
+        desc=f"sensitivity ({cfg.metric})",
+    )
     try:
         baseline = scorer()
         bar.update(1)
@@ -228,8 +243,12 @@ def sensitivity_sweep(model: EncoderDecoder, valid_ex: list[Example], tokenizer,
     finally:
         bar.close()
         model.train(was_training)
-    return {"metric": cfg.metric, "baseline": baseline, "sparsities": [float(s) for s in cfg.sparsities],
-            "layers": rows}
+    return {
+        "metric": cfg.metric,
+        "baseline": baseline,
+        "sparsities": [float(s) for s in cfg.sparsities],
+        "layers": rows,
+    }
 
 
 def choose_sparsities(sweep: dict, max_drop: float) -> dict[str, float]:

@@ -19,6 +19,7 @@ test BLEU against the compressed PyTorch model, the model is fine-tuned with fak
 (compress/qat.py), exported and gated again; only a second missed gate stops the run. compress.json's
 "qat" entry records the trigger, both gates' figures and the fine-tuning.
 """
+
 from __future__ import annotations
 
 import copy
@@ -57,8 +58,9 @@ def _write_config(cfg: RunConfig, out: RunPaths) -> None:
 class _Context:
     """What the steps share: data, teacher, the fine-grained masks so far, the log."""
 
-    def __init__(self, cfg: RunConfig, run: RunPaths, out: RunPaths, recipe: Recipe, progress: bool,
-                 log: Callable[[str], None]):
+    def __init__(
+        self, cfg: RunConfig, run: RunPaths, out: RunPaths, recipe: Recipe, progress: bool, log: Callable[[str], None]
+    ):
         self.cfg, self.run, self.out, self.recipe, self.progress, self.log = cfg, run, out, recipe, progress, log
         self.tokenizer = Tokenizer(run.tokenizer)
         self.train_ex = load_examples(cfg, self.tokenizer, "train")
@@ -79,7 +81,9 @@ class _Context:
         if path.is_file():
             return distill.read_examples(path)
         self.log(f"sequence-level KD: the teacher translates {self.recipe.sequence_kd.max_sentences} training sources")
-        examples = distill.teacher_examples(self.teacher, self.train_ex, self.recipe.sequence_kd, progress=self.progress)
+        examples = distill.teacher_examples(
+            self.teacher, self.train_ex, self.recipe.sequence_kd, progress=self.progress
+        )
         distill.write_examples(path, examples)
         return examples
 
@@ -88,8 +92,16 @@ class _Context:
             return None
         after = (lambda m: magnitude.apply_masks(m, self.masks)) if self.masks else None
         teacher = self.teacher if fcfg.kd_alpha > 0 else None
-        return finetune(model, self.train_ex, self.valid_ex, fcfg, teacher=teacher, after_step=after,
-                        progress=self.progress, desc=desc)
+        return finetune(
+            model,
+            self.train_ex,
+            self.valid_ex,
+            fcfg,
+            teacher=teacher,
+            after_step=after,
+            progress=self.progress,
+            desc=desc,
+        )
 
 
 def _structured(ctx: _Context, model: EncoderDecoder, step) -> tuple[EncoderDecoder, dict]:
@@ -133,8 +145,7 @@ def _finetune_step(ctx: _Context, model: EncoderDecoder, step) -> tuple[EncoderD
     return model, {"finetune": ctx.finetune(model, step, "fine-tune")}
 
 
-STEPS = {"structured": _structured, "magnitude": _magnitude, "quant_report": _quant_report,
-         "finetune": _finetune_step}
+STEPS = {"structured": _structured, "magnitude": _magnitude, "quant_report": _quant_report, "finetune": _finetune_step}
 
 
 def _step_file(out: RunPaths, index: int, kind: str) -> Path:
@@ -152,8 +163,14 @@ def _resume_point(out: RunPaths, recipe: Recipe) -> int:
     return last
 
 
-def compress_run(cfg: RunConfig, run: RunPaths, recipe: Recipe, force: bool = False, progress: bool = True,
-                 log: Callable[[str], None] = print) -> dict:
+def compress_run(
+    cfg: RunConfig,
+    run: RunPaths,
+    recipe: Recipe,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Run every step of `recipe` on RUN's model, export and measure; returns the compress.json record."""
     if not run.model.is_file():
         raise FileNotFoundError(f"{run.model}: no trained model (run `lite train {run.root}` first)")
@@ -171,9 +188,12 @@ def compress_run(cfg: RunConfig, run: RunPaths, recipe: Recipe, force: bool = Fa
     record: dict[str, Any] = read_json(record_path, {}) if not force else {}
     resume = _resume_point(out, recipe)
     model = checkpoint.load_model(run.model)
-    record["source"] = {"model": str(run.model), "params": count_parameters(model),
-                        "params_no_embed": count_parameters(model, False)}
-    steps_done = record.get("steps", [])[:resume + 1]
+    record["source"] = {
+        "model": str(run.model),
+        "params": count_parameters(model),
+        "params_no_embed": count_parameters(model, False),
+    }
+    steps_done = record.get("steps", [])[: resume + 1]
     if resume >= 0:
         saved = checkpoint.load(_step_file(out, resume, recipe.steps[resume][0]))
         model = checkpoint.load_model(_step_file(out, resume, recipe.steps[resume][0]))
@@ -186,23 +206,38 @@ def compress_run(cfg: RunConfig, run: RunPaths, recipe: Recipe, force: bool = Fa
         started = time.monotonic()
         model, info = STEPS[kind](ctx, model, step)
         model.eval()
-        info |= {"kind": kind, "seconds": round(time.monotonic() - started, 1), "params": count_parameters(model),
-                 "params_no_embed": count_parameters(model, False)}
+        info |= {
+            "kind": kind,
+            "seconds": round(time.monotonic() - started, 1),
+            "params": count_parameters(model),
+            "params_no_embed": count_parameters(model, False),
+        }
         steps_done.append(info)
-        checkpoint.save_atomic(checkpoint.model_record(model) | {"masks": ctx.masks, "spec": recipe.spec(i)},
-                               _step_file(out, i, kind))
+        checkpoint.save_atomic(
+            checkpoint.model_record(model) | {"masks": ctx.masks, "spec": recipe.spec(i)}, _step_file(out, i, kind)
+        )
         record["steps"] = steps_done
         write_json_atomic(record, record_path)
 
     checkpoint.save_atomic(checkpoint.model_record(model), out.model)
-    out_cfg = dataclasses.replace(cfg, name=f"{cfg.name}-{recipe.name}", model=model.cfg,
-                                  export=dataclasses.replace(cfg.export, formats=list(recipe.export.formats),
-                                                             precisions=list(recipe.export.precisions),
-                                                             pack=recipe.export.pack))
+    out_cfg = dataclasses.replace(
+        cfg,
+        name=f"{cfg.name}-{recipe.name}",
+        model=model.cfg,
+        export=dataclasses.replace(
+            cfg.export,
+            formats=list(recipe.export.formats),
+            precisions=list(recipe.export.precisions),
+            pack=recipe.export.pack,
+        ),
+    )
     _write_config(out_cfg, out)
-    record["model"] = {"params": count_parameters(model), "params_no_embed": count_parameters(model, False),
-                       "config": to_dict(model.cfg),
-                       "bleu_greedy": evaluate(out_cfg, out, beam=1, progress=progress)["bleu"]}
+    record["model"] = {
+        "params": count_parameters(model),
+        "params_no_embed": count_parameters(model, False),
+        "config": to_dict(model.cfg),
+        "bleu_greedy": evaluate(out_cfg, out, beam=1, progress=progress)["bleu"],
+    }
     log(f"compressed PyTorch model: test BLEU {record['model']['bleu_greedy']:.2f} (greedy)")
     record["artifacts"] = _export_and_measure(ctx, out_cfg, out, model, record, progress, log)
     write_json_atomic(record, record_path)
@@ -211,13 +246,31 @@ def compress_run(cfg: RunConfig, run: RunPaths, recipe: Recipe, force: bool = Fa
 
 def _gate_entry(figures: dict, missed: list[str]) -> dict:
     """What compress.json keeps of one artifact's parity gate."""
-    keep = ("sentences", "max_logit_diff", "top1", "identical", "bleu_pytorch", "bleu_artifact", "bleu_drop",
-            "bleu_fp32", "bleu_drop_vs_fp32", "fp32_reference", "thresholds")
+    keep = (
+        "sentences",
+        "max_logit_diff",
+        "top1",
+        "identical",
+        "bleu_pytorch",
+        "bleu_artifact",
+        "bleu_drop",
+        "bleu_fp32",
+        "bleu_drop_vs_fp32",
+        "fp32_reference",
+        "thresholds",
+    )
     return {"passed": not missed, "failed": missed} | {k: figures[k] for k in keep if k in figures}
 
 
-def _export_and_measure(ctx: _Context, cfg: RunConfig, out: RunPaths, model: EncoderDecoder, record: dict,
-                        progress: bool, log: Callable[[str], None]) -> list[dict]:
+def _export_and_measure(
+    ctx: _Context,
+    cfg: RunConfig,
+    out: RunPaths,
+    model: EncoderDecoder,
+    record: dict,
+    progress: bool,
+    log: Callable[[str], None],
+) -> list[dict]:
     """Export and score each artifact on the test set. If an int8 artifact misses its parity gate or
     loses more than qat.when_bleu_drop_over test BLEU, fine-tune with fake quantization (the recipe's
     qat section), export and gate again; a second missed gate is an ExportError. record["qat"] says
@@ -236,22 +289,34 @@ def _export_and_measure(ctx: _Context, cfg: RunConfig, out: RunPaths, model: Enc
         first = {exc.artifact.name: _gate_entry(exc.figures, exc.missed)}
         trigger: dict[str, Any] = {"trigger": "parity gate"}
     else:
-        losing = [r for r in rows if "int8" in r["precision"] and reference - r["bleu"] > (
-            qat_cfg.when_bleu_drop_over if qat_cfg else float("inf"))]
+        losing = [
+            r
+            for r in rows
+            if "int8" in r["precision"]
+            and reference - r["bleu"] > (qat_cfg.when_bleu_drop_over if qat_cfg else float("inf"))
+        ]
         if not losing:
             return rows
-        log(f"{', '.join(r['name'] for r in losing)} lose more than {qat_cfg.when_bleu_drop_over} BLEU: "
-            "quantization-aware fine-tuning")
+        log(
+            f"{', '.join(r['name'] for r in losing)} lose more than {qat_cfg.when_bleu_drop_over} BLEU: "
+            "quantization-aware fine-tuning"
+        )
         first = gates
-        trigger = {"trigger": "test BLEU loss",
-                   "triggered_by": {r["name"]: round(reference - r["bleu"], 2) for r in losing}}
+        trigger = {
+            "trigger": "test BLEU loss",
+            "triggered_by": {r["name"]: round(reference - r["bleu"], 2) for r in losing},
+        }
     model = copy.deepcopy(model)
     qat.prepare_qat(model, qat_cfg)
     tune = ctx.finetune(model, qat_cfg.finetune, "QAT fine-tune")
     qat.convert_qat(model)
     checkpoint.save_atomic(checkpoint.model_record(model), out.model)
-    record["qat"] = trigger | {"ran": True, "first_gate": first, "finetune": tune,
-                               "bleu_greedy": evaluate(cfg, out, beam=1, progress=progress, force=True)["bleu"]}
+    record["qat"] = trigger | {
+        "ran": True,
+        "first_gate": first,
+        "finetune": tune,
+        "bleu_greedy": evaluate(cfg, out, beam=1, progress=progress, force=True)["bleu"],
+    }
     write_json_atomic(record, out.root / "compress.json")
     try:
         rows, gates = _export_all(cfg, out, progress, log, force=True)
@@ -259,9 +324,11 @@ def _export_and_measure(ctx: _Context, cfg: RunConfig, out: RunPaths, model: Enc
         record["qat"]["second_gate"] = {exc.artifact.name: _gate_entry(exc.figures, exc.missed)}
         write_json_atomic(record, out.root / "compress.json")
         before = "; ".join(f"{name}: {'; '.join(g['failed']) or 'passed'}" for name, g in first.items())
-        raise ExportError(f"{exc.artifact}: parity gate failed again after QAT on {exc.figures['sentences']} test "
-                          f"sentences: {'; '.join(exc.missed)} (thresholds: export.parity."
-                          f"{exc.precision.replace('-', '_')}; before QAT: {before})") from None
+        raise ExportError(
+            f"{exc.artifact}: parity gate failed again after QAT on {exc.figures['sentences']} test "
+            f"sentences: {'; '.join(exc.missed)} (thresholds: export.parity."
+            f"{exc.precision.replace('-', '_')}; before QAT: {before})"
+        ) from None
     record["qat"]["second_gate"] = gates
     return rows
 
@@ -272,9 +339,21 @@ def _export_all(cfg: RunConfig, out: RunPaths, progress: bool, log, force: bool)
     names = [f"{m['format']}-{m['precision']}" for m in manifests]
     gates = {name: _gate_entry(m["parity"], []) for name, m in zip(names, manifests)}
     bleu = {name: evaluate_artifact(cfg, out, name, beam=1, progress=progress)["bleu"] for name in names}
-    rows = [{"name": r["name"], "format": r["format"], "precision": r["precision"], "bleu": bleu[r["name"]],
-             "size_bytes": r["size_bytes"], "notes": r.get("notes", "")}
-            for r in read_json(out.root / "artifacts.json", []) if r.get("name") in bleu]
+    rows = [
+        {
+            "name": r["name"],
+            "format": r["format"],
+            "precision": r["precision"],
+            "bleu": bleu[r["name"]],
+            "size_bytes": r["size_bytes"],
+            "notes": r.get("notes", ""),
+        }
+        for r in read_json(out.root / "artifacts.json", [])
+        if r.get("name") in bleu
+    ]
     for r in rows:
-        log(f"{r['name']}: test BLEU {r['bleu']:.2f} (greedy, through the runtime), graphs {r['size_bytes'] / 1e6:.2f} MB")
+        log(
+            f"{r['name']}: test BLEU {r['bleu']:.2f} (greedy, through the runtime), "
+            f"graphs {r['size_bytes'] / 1e6:.2f} MB"
+        )
     return rows, gates

@@ -33,6 +33,7 @@ of activations (measured on the smoke model: XNNPACK quantizes each FULLY_CONNEC
 asymmetric int8, and the depthwise-convolution input per tensor) and those conv kernels: about 60% of
 the plain model's artifact error, where the rest was the weights.
 """
+
 from __future__ import annotations
 
 import copy
@@ -58,11 +59,13 @@ ACT_MOMENTUM = 0.01  # weight of each training batch in the running activation m
 @dataclass
 class QATConfig:
     """Options of quantization-aware fine-tuning (a recipe's `qat` section maps onto it)."""
+
     activations: bool = False  # also fake-quantize Linear inputs (per tensor, tracked ranges): static int8
     exporter_folds: bool = True  # quantize W diag(gamma) where the converter folds a LayerNorm into a Linear
 
 
 # ---------------------------------------------------------------- the quantizer's arithmetic
+
 
 def _row_scales(w: Tensor) -> Tensor:
     """[rows, 1] float32 scales as the quantizer computes them from the weights it is given, moved to
@@ -159,6 +162,7 @@ class InputFakeQuant:
 
 # ---------------------------------------------------------------- what gets quantized
 
+
 def weight_sites(model: EncoderDecoder) -> dict[str, list[nn.Module]]:
     """{layer name: the modules whose `weight` the exporter stores as int8}: every nn.Linear in the
     encoder/decoder blocks ("encoder.0.mixer.attn.q_proj"), "embedding" (the target token table and
@@ -200,8 +204,9 @@ def _probe_folds(model: EncoderDecoder) -> dict[str, str]:
     with torch.no_grad():  # distinct gains, so every fold shows (a gain of all ones would hide one)
         for norm in norms.values():
             norm.weight.copy_(1.0 + torch.rand(norm.weight.shape, generator=generator))
-    linears = {name: m.weight.detach().double().numpy() for name, m in probe.named_modules()
-               if isinstance(m, nn.Linear)}
+    linears = {
+        name: m.weight.detach().double().numpy() for name, m in probe.named_modules() if isinstance(m, nn.Linear)
+    }
     gains = {name: m.weight.detach().double().numpy() for name, m in norms.items()}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.tflite"
@@ -217,8 +222,14 @@ def _probe_folds(model: EncoderDecoder) -> dict[str, str]:
                 continue
             if np.allclose(column, column[0], rtol=1e-5):
                 break  # the weight itself, or times a constant (q_proj): the same grid
-            norm = next((n for n, g in gains.items() if g.shape == column.shape
-                         and np.allclose(column / g, column[0] / g[0], rtol=1e-5)), None)
+            norm = next(
+                (
+                    n
+                    for n, g in gains.items()
+                    if g.shape == column.shape and np.allclose(column / g, column[0] / g[0], rtol=1e-5)
+                ),
+                None,
+            )
             if norm is not None:
                 folds[name] = norm
                 break
@@ -254,24 +265,31 @@ def _fully_connected_weights(path: Path) -> list[np.ndarray]:
             tensor = subgraph.Tensors(op.Inputs(1))
             buffer = fb.Buffers(tensor.Buffer())
             # weights live inline, or after the flatbuffer at an offset (large models)
-            raw = (buffer.DataAsNumpy().tobytes() if buffer.DataLength()
-                   else data[buffer.Offset():buffer.Offset() + buffer.Size()])
+            raw = (
+                buffer.DataAsNumpy().tobytes()
+                if buffer.DataLength()
+                else data[buffer.Offset() : buffer.Offset() + buffer.Size()]
+            )
             if tensor.Type() != schema.TensorType.FLOAT32 or not raw:
                 continue  # a computed (not constant) operand
             out.append(np.frombuffer(raw, dtype=np.float32).reshape(tensor.ShapeAsNumpy()).astype(np.float64))
     return out
 
 
-def site_quantizers(model: EncoderDecoder, folds: dict[str, str] | None = None
-                    ) -> dict[str, list[tuple[nn.Module, FakeQuantWeight]]]:
+def site_quantizers(
+    model: EncoderDecoder, folds: dict[str, str] | None = None
+) -> dict[str, list[tuple[nn.Module, FakeQuantWeight]]]:
     """Per layer name (weight_sites) its modules, each with the weight quantizer the exporter applies."""
     modules = dict(model.named_modules())
     folds = folds or {}  # Linear names only: the tied table keeps its lookup's grid (no fold there)
-    return {name: [(m, FakeQuantWeight(modules[folds[name]].weight if name in folds else None)) for m in mods]
-            for name, mods in weight_sites(model).items()}
+    return {
+        name: [(m, FakeQuantWeight(modules[folds[name]].weight if name in folds else None)) for m in mods]
+        for name, mods in weight_sites(model).items()
+    }
 
 
 # ---------------------------------------------------------------- prepare / convert
+
 
 def remove_weight_quantizer(module: nn.Module) -> None:
     """Undo register_parametrization(module, "weight", ...), giving back the original Parameter object
@@ -287,7 +305,8 @@ def prepare_qat(model: EncoderDecoder, cfg: QATConfig) -> EncoderDecoder:
     int8 (weight_sites), plus input fake quantization of every Linear if cfg.activations. The model
     trains as usual; convert_qat turns it back into a plain EncoderDecoder."""
     if getattr(model, "_qat_hooks", None) is not None or any(
-            parametrize.is_parametrized(m, "weight") for m in model.modules()):
+        parametrize.is_parametrized(m, "weight") for m in model.modules()
+    ):
         raise ValueError("model: already prepared for QAT (call convert_qat first)")
     folds = exporter_folds(model) if cfg.exporter_folds else {}
     hooks = []

@@ -14,6 +14,7 @@ the error accumulated up to that tensor, not one layer's own; and the tensor nam
 fused scope strings ("...LayerNorm_norm;;...Linear_fc1;;...;11"), which do not map back to one module
 reliably. Isolating one layer there would take one conversion per layer (minutes each).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,6 +39,7 @@ MAX_TOKENS = 500
 @dataclass
 class QuantReportConfig:
     """What the report measures (a recipe's quant_report step maps onto it)."""
+
     valid_sentences: int = 200  # first N validation examples, teacher-forced
     activations: bool = False  # also quantize each layer's input per tensor (static int8)
     threshold: float = 0.01  # loss increase (nats/token) above which a layer is listed in keep_float
@@ -107,8 +109,9 @@ class _Measure:
 
 
 @torch.no_grad()
-def quantization_report(model: EncoderDecoder, valid_ex: list[Example], cfg: QuantReportConfig,
-                        progress: bool = True) -> dict:
+def quantization_report(
+    model: EncoderDecoder, valid_ex: list[Example], cfg: QuantReportConfig, progress: bool = True
+) -> dict:
     """Quantize one layer at a time (qat.weight_sites: every Linear of the blocks, "embedding",
     "tgt_embed.positions", ...) and measure it on the first cfg.valid_sentences examples.
 
@@ -118,7 +121,7 @@ def quantization_report(model: EncoderDecoder, valid_ex: list[Example], cfg: Qua
     "mean_max_logit_diff"}] sorted worst first (loss increase, then logit difference),
     "keep_float": names whose loss increase exceeds cfg.threshold}. The model is left as it was.
     """
-    examples = list(valid_ex[:cfg.valid_sentences])
+    examples = list(valid_ex[: cfg.valid_sentences])
     if not examples:
         raise ValueError("valid_ex: expected at least one validation example, got none")
     was_training = model.training
@@ -150,17 +153,27 @@ def quantization_report(model: EncoderDecoder, valid_ex: list[Example], cfg: Qua
         bar.close()
         model.train(was_training)
     rows.sort(key=lambda r: (r["loss_increase"], r["max_logit_diff"]), reverse=True)
-    return {"baseline_loss": baseline, "sentences": len(examples), "tokens": measure.tokens,
-            "activations": cfg.activations, "threshold": cfg.threshold, "folds": folds, "all": everything,
-            "layers": rows, "keep_float": [r["name"] for r in rows if r["loss_increase"] > cfg.threshold]}
+    return {
+        "baseline_loss": baseline,
+        "sentences": len(examples),
+        "tokens": measure.tokens,
+        "activations": cfg.activations,
+        "threshold": cfg.threshold,
+        "folds": folds,
+        "all": everything,
+        "layers": rows,
+        "keep_float": [r["name"] for r in rows if r["loss_increase"] > cfg.threshold],
+    }
 
 
 def format_report(report: dict, top: int = 10) -> str:
     """The report as a readable table: the `top` worst layers, the all-layers total, keep_float."""
     what = "weights per-channel int8" + (", inputs per-tensor int8" if report["activations"] else "")
-    lines = [f"int8 sensitivity, one layer at a time ({what}): {report['sentences']} valid sentences, "
-             f"{report['tokens']} tokens, float loss {report['baseline_loss']:.4f} nats/token",
-             f"{'layer':<36} {'params':>9} {'loss +':>9} {'max |dlogit|':>13}"]
+    lines = [
+        f"int8 sensitivity, one layer at a time ({what}): {report['sentences']} valid sentences, "
+        f"{report['tokens']} tokens, float loss {report['baseline_loss']:.4f} nats/token",
+        f"{'layer':<36} {'params':>9} {'loss +':>9} {'max |dlogit|':>13}",
+    ]
     rows = report["layers"][:top]
     for r in rows:
         name = r["name"] + (" *" if r.get("folded_with") else "")

@@ -1,17 +1,18 @@
 """Compression recipes: YAML mapped onto dataclasses (unknown keys rejected, like run configs).
 
-    name: default                 # output folder RUN/compressed/<name>/ (default: the file's stem)
-    teacher: self                 # word-level KD teacher: self (the uncompressed model), a run folder, or null
-    sequence_kd: {max_sentences: 0}   # > 0: fine-tune on the teacher's translations of N training sources
-    steps:                        # applied in order; each fine-tunes afterwards if its finetune.steps > 0
-      - structured: {heads: 0.25, ffn: 0.5, conv: 0.25, importance: taylor, finetune: {steps: 300}}
-      - magnitude: {max_drop: 0.02, finetune: {steps: 300}}      # sensitivity sweep + fine-grained masks
-      - quant_report: {valid_sentences: 200}                     # per-layer int8 error (a report only)
-    export: {formats: [tflite], precisions: [int8], pack: xz}    # overrides the run's export section
-    qat: {when_bleu_drop_over: 0.3, finetune: {steps: 300}}      # fake-quant fine-tuning if an int8 artifact
-                                                                 # misses its parity gate or loses more BLEU
-                                                                 # than that, then re-export and gate again
+name: default                 # output folder RUN/compressed/<name>/ (default: the file's stem)
+teacher: self                 # word-level KD teacher: self (the uncompressed model), a run folder, or null
+sequence_kd: {max_sentences: 0}   # > 0: fine-tune on the teacher's translations of N training sources
+steps:                        # applied in order; each fine-tunes afterwards if its finetune.steps > 0
+  - structured: {heads: 0.25, ffn: 0.5, conv: 0.25, importance: taylor, finetune: {steps: 300}}
+  - magnitude: {max_drop: 0.02, finetune: {steps: 300}}      # sensitivity sweep + fine-grained masks
+  - quant_report: {valid_sentences: 200}                     # per-layer int8 error (a report only)
+export: {formats: [tflite], precisions: [int8], pack: xz}    # overrides the run's export section
+qat: {when_bleu_drop_over: 0.3, finetune: {steps: 300}}      # fake-quant fine-tuning if an int8 artifact
+                                                             # misses its parity gate or loses more BLEU
+                                                             # than that, then re-export and gate again
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,8 @@ from compress.magnitude import SensitivityConfig
 from compress.qat import QATConfig
 from compress.quant_report import QuantReportConfig
 from compress.structured import StructuredConfig
-from lite.config import FORMATS, PRECISIONS, ConfigError, from_dict, read_yaml, to_dict
 from export.packing import PACKINGS
+from lite.config import FORMATS, PRECISIONS, ConfigError, from_dict, read_yaml, to_dict
 
 
 def _no_finetune() -> FinetuneConfig:
@@ -67,8 +68,12 @@ class ExportOverrides:
     pack: str = "xz"
 
 
-STEP_KINDS: dict[str, type] = {"structured": StructuredStep, "magnitude": MagnitudeStep,
-                               "quant_report": QuantReportStep, "finetune": FinetuneStep}
+STEP_KINDS: dict[str, type] = {
+    "structured": StructuredStep,
+    "magnitude": MagnitudeStep,
+    "quant_report": QuantReportStep,
+    "finetune": FinetuneStep,
+}
 
 
 @dataclass
@@ -82,9 +87,15 @@ class Recipe:
 
     def spec(self, upto: int | None = None) -> str:
         """A canonical text of what determines the model after step `upto` (resume keys on it)."""
-        steps = self.steps if upto is None else self.steps[:upto + 1]
-        return json.dumps({"teacher": self.teacher, "sequence_kd": to_dict(self.sequence_kd),
-                           "steps": [[kind, to_dict(step)] for kind, step in steps]}, sort_keys=True)
+        steps = self.steps if upto is None else self.steps[: upto + 1]
+        return json.dumps(
+            {
+                "teacher": self.teacher,
+                "sequence_kd": to_dict(self.sequence_kd),
+                "steps": [[kind, to_dict(step)] for kind, step in steps],
+            },
+            sort_keys=True,
+        )
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -102,8 +113,9 @@ def load_recipe(path: str | Path) -> Recipe:
         raise ConfigError(f"{where}.steps: expected a list of steps")
     for i, item in enumerate(steps_raw):
         if not isinstance(item, dict) or len(item) != 1 or next(iter(item)) not in STEP_KINDS:
-            raise ConfigError(f"{where}.steps[{i}]: expected one of {', '.join(STEP_KINDS)} "
-                              f"as the only key, got {item!r}")
+            raise ConfigError(
+                f"{where}.steps[{i}]: expected one of {', '.join(STEP_KINDS)} as the only key, got {item!r}"
+            )
         kind, options = next(iter(item.items()))
         recipe.steps.append((kind, _build(STEP_KINDS[kind], options or {}, f"{where}.steps[{i}].{kind}")))
     if qat_raw is not None:
@@ -131,10 +143,13 @@ def _validate(recipe: Recipe, where: str) -> None:
     ]
     for i, (kind, step) in enumerate(recipe.steps):
         if kind == "structured":
-            checks += [(0 <= getattr(step, r) < 1, f"steps[{i}].structured.{r}", "a fraction in [0, 1)")
-                       for r in ("heads", "ffn", "conv")]
-            checks.append((step.importance in ("magnitude", "taylor"), f"steps[{i}].structured.importance",
-                           "magnitude or taylor"))
+            checks += [
+                (0 <= getattr(step, r) < 1, f"steps[{i}].structured.{r}", "a fraction in [0, 1)")
+                for r in ("heads", "ffn", "conv")
+            ]
+            checks.append(
+                (step.importance in ("magnitude", "taylor"), f"steps[{i}].structured.importance", "magnitude or taylor")
+            )
     for ok, fld, expected in checks:
         if not ok:
             raise ConfigError(f"{where}: {fld} must be {expected}")

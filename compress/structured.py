@@ -16,10 +16,10 @@ The result is written back as a config with per-layer widths (ModelConfig.encode
 fresh model built from it loads the pruned state_dict, so it saves as config + state_dict
 (weights_only=True) and exports like any other.
 """
+
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +41,7 @@ IMPORTANCES = ("magnitude", "taylor")
 class StructuredConfig:
     """A `structured` recipe step. Ratios are the fraction removed (per layer, or over all layers of a
     kind with global_ranking), reached after `iterative_steps` equal steps with fine-tuning between them."""
+
     heads: float = 0.25  # attention heads (self / LSRA attention branch and cross-attention)
     ffn: float = 0.25  # FFN hidden units
     conv: float = 0.25  # LSRA convolution-branch channels (lightweight convolution)
@@ -80,12 +81,16 @@ def _check(model: EncoderDecoder, cfg: StructuredConfig) -> None:
     if cfg.iterative_steps < 1:
         raise ValueError(f"structured.iterative_steps: expected >= 1, got {cfg.iterative_steps}")
     if cfg.conv > 0 and any(isinstance(m, DynamicConv) for m in model.modules()):
-        raise ValueError("structured.conv: channel pruning supports conv_type lightweight; this model uses dynamic "
-                         "convolutions (set conv: 0)")
+        raise ValueError(
+            "structured.conv: channel pruning supports conv_type lightweight; this model uses dynamic "
+            "convolutions (set conv: 0)"
+        )
     if cfg.heads > 0 and (model.cfg.encoder_patterns or model.cfg.decoder_patterns):
         # the sparse cores hold one pattern (and block layout) per head: removing heads would orphan them
-        raise ValueError("structured.heads: head pruning does not support sparse attention patterns yet "
-                         "(model.encoder_patterns/decoder_patterns); set heads: 0")
+        raise ValueError(
+            "structured.heads: head pruning does not support sparse attention patterns yet "
+            "(model.encoder_patterns/decoder_patterns); set heads: 0"
+        )
 
 
 def _pruner(model: EncoderDecoder, cfg: StructuredConfig, example: tuple) -> tp.pruner.MetaPruner:
@@ -106,14 +111,27 @@ def _pruner(model: EncoderDecoder, cfg: StructuredConfig, example: tuple) -> tp.
             linears = [module.input.value, module.input.gate] if hasattr(module.input, "gate") else [module.input]
             for m in linears + [module.conv]:
                 ratios[m] = cfg.conv
-    importance = (tp.importance.GroupTaylorImportance() if cfg.importance == "taylor"
-                  else tp.importance.GroupMagnitudeImportance(p=2))
+    importance = (
+        tp.importance.GroupTaylorImportance()
+        if cfg.importance == "taylor"
+        else tp.importance.GroupMagnitudeImportance(p=2)
+    )
     return tp.pruner.MetaPruner(
-        model, example, importance=importance, global_pruning=cfg.global_ranking, pruning_ratio=0.0,
-        pruning_ratio_dict=ratios, iterative_steps=cfg.iterative_steps, ignored_layers=ignored,
-        num_heads=num_heads, prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=cfg.heads,
+        model,
+        example,
+        importance=importance,
+        global_pruning=cfg.global_ranking,
+        pruning_ratio=0.0,
+        pruning_ratio_dict=ratios,
+        iterative_steps=cfg.iterative_steps,
+        ignored_layers=ignored,
+        num_heads=num_heads,
+        prune_num_heads=True,
+        prune_head_dims=False,
+        head_pruning_ratio=cfg.heads,
         customized_pruners={LightweightConv: _LightweightConvPruner()},
-        root_module_types=[nn.Linear, LightweightConv])
+        root_module_types=[nn.Linear, LightweightConv],
+    )
 
 
 def _taylor_gradients(model: EncoderDecoder, examples: list[Example], batches: int, max_tokens: int) -> None:
@@ -132,8 +150,10 @@ def pruned_config(model: EncoderDecoder):
     cfg = model.cfg
     encoder_heads, decoder_heads, cross_heads, encoder_ffn, decoder_ffn = [], [], [], [], []
     encoder_conv, decoder_conv = [], []
-    for stack, heads, ffn, conv in ((model.encoder, encoder_heads, encoder_ffn, encoder_conv),
-                                    (model.decoder, decoder_heads, decoder_ffn, decoder_conv)):
+    for stack, heads, ffn, conv in (
+        (model.encoder, encoder_heads, encoder_ffn, encoder_conv),
+        (model.decoder, decoder_heads, decoder_ffn, decoder_conv),
+    ):
         for block in stack:
             attn = block.mixer.attn
             heads.append(attn.q_proj.out_features // attn.head_dim)
@@ -143,9 +163,16 @@ def pruned_config(model: EncoderDecoder):
             if stack is model.decoder:
                 cross_heads.append(block.cross.q_proj.out_features // block.cross.head_dim)
     lsra = cfg.arch == "lsra"
-    return dataclasses.replace(cfg, encoder_heads=encoder_heads, decoder_heads=decoder_heads, cross_heads=cross_heads,
-                               encoder_ffn=encoder_ffn, decoder_ffn=decoder_ffn,
-                               encoder_conv=encoder_conv if lsra else None, decoder_conv=decoder_conv if lsra else None)
+    return dataclasses.replace(
+        cfg,
+        encoder_heads=encoder_heads,
+        decoder_heads=decoder_heads,
+        cross_heads=cross_heads,
+        encoder_ffn=encoder_ffn,
+        decoder_ffn=decoder_ffn,
+        encoder_conv=encoder_conv if lsra else None,
+        decoder_conv=decoder_conv if lsra else None,
+    )
 
 
 def rebuild(model: EncoderDecoder) -> EncoderDecoder:
@@ -156,9 +183,14 @@ def rebuild(model: EncoderDecoder) -> EncoderDecoder:
     return fresh.eval()
 
 
-def prune_structured(model: EncoderDecoder, cfg: StructuredConfig, train_ex: list[Example],
-                     finetune: Callable[[EncoderDecoder, int], None] | None = None,
-                     max_tokens: int = 2200, log: Callable[[str], None] = print) -> tuple[EncoderDecoder, list[dict]]:
+def prune_structured(
+    model: EncoderDecoder,
+    cfg: StructuredConfig,
+    train_ex: list[Example],
+    finetune: Callable[[EncoderDecoder, int], None] | None = None,
+    max_tokens: int = 2200,
+    log: Callable[[str], None] = print,
+) -> tuple[EncoderDecoder, list[dict]]:
     """Prune `model` in place in cfg.iterative_steps steps; `finetune(model, step)` runs after each step.
     Returns (a fresh model built from the pruned config, one record per step)."""
     _check(model, cfg)
@@ -176,8 +208,12 @@ def prune_structured(model: EncoderDecoder, cfg: StructuredConfig, train_ex: lis
         for module in model.modules():  # the forward reads heads off the tensors; keep the attribute true too
             if isinstance(module, MultiheadAttention):
                 module.num_heads = module.q_proj.out_features // module.head_dim
-        record = {"step": step, "params_before": before, "params_after": _param_count(model),
-                  "widths": _widths(pruned_config(model))}
+        record = {
+            "step": step,
+            "params_before": before,
+            "params_after": _param_count(model),
+            "widths": _widths(pruned_config(model)),
+        }
         log(f"structured step {step}/{cfg.iterative_steps}: {before:,} -> {record['params_after']:,} parameters")
         if finetune is not None:
             finetune(model, step)
@@ -191,5 +227,13 @@ def _param_count(model: nn.Module) -> int:
 
 
 def _widths(cfg) -> dict:
-    fields = ("encoder_heads", "decoder_heads", "cross_heads", "encoder_ffn", "decoder_ffn", "encoder_conv", "decoder_conv")
+    fields = (
+        "encoder_heads",
+        "decoder_heads",
+        "cross_heads",
+        "encoder_ffn",
+        "decoder_ffn",
+        "encoder_conv",
+        "decoder_conv",
+    )
     return {f: getattr(cfg, f) for f in fields}

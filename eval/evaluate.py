@@ -6,6 +6,7 @@ results.json under "<split>/<decoding>", e.g. "test/greedy" or "test/beam4-lenpe
 `evaluate_artifact` does the same for an exported model folder through the on-device runtime (what
 ships, not PyTorch) and records the score in that artifact's row of artifacts.json.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,13 +29,23 @@ def decoding_name(beam: int, lenpen: float) -> str:
     return "greedy" if beam == 1 else f"beam{beam}-lenpen{lenpen:g}"
 
 
-def evaluate(cfg: RunConfig, paths: RunPaths, split: str = "test", beam: int | None = None,
-             lenpen: float | None = None, progress: bool = True, force: bool = False) -> dict:
+def evaluate(
+    cfg: RunConfig,
+    paths: RunPaths,
+    split: str = "test",
+    beam: int | None = None,
+    lenpen: float | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> dict:
     """Translate `split`, score it, record it in results.json; returns this decoding's record.
 
     A record already made from the same model.pt (same checksum) is returned as it is unless `force`."""
-    dcfg = replace(cfg.decode, beam=cfg.decode.beam if beam is None else beam,
-                   lenpen=cfg.decode.lenpen if lenpen is None else lenpen)
+    dcfg = replace(
+        cfg.decode,
+        beam=cfg.decode.beam if beam is None else beam,
+        lenpen=cfg.decode.lenpen if lenpen is None else lenpen,
+    )
     name = decoding_name(dcfg.beam, dcfg.lenpen)
     model_sha = sha256_file(paths.model) if paths.model.is_file() else None
     cached = read_json(paths.results, {}).get(f"{split}/{name}")
@@ -49,9 +60,15 @@ def evaluate(cfg: RunConfig, paths: RunPaths, split: str = "test", beam: int | N
     seconds = time.monotonic() - started
     write_text_atomic("".join(h + "\n" for h in hyps), paths.eval_dir / f"{split}.{name}.hyp")
     record = score(hyps, [t for _, t in pairs]) | {
-        "split": split, "decoding": name, "beam": dcfg.beam, "lenpen": dcfg.lenpen,
-        "corpus": cfg.data.corpus, "pairs": info, "decode_seconds": round(seconds, 2),
-        "seconds_per_sentence": round(seconds / max(len(pairs), 1), 4), "threads": cfg.train.threads,
+        "split": split,
+        "decoding": name,
+        "beam": dcfg.beam,
+        "lenpen": dcfg.lenpen,
+        "corpus": cfg.data.corpus,
+        "pairs": info,
+        "decode_seconds": round(seconds, 2),
+        "seconds_per_sentence": round(seconds / max(len(pairs), 1), 4),
+        "threads": cfg.train.threads,
         "model_sha256": model_sha,
         "provenance": provenance(cfg, seed=cfg.train.seed, threads=cfg.train.threads),
     }
@@ -61,8 +78,16 @@ def evaluate(cfg: RunConfig, paths: RunPaths, split: str = "test", beam: int | N
     return record
 
 
-def evaluate_artifact(cfg: RunConfig, paths: RunPaths, name: str, split: str = "test", beam: int | None = None,
-                      lenpen: float | None = None, progress: bool = True, threads: int | None = None) -> dict:
+def evaluate_artifact(
+    cfg: RunConfig,
+    paths: RunPaths,
+    name: str,
+    split: str = "test",
+    beam: int | None = None,
+    lenpen: float | None = None,
+    progress: bool = True,
+    threads: int | None = None,
+) -> dict:
     """Translate `split` with the exported folder of artifacts.json entry `name` (export/runtime.py),
     score it, and store the record under that entry's "bleu"; cached by the folder's manifest checksum."""
     from tqdm import tqdm
@@ -81,18 +106,33 @@ def evaluate_artifact(cfg: RunConfig, paths: RunPaths, name: str, split: str = "
         return cached | {"cached": True, "split": split, "decoding": decoding}
     pairs, info = load_pairs(cfg.data, split)
     started = time.monotonic()
-    lines = tqdm(translator.translate([s for s, _ in pairs], beam, lenpen), total=len(pairs), disable=not progress,
-                 desc=name, unit="sent", dynamic_ncols=True)
+    lines = tqdm(
+        translator.translate([s for s, _ in pairs], beam, lenpen),
+        total=len(pairs),
+        disable=not progress,
+        desc=name,
+        unit="sent",
+        dynamic_ncols=True,
+    )
     hyps = list(lines)
     seconds = time.monotonic() - started
     write_text_atomic("".join(h + "\n" for h in hyps), paths.eval_dir / f"{split}.{decoding}.{name}.hyp")
     record = score(hyps, [t for _, t in pairs]) | {
-        "split": split, "decoding": decoding, "beam": beam, "lenpen": lenpen, "corpus": cfg.data.corpus,
-        "pairs": info, "decode_seconds": round(seconds, 2), "threads": threads, "manifest_sha256": manifest_sha,
+        "split": split,
+        "decoding": decoding,
+        "beam": beam,
+        "lenpen": lenpen,
+        "corpus": cfg.data.corpus,
+        "pairs": info,
+        "decode_seconds": round(seconds, 2),
+        "threads": threads,
+        "manifest_sha256": manifest_sha,
         "runtime": f"export.runtime ({translator.manifest['format']})",
-        "provenance": provenance(cfg, seed=cfg.train.seed, threads=threads)}
+        "provenance": provenance(cfg, seed=cfg.train.seed, threads=threads),
+    }
 
     def store(row: dict) -> None:
         row.setdefault("bleu", {})[f"{split}/{decoding}"] = {k: v for k, v in record.items() if k != "pairs"}
+
     update_artifact_row(paths, name, store)
     return record

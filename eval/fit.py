@@ -6,6 +6,7 @@ the family's fixed shape rules:
 - lsra: FFN = width (Lite Transformer's flattened bottleneck), half the channels to the attention
   branch, so width divisible by 2 x heads; kernels 3, 7, 15, 31, 31, ... per layer as in the paper.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,20 +41,44 @@ def kernels_for(layers: int) -> list[int]:
     return (PAPER_KERNELS + [PAPER_KERNELS[-1]] * layers)[:layers]
 
 
-def family_config(family: str, width: int, layers: tuple[int, int], heads: int, conv_type: str = "dynamic") -> ModelConfig:
+def family_config(
+    family: str, width: int, layers: tuple[int, int], heads: int, conv_type: str = "dynamic"
+) -> ModelConfig:
     enc, dec = layers
     if family == "transformer":
-        return ModelConfig(arch="transformer", embed_dim=width, ffn_dim=4 * width, encoder_layers=enc,
-                           decoder_layers=dec, attention_heads=heads)
+        return ModelConfig(
+            arch="transformer",
+            embed_dim=width,
+            ffn_dim=4 * width,
+            encoder_layers=enc,
+            decoder_layers=dec,
+            attention_heads=heads,
+        )
     if family == "lsra":
-        return ModelConfig(arch="lsra", embed_dim=width, ffn_dim=width, encoder_layers=enc, decoder_layers=dec,
-                           attention_heads=heads, conv_type=conv_type, conv_glu=True,
-                           encoder_kernels=kernels_for(enc), decoder_kernels=kernels_for(dec))
+        return ModelConfig(
+            arch="lsra",
+            embed_dim=width,
+            ffn_dim=width,
+            encoder_layers=enc,
+            decoder_layers=dec,
+            attention_heads=heads,
+            conv_type=conv_type,
+            conv_glu=True,
+            encoder_kernels=kernels_for(enc),
+            decoder_kernels=kernels_for(dec),
+        )
     raise ValueError(f"--family: expected lsra or transformer, got {family!r}")
 
 
-def fit(family: str, budget: int, layers: tuple[int, int] = (6, 6), heads: int = 4, conv_type: str = "dynamic",
-        src_len: int = 30, tgt_len: int = 30) -> tuple[ModelConfig, int]:
+def fit(
+    family: str,
+    budget: int,
+    layers: tuple[int, int] = (6, 6),
+    heads: int = 4,
+    conv_type: str = "dynamic",
+    src_len: int = 30,
+    tgt_len: int = 30,
+) -> tuple[ModelConfig, int]:
     """The widest config of `family` with MACs <= budget; returns (config, its MACs)."""
     step = 2 * heads if family == "lsra" else heads
     best = None
@@ -67,8 +92,10 @@ def fit(family: str, budget: int, layers: tuple[int, int] = (6, 6), heads: int =
         width += step
     if best is None:
         smallest = count_macs(family_config(family, step, layers, heads, conv_type), src_len, tgt_len)["macs"]
-        raise ValueError(f"--macs: {budget:,} is below the smallest {family} with {layers[0]}+{layers[1]} layers "
-                         f"({smallest:,} MACs at width {step}); use fewer layers")
+        raise ValueError(
+            f"--macs: {budget:,} is below the smallest {family} with {layers[0]}+{layers[1]} layers "
+            f"({smallest:,} MACs at width {step}); use fewer layers"
+        )
     return best
 
 
@@ -77,7 +104,8 @@ def as_yaml(cfg: ModelConfig, macs: int, family: str, budget: int) -> str:
     fields = ["arch", "embed_dim", "ffn_dim", "encoder_layers", "decoder_layers", "attention_heads"]
     if cfg.arch == "lsra":
         fields += ["conv_type", "conv_glu", "encoder_kernels", "decoder_kernels"]
-    body = yaml.safe_dump({"name": f"fit-{family}-{budget:,}".replace(",", "_"),
-                           "model": {f: getattr(cfg, f) for f in fields}}, sort_keys=False)
-    return (f"# lite fit --family {family}: {macs:,} MACs (budget {budget:,}; 30+30 tokens, paper convention)\n"
-            + body)
+    body = yaml.safe_dump(
+        {"name": f"fit-{family}-{budget:,}".replace(",", "_"), "model": {f: getattr(cfg, f) for f in fields}},
+        sort_keys=False,
+    )
+    return f"# lite fit --family {family}: {macs:,} MACs (budget {budget:,}; 30+30 tokens, paper convention)\n" + body

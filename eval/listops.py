@@ -5,6 +5,7 @@ comparison does not depend on how busy the machine is; the CPU minutes each vari
 reported beside its accuracy, MACs per example and share of attention pairs kept. Learned patterns
 (dam, degree) are binarised after training and scored as the fixed patterns they become.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,7 +57,7 @@ def collate(examples: list[Example], indices: list[int], pad_id: int) -> tuple[t
     width = max(len(examples[i][0]) for i in indices)
     tokens = torch.full((len(indices), width), pad_id, dtype=torch.long)
     for row, i in enumerate(indices):
-        tokens[row, :len(examples[i][0])] = torch.tensor(examples[i][0])
+        tokens[row, : len(examples[i][0])] = torch.tensor(examples[i][0])
     return tokens, torch.tensor([examples[i][1] for i in indices])
 
 
@@ -84,8 +85,15 @@ def macs_per_example(model: SequenceClassifier, examples: list[Example], count: 
     return total / max(len(picks), 1)
 
 
-def train_and_score(cfg: ModelConfig, train: list[Example], test: list[Example], tc: ClassifierTraining,
-                    num_classes: int, progress: bool = True, label: str = "") -> dict:
+def train_and_score(
+    cfg: ModelConfig,
+    train: list[Example],
+    test: list[Example],
+    tc: ClassifierTraining,
+    num_classes: int,
+    progress: bool = True,
+    label: str = "",
+) -> dict:
     """Train a SequenceClassifier of `cfg` on tc.examples examples (or until tc.minutes), binarise its
     learned heads, score it."""
     torch.set_num_threads(tc.threads)
@@ -122,7 +130,9 @@ def train_and_score(cfg: ModelConfig, train: list[Example], test: list[Example],
     train_seconds, cpu_seconds = time.monotonic() - start, time.process_time() - cpu_start
     fixed = binarise(model.eval())
     result = {
-        "train_minutes": train_seconds / 60, "train_cpu_minutes": cpu_seconds / 60, "steps": step,
+        "train_minutes": train_seconds / 60,
+        "train_cpu_minutes": cpu_seconds / 60,
+        "steps": step,
         "examples_seen": seen,
         "stopped_by": "examples" if seen >= tc.examples else "clock (minutes cap: not reproducible)",
         "final_train_loss": sum(losses[-20:]) / max(len(losses[-20:]), 1),

@@ -10,6 +10,7 @@ attn_proj, attn_scores, attn_values (self-attention, or the LSRA attention branc
 glu (or the plain input Linear of a conv branch without GLU), conv_kernel (dynamic kernel
 prediction), conv (the depthwise convolution), conv_out, cross_proj, cross_scores, cross_values, ffn.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -19,8 +20,9 @@ from lite.models.seq2seq import EncoderDecoder, count_parameters
 from lite.sparse.patterns import computed_pairs
 
 
-def _attention(prefix: str, t_q: int, t_k: int, d_model: int, d_kv: int, width: int,
-               pairs: int | None = None, head_dim: int = 1) -> dict[str, int]:
+def _attention(
+    prefix: str, t_q: int, t_k: int, d_model: int, d_kv: int, width: int, pairs: int | None = None, head_dim: int = 1
+) -> dict[str, int]:
     """q/out projections over t_q queries, k/v projections over t_k keys, scores and weighted values.
     pairs: the (query, key) entries a sparse core computes, summed over heads of head_dim (None: dense)."""
     core = t_q * t_k * width if pairs is None else pairs * head_dim
@@ -64,22 +66,23 @@ def count_macs(cfg: ModelConfig, src_len: int = 30, tgt_len: int = 30) -> dict:
         layers.append({"name": f"encoder.{i}", **parts})
     for i in range(cfg.decoder_layers):
         shape = cfg.layer_shape("decoder", i)
-        parts = _mixer(tgt_len, shape, cfg, decoder=True) | _attention("cross", tgt_len, src_len, d, d,
-                                                         shape.cross_heads * shape.cross_head_dim)
+        parts = _mixer(tgt_len, shape, cfg, decoder=True) | _attention(
+            "cross", tgt_len, src_len, d, d, shape.cross_heads * shape.cross_head_dim
+        )
         parts["ffn"] = 2 * tgt_len * d * shape.ffn
         layers.append({"name": f"decoder.{i}", **parts})
     for layer in layers:
         layer["total"] = sum(v for k, v in layer.items() if k != "name")
-    enc = sum(l["total"] for l in layers if l["name"].startswith("encoder"))
-    dec = sum(l["total"] for l in layers if l["name"].startswith("decoder"))
-    return {"macs": enc + dec, "encoder": enc, "decoder": dec, "src_len": src_len, "tgt_len": tgt_len,
-            "layers": layers}
+    enc = sum(layer["total"] for layer in layers if layer["name"].startswith("encoder"))
+    dec = sum(layer["total"] for layer in layers if layer["name"].startswith("decoder"))
+    return {"macs": enc + dec, "encoder": enc, "decoder": dec, "src_len": src_len, "tgt_len": tgt_len, "layers": layers}
 
 
 def model_summary(cfg: ModelConfig, src_len: int = 30, tgt_len: int = 30) -> dict:
     """MACs plus parameter counts (with and without token embeddings) of a config."""
     model = EncoderDecoder(replace(cfg, vocab_size=cfg.vocab_size or 8000))
     return count_macs(cfg, src_len, tgt_len) | {
-        "params": count_parameters(model), "params_no_embed": count_parameters(model, include_embeddings=False),
+        "params": count_parameters(model),
+        "params_no_embed": count_parameters(model, include_embeddings=False),
         "vocab_size": model.cfg.vocab_size,
     }

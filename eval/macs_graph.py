@@ -22,11 +22,13 @@ control flow with matrix ops in its body) raise UnsupportedOpError naming the no
 Output (vocabulary) projection rule: a counted MatMul/Gemm node is the output projection when its
 result reaches a graph output through nothing but shape/type ops (Reshape, Transpose, Identity,
 Cast, Squeeze, Unsqueeze, Flatten, (De)QuantizeLinear) or an Add/Sub/Mul of a constant or of a scalar
-(a bias, a scale, a dynamic-quantization scale), and its own last dimension equals that graph output's last dimension (the vocabulary
-size). `onnx_macs(..., logits=[names])` restricts the rule to those graph outputs: a graph whose
-other outputs come straight from a projection (an encoder's cross-attention keys with one head)
-would otherwise match too. If no node qualifies, macs_excluding_output_projection == macs_total.
+(a bias, a scale, a dynamic-quantization scale), and its own last dimension equals that graph output's
+last dimension (the vocabulary size). `onnx_macs(..., logits=[names])` restricts the rule to those
+graph outputs: a graph whose other outputs come straight from a projection (an encoder's
+cross-attention keys with one head) would otherwise match too.
+If no node qualifies, macs_excluding_output_projection == macs_total.
 """
+
 from __future__ import annotations
 
 import ast
@@ -52,12 +54,35 @@ class UnsupportedOpError(ValueError):
 _MATMUL_INPUTS = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3)}
 _CONV_INPUTS = {"Conv": (0, 1), "ConvInteger": (0, 1), "QLinearConv": (0, 3), "ConvTranspose": (0, 1)}
 _PROJECTION_TYPES = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"}
-_PASSTHROUGH = {"Reshape", "Transpose", "Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten",
-                "QuantizeLinear", "DequantizeLinear"}
+_PASSTHROUGH = {
+    "Reshape",
+    "Transpose",
+    "Identity",
+    "Cast",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "QuantizeLinear",
+    "DequantizeLinear",
+}
 _CONSTANT_ARITHMETIC = {"Add", "Sub", "Mul"}
-_UNSUPPORTED = {"LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention", "GroupQueryAttention",
-                "QAttention", "FusedMatMul", "DynamicQuantizeMatMul", "MatMulNBits", "FusedConv",
-                "DeformConv", "QGemm", "MatMulIntegerToFloat", "QLinearAttention"}
+_UNSUPPORTED = {
+    "LSTM",
+    "GRU",
+    "RNN",
+    "Attention",
+    "MultiHeadAttention",
+    "GroupQueryAttention",
+    "QAttention",
+    "FusedMatMul",
+    "DynamicQuantizeMatMul",
+    "MatMulNBits",
+    "FusedConv",
+    "DeformConv",
+    "QGemm",
+    "MatMulIntegerToFloat",
+    "QLinearAttention",
+}
 
 
 class _Shapes:
@@ -68,8 +93,9 @@ class _Shapes:
         for value in list(graph.input) + list(graph.output) + list(graph.value_info):
             t = value.type.tensor_type
             if t.HasField("shape"):
-                self.dims[value.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                                         for d in t.shape.dim]
+                self.dims[value.name] = [
+                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
+                ]
         for init in graph.initializer:
             self.dims[init.name] = list(init.dims)
         self.constants = {init.name for init in graph.initializer}
@@ -82,12 +108,14 @@ class _Shapes:
         if not name:
             raise GraphShapeError(f"{label}: a required input is missing")
         if name not in self.dims:
-            raise GraphShapeError(f"{label}: shape of tensor {name!r} is unknown after shape inference; "
-                                  "export with static shapes")
+            raise GraphShapeError(
+                f"{label}: shape of tensor {name!r} is unknown after shape inference; export with static shapes"
+            )
         dims = self.dims[name]
         if any(not isinstance(d, int) or d <= 0 for d in dims):
-            raise GraphShapeError(f"{label}: tensor {name!r} has a dynamic or unknown dimension {dims}; "
-                                  "export with static shapes")
+            raise GraphShapeError(
+                f"{label}: tensor {name!r} has a dynamic or unknown dimension {dims}; export with static shapes"
+            )
         return dims
 
 
@@ -125,13 +153,16 @@ def _einsum_macs(node, shapes: _Shapes) -> int:
     equation = equation.decode() if isinstance(equation, bytes) else equation
     lhs = equation.replace(" ", "").split("->")[0].split(",")
     if len(lhs) != len(node.input):
-        raise GraphShapeError(f"node {node.name!r} (Einsum): equation {equation!r} does not match "
-                              f"{len(node.input)} inputs")
+        raise GraphShapeError(
+            f"node {node.name!r} (Einsum): equation {equation!r} does not match {len(node.input)} inputs"
+        )
     if len(lhs) == 1:
         return 0
     if len(lhs) > 2:
-        raise UnsupportedOpError(f"node {node.name!r} (Einsum): {len(lhs)}-operand equation {equation!r}; "
-                                 "the cost depends on a contraction order ONNX does not fix")
+        raise UnsupportedOpError(
+            f"node {node.name!r} (Einsum): {len(lhs)}-operand equation {equation!r}; "
+            "the cost depends on a contraction order ONNX does not fix"
+        )
     sizes: dict[str, int] = {}
     ellipsis: list[int] = []
     for letters, name in zip(lhs, node.input):
@@ -140,14 +171,17 @@ def _einsum_macs(node, shapes: _Shapes) -> int:
         n_ell = len(dims) - len(named)
         if "..." in letters:
             pos = letters.index("...")
-            ell, dims = dims[pos:pos + n_ell], dims[:pos] + dims[pos + n_ell:]
+            ell, dims = dims[pos : pos + n_ell], dims[:pos] + dims[pos + n_ell :]
             # broadcast the ellipsis dims right-aligned
             width = max(len(ellipsis), len(ell))
-            ellipsis = [max(x, y) for x, y in zip([1] * (width - len(ellipsis)) + ellipsis,
-                                                  [1] * (width - len(ell)) + ell)]
+            ellipsis = [
+                max(x, y) for x, y in zip([1] * (width - len(ellipsis)) + ellipsis, [1] * (width - len(ell)) + ell)
+            ]
         elif n_ell:
-            raise GraphShapeError(f"node {node.name!r} (Einsum): operand {name!r} has rank {len(dims)} "
-                                  f"but {letters!r} names {len(named)} dims")
+            raise GraphShapeError(
+                f"node {node.name!r} (Einsum): operand {name!r} has rank {len(dims)} "
+                f"but {letters!r} names {len(named)} dims"
+            )
         for letter, size in zip(named, dims):
             sizes[letter] = max(sizes.get(letter, 1), size)
     return prod(sizes.values()) * prod(ellipsis)
@@ -164,16 +198,26 @@ def _node_macs(node: onnx.NodeProto, shapes: _Shapes) -> int:
     if op == "Einsum":
         return _einsum_macs(node, shapes)
     if op in _UNSUPPORTED:
-        raise UnsupportedOpError(f"node {node.name!r} ({node.domain or 'ai.onnx'}::{op}) multiplies matrices; "
-                                 "eval/macs_graph.py has no formula for it")
+        raise UnsupportedOpError(
+            f"node {node.name!r} ({node.domain or 'ai.onnx'}::{op}) multiplies matrices; "
+            "eval/macs_graph.py has no formula for it"
+        )
     for a in node.attribute:  # If / Loop / Scan: a matrix op inside a body runs an unknown number of times
         bodies = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
         for body in bodies:
-            inner = [n for n in body.node if n.op_type in _MATMUL_INPUTS or n.op_type in _CONV_INPUTS
-                     or n.op_type in ("Gemm", "Einsum") or n.op_type in _UNSUPPORTED]
+            inner = [
+                n
+                for n in body.node
+                if n.op_type in _MATMUL_INPUTS
+                or n.op_type in _CONV_INPUTS
+                or n.op_type in ("Gemm", "Einsum")
+                or n.op_type in _UNSUPPORTED
+            ]
             if inner:
-                raise UnsupportedOpError(f"node {node.name!r} ({op}) has matrix ops in its body "
-                                         f"({inner[0].op_type} {inner[0].name!r}); control flow is not counted")
+                raise UnsupportedOpError(
+                    f"node {node.name!r} ({op}) has matrix ops in its body "
+                    f"({inner[0].op_type} {inner[0].name!r}); control flow is not counted"
+                )
     return 0
 
 
@@ -234,7 +278,7 @@ def _fix_dims(graph: onnx.GraphProto, dims: dict[str, int]) -> None:
     """Replace the symbolic dims of the graph inputs and outputs that `dims` resolves by their values."""
     for value in list(graph.input) + list(graph.output):
         t = value.type.tensor_type
-        for d in (t.shape.dim if t.HasField("shape") else []):
+        for d in t.shape.dim if t.HasField("shape") else []:
             if d.HasField("dim_param") and (v := _dim_value(d.dim_param, dims)) is not None:
                 d.dim_value = v  # clears dim_param (one-of)
 
@@ -254,10 +298,16 @@ def _load(path: Path, fold: bool, dims: dict[str, int] | None = None) -> onnx.Mo
         if dims:
             for value in list(ir_model.graph.inputs) + list(ir_model.graph.outputs):
                 if value.shape is not None:
-                    fixed = [d if isinstance(d, int) or d.value is None else _dim_value(d.value, dims) or d
-                             for d in value.shape]
+                    fixed = [
+                        d if isinstance(d, int) or d.value is None else _dim_value(d.value, dims) or d
+                        for d in value.shape
+                    ]
                     value.shape = ir.Shape(fixed)
-        fold_constants(ir_model, onnx_shape_inference=True, should_fold=lambda node: True if node.op_type == "ConstantOfShape" else None)
+        fold_constants(
+            ir_model,
+            onnx_shape_inference=True,
+            should_fold=lambda node: True if node.op_type == "ConstantOfShape" else None,
+        )
         remove_unused_nodes(ir_model)
         model = ir.to_proto(ir_model)
     else:
@@ -284,11 +334,13 @@ def _count(model: onnx.ModelProto, logits: Collection[str] | None) -> dict:
         by_op[graph.node[i].op_type] = by_op.get(graph.node[i].op_type, 0) + m
     projection = _output_projections(graph, shapes, logits)
     total = sum(macs.values())
-    return {"macs_total": total,
-            "macs_excluding_output_projection": total - sum(macs.get(i, 0) for i in projection),
-            "by_op_type": by_op,
-            "nodes": [{"name": graph.node[i].name, "op_type": graph.node[i].op_type, "macs": m} for i, m in macs.items()],
-            "output_projection": sorted(graph.node[i].name for i in projection)}
+    return {
+        "macs_total": total,
+        "macs_excluding_output_projection": total - sum(macs.get(i, 0) for i in projection),
+        "by_op_type": by_op,
+        "nodes": [{"name": graph.node[i].name, "op_type": graph.node[i].op_type, "macs": m} for i, m in macs.items()],
+        "output_projection": sorted(graph.node[i].name for i in projection),
+    }
 
 
 def onnx_macs(path: Path, dims: dict[str, int] | None = None, logits: Collection[str] | None = None) -> dict:
@@ -350,9 +402,11 @@ def export_for_counting(model, src_len: int, tgt_len: int, path: Path, *, dynamo
             except Exception as exc:  # noqa: BLE001 - any dynamo failure falls back to TorchScript
                 if dynamo:
                     raise
-                warnings.warn(f"torch.onnx dynamo export failed ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}); falling back to dynamo=False",
-                              stacklevel=2)
+                warnings.warn(
+                    f"torch.onnx dynamo export failed ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); falling back to dynamo=False",
+                    stacklevel=2,
+                )
         torch.onnx.export(model, (src, prev), str(path), dynamo=False, **kwargs)
         return "torchscript"
     finally:

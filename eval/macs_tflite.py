@@ -25,6 +25,7 @@ QUANTIZE, DEQUANTIZE) or an ADD/SUB/MUL of a constant, and whose own last dimens
 output's last dimension (the vocabulary size). Without such an op (or a "logits" output),
 macs_excluding_output_projection == macs_total.
 """
+
 from __future__ import annotations
 
 from math import prod
@@ -42,13 +43,39 @@ class UnsupportedOpError(ValueError):
 _PASSTHROUGH = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "CAST", "QUANTIZE", "DEQUANTIZE"}
 _CONSTANT_ARITHMETIC = {"ADD", "SUB", "MUL"}
 _PROJECTIONS = {"FULLY_CONNECTED", "BATCH_MATMUL"}
-_UNSUPPORTED = {"LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "RNN",
-                "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN", "SVDF", "CUSTOM",
-                "STABLEHLO_DOT_GENERAL", "STABLEHLO_CONVOLUTION"}
-_CALLS_SUBGRAPHS = {"WHILE", "IF", "CALL_ONCE", "STABLEHLO_COMPOSITE", "STABLEHLO_WHILE", "STABLEHLO_CASE",
-                    "STABLEHLO_REDUCE", "STABLEHLO_SCATTER", "STABLEHLO_SORT", "STABLEHLO_REDUCE_WINDOW"}
-_MATRIX_OPS = {"FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_3D", "TRANSPOSE_CONV",
-               "CONV_3D_TRANSPOSE"} | _UNSUPPORTED
+_UNSUPPORTED = {
+    "LSTM",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM",
+    "BIDIRECTIONAL_SEQUENCE_LSTM",
+    "RNN",
+    "UNIDIRECTIONAL_SEQUENCE_RNN",
+    "BIDIRECTIONAL_SEQUENCE_RNN",
+    "SVDF",
+    "CUSTOM",
+    "STABLEHLO_DOT_GENERAL",
+    "STABLEHLO_CONVOLUTION",
+}
+_CALLS_SUBGRAPHS = {
+    "WHILE",
+    "IF",
+    "CALL_ONCE",
+    "STABLEHLO_COMPOSITE",
+    "STABLEHLO_WHILE",
+    "STABLEHLO_CASE",
+    "STABLEHLO_REDUCE",
+    "STABLEHLO_SCATTER",
+    "STABLEHLO_SORT",
+    "STABLEHLO_REDUCE_WINDOW",
+}
+_MATRIX_OPS = {
+    "FULLY_CONNECTED",
+    "BATCH_MATMUL",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "CONV_3D",
+    "TRANSPOSE_CONV",
+    "CONV_3D_TRANSPOSE",
+} | _UNSUPPORTED
 
 
 class _Graph:
@@ -85,8 +112,10 @@ class _Graph:
         dims = [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
         signature = [int(d) for d in tensor.ShapeSignatureAsNumpy()] if tensor.ShapeSignatureLength() else dims
         if any(d < 0 for d in signature) or any(d <= 0 for d in dims):
-            raise GraphShapeError(f"{self.label(i)}: tensor {tensor.Name().decode(errors='replace')!r} has a dynamic "
-                                  f"or unknown dimension {signature}; export with static shapes")
+            raise GraphShapeError(
+                f"{self.label(i)}: tensor {tensor.Name().decode(errors='replace')!r} has a dynamic "
+                f"or unknown dimension {signature}; export with static shapes"
+            )
         return dims
 
     def is_constant(self, t: int) -> bool:
@@ -144,8 +173,10 @@ def _op_macs(g: _Graph, i: int, matrix_subgraphs: list[str]) -> int:
     if name in _UNSUPPORTED:
         raise UnsupportedOpError(f"{g.label(i)} multiplies matrices; eval/macs_tflite.py has no formula for it")
     if name in _CALLS_SUBGRAPHS and matrix_subgraphs:
-        raise UnsupportedOpError(f"{g.label(i)} calls subgraphs and the file has matrix ops outside the "
-                                 f"signatures ({', '.join(matrix_subgraphs[:3])}); control flow is not counted")
+        raise UnsupportedOpError(
+            f"{g.label(i)} calls subgraphs and the file has matrix ops outside the "
+            f"signatures ({', '.join(matrix_subgraphs[:3])}); control flow is not counted"
+        )
     return 0
 
 
@@ -197,16 +228,19 @@ def tflite_macs(path: Path, signature: str) -> dict:
     """
     path = Path(path)
     schema, model = read_flatbuffer(path)
-    signatures = {model.SignatureDefs(i).SignatureKey().decode(): model.SignatureDefs(i)
-                  for i in range(model.SignatureDefsLength())}
+    signatures = {
+        model.SignatureDefs(i).SignatureKey().decode(): model.SignatureDefs(i)
+        for i in range(model.SignatureDefsLength())
+    }
     if signature not in signatures:
         raise KeyError(f"{path}: no signature {signature!r} (has {', '.join(signatures) or 'none'})")
     sig = signatures[signature]
     index = sig.SubgraphIndex()
     main = {s.SubgraphIndex() for s in signatures.values()}
     others = [_Graph(schema, model, k) for k in range(model.SubgraphsLength()) if k not in main]
-    matrix_subgraphs = [(o.subgraph.Name() or b"").decode() or "unnamed" for o in others
-                        if any(op[0] in _MATRIX_OPS for op in o.ops)]
+    matrix_subgraphs = [
+        (o.subgraph.Name() or b"").decode() or "unnamed" for o in others if any(op[0] in _MATRIX_OPS for op in o.ops)
+    ]
     g = _Graph(schema, model, index)
     macs = {i: m for i in range(len(g.ops)) if (m := _op_macs(g, i, matrix_subgraphs))}
     by_op: dict[str, int] = {}
@@ -217,7 +251,11 @@ def tflite_macs(path: Path, signature: str) -> dict:
     projection = _output_projection(g, outputs.get("logits"), macs)
     total = sum(macs.values())
     excluded = macs[projection] if projection is not None else 0
-    return {"macs_total": total, "macs_excluding_output_projection": total - excluded,
-            "by_op": dict(sorted(by_op.items())),
-            "output_projection": None if projection is None else {"op": g.label(projection), "macs": excluded},
-            "signature": signature, "subgraph": index}
+    return {
+        "macs_total": total,
+        "macs_excluding_output_projection": total - excluded,
+        "by_op": dict(sorted(by_op.items())),
+        "output_projection": None if projection is None else {"op": g.label(projection), "macs": excluded},
+        "signature": signature,
+        "subgraph": index,
+    }

@@ -22,6 +22,7 @@ the counter does not know (it silently counts 0). It is registered below with th
 formula, so an attention rewritten with SDPA keeps being counted. And any matrix-contracting op that
 runs without a formula raises `UncountedOpError` instead of being dropped silently.
 """
+
 from __future__ import annotations
 
 import re

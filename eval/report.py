@@ -64,6 +64,7 @@ Rules the report applies:
   Each is PASS, FAIL, "unknown" (quantity not measured, never a pass) or "no budget". The margin is
   value - limit (negative is under a maximum; positive is over a minimum).
 """
+
 from __future__ import annotations
 
 import html
@@ -81,17 +82,45 @@ from lite.run import RunPaths
 NOT_MEASURED = "not measured"
 FORMATS = ("pytorch", "onnx", "tflite")
 PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
-ARTIFACT_KEYS = {"name", "path", "format", "precision", "size_bytes", "macs", "macs_method", "model_config",
-                 "source_model", "bleu", "latency_ms", "instructions", "targets", "notes", "provenance"}
+ARTIFACT_KEYS = {
+    "name",
+    "path",
+    "format",
+    "precision",
+    "size_bytes",
+    "macs",
+    "macs_method",
+    "model_config",
+    "source_model",
+    "bleu",
+    "latency_ms",
+    "instructions",
+    "targets",
+    "notes",
+    "provenance",
+}
 REQUIRED_KEYS = ("name", "path", "format", "precision")
 BUDGETS = ("max_macs", "max_size_mb", "max_latency_ms", "min_bleu")
 # the per-layer parts of eval.macs, in the order they are stacked in the plot
-MAC_PARTS = ("attn_proj", "attn_scores", "attn_values", "glu", "conv_in", "conv_kernel", "conv", "conv_out",
-             "cross_proj", "cross_scores", "cross_values", "ffn")
+MAC_PARTS = (
+    "attn_proj",
+    "attn_scores",
+    "attn_values",
+    "glu",
+    "conv_in",
+    "conv_kernel",
+    "conv",
+    "conv_out",
+    "cross_proj",
+    "cross_scores",
+    "cross_values",
+    "ffn",
+)
 REPORT_FILES = ("report.md", "report.html", "report.json", "bleu_vs_macs.png", "macs_per_layer.png")
 
 
 # ----------------------------------------------------------------------------- reading a run folder
+
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -102,7 +131,7 @@ def _model_config_of(checkpoint_path: Path) -> dict:
 
     record = load(checkpoint_path)  # ValueError naming the file when unreadable
     if not isinstance(record, dict) or not isinstance(record.get("model_config"), dict):
-        raise ValueError(f"{checkpoint_path}: no \"model_config\" in the checkpoint")
+        raise ValueError(f'{checkpoint_path}: no "model_config" in the checkpoint')
     return record["model_config"]
 
 
@@ -145,7 +174,7 @@ def _bleu_records(raw: dict, where: str, corpus: str, default_source: str) -> di
     or an artifact's "bleu" (numbers or records); null values are kept out (not measured)."""
     out = {}
     if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected a mapping of \"split/decoding\" to BLEU")
+        raise ValueError(f'{where}: expected a mapping of "split/decoding" to BLEU')
     for key, value in raw.items():
         split, _, decoding = key.partition("/")
         if value is None:
@@ -153,15 +182,20 @@ def _bleu_records(raw: dict, where: str, corpus: str, default_source: str) -> di
         if _is_number(value):
             value = {"bleu": value}
         if not isinstance(value, dict) or not (_is_number(value.get("bleu")) or value.get("bleu") is None):
-            raise ValueError(f"{where}[{key!r}]: expected a BLEU number or a record with a numeric \"bleu\"")
+            raise ValueError(f'{where}[{key!r}]: expected a BLEU number or a record with a numeric "bleu"')
         if value.get("bleu") is None:
             continue
         out[key] = {
-            "key": key, "split": value.get("split", split), "decoding": value.get("decoding", decoding or None),
-            "bleu": value["bleu"], "signature": value.get("bleu_signature"),
-            "chrf": value.get("chrf"), "chrf_signature": value.get("chrf_signature"),
+            "key": key,
+            "split": value.get("split", split),
+            "decoding": value.get("decoding", decoding or None),
+            "bleu": value["bleu"],
+            "signature": value.get("bleu_signature"),
+            "chrf": value.get("chrf"),
+            "chrf_signature": value.get("chrf_signature"),
             "brevity_penalty": value.get("brevity_penalty"),
-            "corpus": value.get("corpus", corpus), "sentences": value.get("sentences"),
+            "corpus": value.get("corpus", corpus),
+            "sentences": value.get("sentences"),
             "source": f"{default_source}[{key!r}]",
         }
     return out
@@ -185,10 +219,12 @@ def _check_artifacts(data: Any, path: Path) -> list[dict]:
             raise ValueError(f"{where}: expected an object, got {type(entry).__name__}")
         unknown = sorted(set(entry) - ARTIFACT_KEYS)
         if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (expected: {', '.join(sorted(ARTIFACT_KEYS))})")
+            raise ValueError(
+                f"{where}: unknown key(s) {', '.join(unknown)} (expected: {', '.join(sorted(ARTIFACT_KEYS))})"
+            )
         for key in REQUIRED_KEYS:
             if not isinstance(entry.get(key), str) or not entry[key]:
-                raise ValueError(f"{where}: \"{key}\" is required (a non-empty string)")
+                raise ValueError(f'{where}: "{key}" is required (a non-empty string)')
         where = f"{path}: artifact {entry['name']!r}"
         if entry["name"] in names:
             raise ValueError(f"{where}: duplicate name")
@@ -200,20 +236,20 @@ def _check_artifacts(data: Any, path: Path) -> list[dict]:
         for key in ("size_bytes", "macs"):
             v = entry.get(key)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise ValueError(f"{where}: \"{key}\" must be a non-negative integer or null, got {v!r}")
+                raise ValueError(f'{where}: "{key}" must be a non-negative integer or null, got {v!r}')
         for key in ("latency_ms", "instructions"):
             v = entry.get(key, {})
             if v is None:
                 continue
             if not isinstance(v, dict) or any(x is not None and not _is_number(x) for x in v.values()):
-                raise ValueError(f"{where}: \"{key}\" must map target names to numbers or null")
+                raise ValueError(f'{where}: "{key}" must map target names to numbers or null')
         if not isinstance(entry.get("targets", {}), dict):
-            raise ValueError(f"{where}: \"targets\" must map target names to records")
+            raise ValueError(f'{where}: "targets" must map target names to records')
         if entry.get("model_config") is not None and not isinstance(entry["model_config"], dict):
-            raise ValueError(f"{where}: \"model_config\" must be an object (a ModelConfig)")
+            raise ValueError(f'{where}: "model_config" must be an object (a ModelConfig)')
         for key in ("macs_method", "source_model", "notes"):
             if entry.get(key) is not None and not isinstance(entry[key], str):
-                raise ValueError(f"{where}: \"{key}\" must be a string")
+                raise ValueError(f'{where}: "{key}" must be a string')
     return data
 
 
@@ -224,30 +260,61 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _row(run: str, cfg: RunConfig, *, artifact: str, path: Path | None, root: Path, fmt: str, precision: str,
-         mcfg: ModelConfig, mcfg_source: str, size: int | None, size_source: str | None,
-         macs_given: int | None, macs_source: str | None, bleu: dict[str, dict], latency: dict,
-         instructions: dict, notes: str | None) -> dict:
+def _row(
+    run: str,
+    cfg: RunConfig,
+    *,
+    artifact: str,
+    path: Path | None,
+    root: Path,
+    fmt: str,
+    precision: str,
+    mcfg: ModelConfig,
+    mcfg_source: str,
+    size: int | None,
+    size_source: str | None,
+    macs_given: int | None,
+    macs_source: str | None,
+    bleu: dict[str, dict],
+    latency: dict,
+    instructions: dict,
+    notes: str | None,
+) -> dict:
     summary = _summary(mcfg)
     analytic_src = f"eval.macs.count_macs({mcfg_source})"
     macs = macs_given if macs_given is not None else summary["macs"]
     headline = _headline_bleu(bleu, _decoding_name(cfg))
     row = {
-        "id": f"{run}/{artifact}", "run": run, "family": mcfg.arch, "artifact": artifact,
-        "path": None if path is None else _rel(path, root), "format": fmt, "precision": precision,
-        "macs": macs, "macs_analytic": summary["macs"], "macs_encoder": summary["encoder"],
-        "macs_decoder": summary["decoder"], "params": summary["params"], "params_no_embed": summary["params_no_embed"],
-        "vocab_size": summary["vocab_size"], "size_bytes": size,
+        "id": f"{run}/{artifact}",
+        "run": run,
+        "family": mcfg.arch,
+        "artifact": artifact,
+        "path": None if path is None else _rel(path, root),
+        "format": fmt,
+        "precision": precision,
+        "macs": macs,
+        "macs_analytic": summary["macs"],
+        "macs_encoder": summary["encoder"],
+        "macs_decoder": summary["decoder"],
+        "params": summary["params"],
+        "params_no_embed": summary["params_no_embed"],
+        "vocab_size": summary["vocab_size"],
+        "size_bytes": size,
         "size_mb": None if size is None else size / 1e6,
-        "bleu": headline, "bleu_all": bleu,
-        "latency_ms": dict(latency), "instructions": dict(instructions), "notes": notes,
-        "layers": summary["layers"], "model_config": to_dict(mcfg),
+        "bleu": headline,
+        "bleu_all": bleu,
+        "latency_ms": dict(latency),
+        "instructions": dict(instructions),
+        "notes": notes,
+        "layers": summary["layers"],
+        "model_config": to_dict(mcfg),
         "sources": {
             "macs": macs_source if macs_given is not None else analytic_src,
             "params": f"eval.macs.model_summary({mcfg_source})",
             "size": size_source,
             "bleu": None if headline is None else headline["source"],
-            "latency_ms": None, "instructions": None,
+            "latency_ms": None,
+            "instructions": None,
         },
         "pareto": False,
     }
@@ -277,7 +344,7 @@ def collect_run(run: Path) -> dict:
 
     results_raw = read_json(paths.results, {})
     if not isinstance(results_raw, dict):
-        raise ValueError(f"{paths.results}: expected a JSON object of \"split/decoding\" records")
+        raise ValueError(f'{paths.results}: expected a JSON object of "split/decoding" records')
     results = _bleu_records(results_raw, str(paths.results), cfg.data.corpus, "results.json")
     if not paths.results.is_file():
         notes.append(f"{name}: no results.json (BLEU not measured; run `lite evaluate`)")
@@ -304,17 +371,40 @@ def collect_run(run: Path) -> dict:
     bleu = dict(results)
     latency, instructions, model_notes = {}, {}, None
     if model_entry is not None:  # measurements of model.pt itself (e.g. host latency) join its row
-        extra = _bleu_records(model_entry.get("bleu") or {}, f"{artifacts_path}: artifact {model_entry['name']!r} bleu",
-                              cfg.data.corpus, f"artifacts.json {model_entry['name']!r} bleu")
+        extra = _bleu_records(
+            model_entry.get("bleu") or {},
+            f"{artifacts_path}: artifact {model_entry['name']!r} bleu",
+            cfg.data.corpus,
+            f"artifacts.json {model_entry['name']!r} bleu",
+        )
         bleu = extra | results  # results.json records (with signatures) win
         latency, instructions = model_entry.get("latency_ms") or {}, model_entry.get("instructions") or {}
         model_notes = model_entry.get("notes")
-    rows = [_row(name, cfg, artifact="model.pt", path=paths.model, root=root, fmt="pytorch", precision="fp32",
-                 mcfg=mcfg, mcfg_source=mcfg_source, size=model_size, size_source=size_source,
-                 macs_given=None, macs_source=None, bleu=bleu, latency=latency, instructions=instructions,
-                 notes=model_notes)]
+    rows = [
+        _row(
+            name,
+            cfg,
+            artifact="model.pt",
+            path=paths.model,
+            root=root,
+            fmt="pytorch",
+            precision="fp32",
+            mcfg=mcfg,
+            mcfg_source=mcfg_source,
+            size=model_size,
+            size_source=size_source,
+            macs_given=None,
+            macs_source=None,
+            bleu=bleu,
+            latency=latency,
+            instructions=instructions,
+            notes=model_notes,
+        )
+    ]
     if model_entry is not None:
-        rows[0]["sources"]["latency_ms"] = rows[0]["sources"]["instructions"] = f"artifacts.json {model_entry['name']!r}"
+        rows[0]["sources"]["latency_ms"] = rows[0]["sources"]["instructions"] = (
+            f"artifacts.json {model_entry['name']!r}"
+        )
 
     for entry in artifacts:
         if entry is model_entry:
@@ -322,7 +412,9 @@ def collect_run(run: Path) -> dict:
         label = f"artifacts.json {entry['name']!r}"
         apath = root / entry["path"]
         if entry.get("model_config") is not None:
-            a_cfg = _parse_model_config(entry["model_config"], f"{artifacts_path}: artifact {entry['name']!r} model_config")
+            a_cfg = _parse_model_config(
+                entry["model_config"], f"{artifacts_path}: artifact {entry['name']!r} model_config"
+            )
             a_src = f"{label} model_config"
         elif entry.get("source_model"):
             src = root / entry["source_model"]
@@ -336,41 +428,84 @@ def collect_run(run: Path) -> dict:
             size_src = None if size is None else f"{label} size_bytes (file not found)"
             notes.append(f"{name}/{entry['name']}: {entry['path']} not found in the run folder")
         elif entry.get("size_bytes") is not None and entry["size_bytes"] != size:
-            notes.append(f"{name}/{entry['name']}: size_bytes {entry['size_bytes']:,} in artifacts.json "
-                         f"but {size:,} bytes on disk (the report uses the file on disk)")
-        a_bleu = _bleu_records(entry.get("bleu") or {}, f"{artifacts_path}: artifact {entry['name']!r} bleu",
-                               cfg.data.corpus, f"{label} bleu")
-        row = _row(name, cfg, artifact=entry["name"], path=apath, root=root, fmt=entry["format"],
-                   precision=entry["precision"], mcfg=a_cfg, mcfg_source=a_src, size=size, size_source=size_src,
-                   macs_given=entry.get("macs"),
-                   macs_source=f"{label} macs" + (f" ({entry['macs_method']})" if entry.get("macs_method") else ""),
-                   bleu=a_bleu, latency=entry.get("latency_ms") or {}, instructions=entry.get("instructions") or {},
-                   notes=entry.get("notes"))
+            notes.append(
+                f"{name}/{entry['name']}: size_bytes {entry['size_bytes']:,} in artifacts.json "
+                f"but {size:,} bytes on disk (the report uses the file on disk)"
+            )
+        a_bleu = _bleu_records(
+            entry.get("bleu") or {},
+            f"{artifacts_path}: artifact {entry['name']!r} bleu",
+            cfg.data.corpus,
+            f"{label} bleu",
+        )
+        row = _row(
+            name,
+            cfg,
+            artifact=entry["name"],
+            path=apath,
+            root=root,
+            fmt=entry["format"],
+            precision=entry["precision"],
+            mcfg=a_cfg,
+            mcfg_source=a_src,
+            size=size,
+            size_source=size_src,
+            macs_given=entry.get("macs"),
+            macs_source=f"{label} macs" + (f" ({entry['macs_method']})" if entry.get("macs_method") else ""),
+            bleu=a_bleu,
+            latency=entry.get("latency_ms") or {},
+            instructions=entry.get("instructions") or {},
+            notes=entry.get("notes"),
+        )
         row["sources"]["latency_ms"] = row["sources"]["instructions"] = label
         if entry.get("macs") is not None and entry["macs"] != row["macs_analytic"]:
-            notes.append(f"{name}/{entry['name']}: graph MACs {entry['macs']:,} differ from the analytic "
-                         f"{row['macs_analytic']:,}")
+            notes.append(
+                f"{name}/{entry['name']}: graph MACs {entry['macs']:,} differ from the analytic "
+                f"{row['macs_analytic']:,}"
+            )
         rows.append(row)
 
     if train is not None and "params" in train and train["params"] != rows[0]["params"]:
         notes.append(f"{name}: train.json params {train['params']:,} differ from the analytic {rows[0]['params']:,}")
-    train_keys = ("stop_reason", "steps", "epochs", "wall_seconds", "target_tokens_per_s", "best_valid_loss",
-                  "final_model", "final_valid_loss", "final_valid_ppl", "params", "params_no_embed", "threads",
-                  "reproducible", "provenance")
+    train_keys = (
+        "stop_reason",
+        "steps",
+        "epochs",
+        "wall_seconds",
+        "target_tokens_per_s",
+        "best_valid_loss",
+        "final_model",
+        "final_valid_loss",
+        "final_valid_ppl",
+        "params",
+        "params_no_embed",
+        "threads",
+        "reproducible",
+        "provenance",
+    )
     return {
-        "run": name, "path": str(root), "config_name": cfg.name, "family": cfg.model.arch,
-        "corpus": cfg.data.corpus, "decoding": _decoding_name(cfg),
+        "run": name,
+        "path": str(root),
+        "config_name": cfg.name,
+        "family": cfg.model.arch,
+        "corpus": cfg.data.corpus,
+        "decoding": _decoding_name(cfg),
         "budget": to_dict(cfg.budget),
         "train": None if train is None else {k: train.get(k) for k in train_keys if k in train},
-        "files": {"config": "config.yaml", "model": "model.pt" if paths.model.is_file() else None,
-                  "results": "results.json" if paths.results.is_file() else None,
-                  "train": "train.json" if train is not None else None,
-                  "artifacts": "artifacts.json" if artifacts_path.is_file() else None},
-        "rows": rows, "notes": notes,
+        "files": {
+            "config": "config.yaml",
+            "model": "model.pt" if paths.model.is_file() else None,
+            "results": "results.json" if paths.results.is_file() else None,
+            "train": "train.json" if train is not None else None,
+            "artifacts": "artifacts.json" if artifacts_path.is_file() else None,
+        },
+        "rows": rows,
+        "notes": notes,
     }
 
 
 # ----------------------------------------------------------------------------- budgets
+
 
 def _human(n: float, decimals: int = 1) -> str:
     a = abs(n)
@@ -399,8 +534,13 @@ def _budget_checks(row: dict, cfg: RunConfig) -> dict:
     checks = {
         "max_macs": _check(row["macs"], b.max_macs, upper=True, unit="MACs", fmt=_human),
         "max_size_mb": _check(row["size_mb"], b.max_size_mb, upper=True, unit="MB", fmt=lambda x: f"{x:.2f}"),
-        "min_bleu": _check(None if row["bleu"] is None else row["bleu"]["bleu"], b.min_bleu, upper=False,
-                           unit="BLEU", fmt=lambda x: f"{x:.2f}"),
+        "min_bleu": _check(
+            None if row["bleu"] is None else row["bleu"]["bleu"],
+            b.min_bleu,
+            upper=False,
+            unit="BLEU",
+            fmt=lambda x: f"{x:.2f}",
+        ),
     }
     measured = {t: v for t, v in row["latency_ms"].items() if v is not None}
     worst = max(measured, key=measured.get) if measured else None
@@ -426,6 +566,7 @@ def _verdict(checks: dict) -> str:
 
 # ----------------------------------------------------------------------------- Pareto frontier
 
+
 def pareto_frontier(rows: list[dict]) -> list[dict]:
     """Rows with both MACs and a headline BLEU that no other row beats (fewer-or-equal MACs and
     higher-or-equal BLEU, one of them strictly), ordered by MACs. Ties on both are all kept."""
@@ -433,14 +574,16 @@ def pareto_frontier(rows: list[dict]) -> list[dict]:
     front = []
     for r in points:
         m, b = r["macs"], r["bleu"]["bleu"]
-        dominated = any(o["macs"] <= m and o["bleu"]["bleu"] >= b and (o["macs"] < m or o["bleu"]["bleu"] > b)
-                        for o in points)
+        dominated = any(
+            o["macs"] <= m and o["bleu"]["bleu"] >= b and (o["macs"] < m or o["bleu"]["bleu"] > b) for o in points
+        )
         if not dominated:
             front.append(r)
     return sorted(front, key=lambda r: (r["macs"], -r["bleu"]["bleu"], r["id"]))
 
 
 # ----------------------------------------------------------------------------- plots
+
 
 def _save_figure(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
@@ -462,36 +605,78 @@ def plot_bleu_vs_macs(rows: list[dict], frontier: list[dict], budgets: list[dict
     stack: dict[tuple, int] = {}
     for r in sorted(points, key=lambda r: (r["macs"], -r["bleu"]["bleu"])):
         x, y = r["macs"] / 1e6, r["bleu"]["bleu"]
-        ax.scatter([x], [y], s=70, color=colors[r["run"]], marker=markers.get(r["format"], "o"), zorder=3,
-                   edgecolors="black", linewidths=0.6)
+        ax.scatter(
+            [x],
+            [y],
+            s=70,
+            color=colors[r["run"]],
+            marker=markers.get(r["format"], "o"),
+            zorder=3,
+            edgecolors="black",
+            linewidths=0.6,
+        )
         spot = (round(x, 1), round(y, 0))
         k = stack.get(spot, 0)
         stack[spot] = k + 1
         name = r["artifact"] if len(runs) == 1 else f"{r['run']}: {r['artifact']}"
-        ax.annotate(f"{name} ({r['format']} {r['precision']})", (x, y), xytext=(8, 6 - 13 * k),
-                    textcoords="offset points", fontsize=8, color="#222222")
+        ax.annotate(
+            f"{name} ({r['format']} {r['precision']})",
+            (x, y),
+            xytext=(8, 6 - 13 * k),
+            textcoords="offset points",
+            fontsize=8,
+            color="#222222",
+        )
     if frontier:
         xs = [r["macs"] / 1e6 for r in frontier]
         ys = [r["bleu"]["bleu"] for r in frontier]
         xmax = max(r["macs"] for r in points) / 1e6
-        ax.step(xs + [max(xmax, xs[-1]) * 1.02], ys + [ys[-1]], where="post", color="black", linestyle="--",
-                linewidth=1.2, zorder=2)
+        ax.step(
+            xs + [max(xmax, xs[-1]) * 1.02],
+            ys + [ys[-1]],
+            where="post",
+            color="black",
+            linestyle="--",
+            linewidth=1.2,
+            zorder=2,
+        )
         ax.scatter(xs, ys, s=190, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4)
     for key, style, label, axis in (("max_macs", ":", "MAC budget", "x"), ("min_bleu", "-.", "BLEU budget", "y")):
         for value in sorted({b[key] for b in budgets if b.get(key) is not None}):
             if axis == "x":
                 ax.axvline(value / 1e6, color="firebrick", linestyle=style, linewidth=1)
-                ax.annotate(f"{label} {_human(value)}", (value / 1e6, 0.02), xycoords=("data", "axes fraction"),
-                            rotation=90, fontsize=8, color="firebrick", ha="right", va="bottom")
+                ax.annotate(
+                    f"{label} {_human(value)}",
+                    (value / 1e6, 0.02),
+                    xycoords=("data", "axes fraction"),
+                    rotation=90,
+                    fontsize=8,
+                    color="firebrick",
+                    ha="right",
+                    va="bottom",
+                )
             else:
                 ax.axhline(value, color="firebrick", linestyle=style, linewidth=1)
-                ax.annotate(f"{label} {value:g}", (0.01, value), xycoords=("axes fraction", "data"), fontsize=8,
-                            color="firebrick", va="bottom")
+                ax.annotate(
+                    f"{label} {value:g}",
+                    (0.01, value),
+                    xycoords=("axes fraction", "data"),
+                    fontsize=8,
+                    color="firebrick",
+                    va="bottom",
+                )
     missing = [r["id"] for r in rows if r not in points]
     if missing and points:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
-        ax.text(0.01, 0.99, f"not plotted (BLEU {NOT_MEASURED}): {shown}", transform=ax.transAxes, fontsize=8,
-                va="top", color="#555555")
+        ax.text(
+            0.01,
+            0.99,
+            f"not plotted (BLEU {NOT_MEASURED}): {shown}",
+            transform=ax.transAxes,
+            fontsize=8,
+            va="top",
+            color="#555555",
+        )
     ax.set_xlabel("MACs (millions; 30+30 tokens, no embeddings / output projection)")
     ax.set_ylabel("BLEU (test split, headline decoding)")
     ax.set_title("BLEU vs MACs: up and to the left is better")
@@ -507,14 +692,47 @@ def plot_bleu_vs_macs(rows: list[dict], frontier: list[dict], budgets: list[dict
         ax.set_ylim(max(ylo - ypad, 0), yhi + ypad)
         from matplotlib.lines import Line2D
 
-        handles = [Line2D([], [], linestyle="none", marker="o", markersize=8, markerfacecolor=colors[run],
-                          markeredgecolor="black", label=f"run {run}")
-                   for run in runs if any(r["run"] == run for r in points)]
-        handles += [Line2D([], [], linestyle="none", marker=m, markersize=8, markerfacecolor="white",
-                           markeredgecolor="black", label=f) for f, m in markers.items() if any(r["format"] == f for r in points)]
+        handles = [
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                markersize=8,
+                markerfacecolor=colors[run],
+                markeredgecolor="black",
+                label=f"run {run}",
+            )
+            for run in runs
+            if any(r["run"] == run for r in points)
+        ]
+        handles += [
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker=m,
+                markersize=8,
+                markerfacecolor="white",
+                markeredgecolor="black",
+                label=f,
+            )
+            for f, m in markers.items()
+            if any(r["format"] == f for r in points)
+        ]
         if frontier:
-            handles.append(Line2D([], [], color="black", linestyle="--", marker="o", markersize=11,
-                                  markerfacecolor="none", label="Pareto frontier"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="black",
+                    linestyle="--",
+                    marker="o",
+                    markersize=11,
+                    markerfacecolor="none",
+                    label="Pareto frontier",
+                )
+            )
         ax.legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.9)
     _save_figure(fig, path)
 
@@ -528,9 +746,18 @@ def plot_macs_per_layer(panels: list[dict], path: Path) -> None:
     axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
     parts = [p for p in MAC_PARTS if any(p in layer for panel in panels for layer in panel["layers"])]
     colors = {  # attention blues, convolution greens, cross-attention purples, FFN orange
-        "attn_proj": "#1f4e9c", "attn_scores": "#4f81d9", "attn_values": "#9dbbf0",
-        "glu": "#1b7a3a", "conv_in": "#1b7a3a", "conv_kernel": "#4caf50", "conv": "#8fd694", "conv_out": "#c7ecc4",
-        "cross_proj": "#6a3d9a", "cross_scores": "#9e7cc1", "cross_values": "#d2c0e6", "ffn": "#f28e2b",
+        "attn_proj": "#1f4e9c",
+        "attn_scores": "#4f81d9",
+        "attn_values": "#9dbbf0",
+        "glu": "#1b7a3a",
+        "conv_in": "#1b7a3a",
+        "conv_kernel": "#4caf50",
+        "conv": "#8fd694",
+        "conv_out": "#c7ecc4",
+        "cross_proj": "#6a3d9a",
+        "cross_scores": "#9e7cc1",
+        "cross_values": "#d2c0e6",
+        "ffn": "#f28e2b",
     }
     if not panels:
         axes[0].text(0.5, 0.5, "no model", ha="center", va="center", transform=axes[0].transAxes)
@@ -540,7 +767,9 @@ def plot_macs_per_layer(panels: list[dict], path: Path) -> None:
         for part in parts:
             values = [layer.get(part, 0) / 1e6 for layer in panel["layers"]]
             if any(values):
-                ax.bar(names, values, bottom=bottom, color=colors.get(part), label=part, edgecolor="white", linewidth=0.4)
+                ax.bar(
+                    names, values, bottom=bottom, color=colors.get(part), label=part, edgecolor="white", linewidth=0.4
+                )
                 bottom = [b + v for b, v in zip(bottom, values)]
         for i, total in enumerate(bottom):
             ax.annotate(f"{total:.1f}", (i, total), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
@@ -550,9 +779,9 @@ def plot_macs_per_layer(panels: list[dict], path: Path) -> None:
     axes[0].set_ylabel("MACs per layer (millions)")
     handles: dict = {}
     for ax in axes:
-        for h, l in zip(*ax.get_legend_handles_labels()):
-            if l not in handles:
-                handles[l] = h
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = handle
     ordered = [p for p in parts if p in handles]
     if ordered:
         fig.legend([handles[p] for p in ordered], ordered, loc="outside right center", fontsize=8, title="part")
@@ -561,6 +790,7 @@ def plot_macs_per_layer(panels: list[dict], path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- rendering
+
 
 def _fmt_bleu(b: dict | None) -> str:
     return NOT_MEASURED if b is None else f"{b['bleu']:.2f}"
@@ -592,20 +822,50 @@ def _targets(rows: list[dict], key: str) -> list[str]:
 def _table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     rows = report["rows"]
     lat_t, ins_t = _targets(rows, "latency_ms"), _targets(rows, "instructions")
-    head = (["run", "family", "artifact", "format", "precision", "MACs", "params", "params w/o embeddings",
-             "size on disk", "BLEU", "BLEU test set", "sacrebleu signature"]
-            + [f"latency {t} (ms)" for t in lat_t] + [f"instructions {t}" for t in ins_t] + ["Pareto", "budget verdict"])
+    head = (
+        [
+            "run",
+            "family",
+            "artifact",
+            "format",
+            "precision",
+            "MACs",
+            "params",
+            "params w/o embeddings",
+            "size on disk",
+            "BLEU",
+            "BLEU test set",
+            "sacrebleu signature",
+        ]
+        + [f"latency {t} (ms)" for t in lat_t]
+        + [f"instructions {t}" for t in ins_t]
+        + ["Pareto", "budget verdict"]
+    )
     if not lat_t:  # no target measured anywhere: still say so
         head.insert(head.index("Pareto"), "latency (ms)")
     body = []
     for r in rows:
         b = r["bleu"]
-        body.append([r["run"], r["family"], r["artifact"], r["format"], r["precision"], _fmt_macs(r["macs"]),
-                     f"{r['params']:,}", f"{r['params_no_embed']:,}", _fmt_size(r), _fmt_bleu(b), _fmt_testset(b),
-                     NOT_MEASURED if b is None else (b["signature"] or "signature not recorded")]
-                    + [_fmt_opt(r["latency_ms"].get(t), lambda v: f"{v:.2f}") for t in lat_t]
-                    + [_fmt_opt(r["instructions"].get(t), lambda v: f"{v:,.0f}") for t in ins_t]
-                    + ([] if lat_t else [NOT_MEASURED]) + ["yes" if r["pareto"] else "", r["verdict"]])
+        body.append(
+            [
+                r["run"],
+                r["family"],
+                r["artifact"],
+                r["format"],
+                r["precision"],
+                _fmt_macs(r["macs"]),
+                f"{r['params']:,}",
+                f"{r['params_no_embed']:,}",
+                _fmt_size(r),
+                _fmt_bleu(b),
+                _fmt_testset(b),
+                NOT_MEASURED if b is None else (b["signature"] or "signature not recorded"),
+            ]
+            + [_fmt_opt(r["latency_ms"].get(t), lambda v: f"{v:.2f}") for t in lat_t]
+            + [_fmt_opt(r["instructions"].get(t), lambda v: f"{v:,.0f}") for t in ins_t]
+            + ([] if lat_t else [NOT_MEASURED])
+            + ["yes" if r["pareto"] else "", r["verdict"]]
+        )
     return head, body
 
 
@@ -645,9 +905,18 @@ def _bleu_detail_rows(report: dict) -> list[list[str]]:
     out = []
     for r in report["rows"]:
         for key, b in sorted(r["bleu_all"].items()):
-            out.append([r["id"], key, f"{b['bleu']:.2f}", _fmt_opt(b.get("chrf"), lambda v: f"{v:.2f}"),
-                        _fmt_opt(b.get("brevity_penalty"), lambda v: f"{v:.4f}"), _fmt_testset(b),
-                        b["signature"] or "signature not recorded", b["source"]])
+            out.append(
+                [
+                    r["id"],
+                    key,
+                    f"{b['bleu']:.2f}",
+                    _fmt_opt(b.get("chrf"), lambda v: f"{v:.2f}"),
+                    _fmt_opt(b.get("brevity_penalty"), lambda v: f"{v:.4f}"),
+                    _fmt_testset(b),
+                    b["signature"] or "signature not recorded",
+                    b["source"],
+                ]
+            )
     return out
 
 
@@ -665,16 +934,26 @@ def _train_rows(report: dict) -> list[list[str]]:
         stop = str(t.get("stop_reason", NOT_MEASURED))
         if t.get("stop_reason") == "max_minutes":  # the step count depended on the machine's speed
             stop += " (stopped by the clock: not reproducible)"
-        out.append([run["run"], run["config_name"], _fmt_opt(t.get("steps"), str), stop,
-                    _fmt_opt(t.get("wall_seconds"), lambda v: f"{v / 60:.1f} min"),
-                    _fmt_opt(t.get("target_tokens_per_s"), lambda v: f"{v:,.0f}"),
-                    _fmt_opt(t.get("final_valid_ppl"), lambda v: f"{v:.2f}"), str(t.get("final_model", NOT_MEASURED))])
+        out.append(
+            [
+                run["run"],
+                run["config_name"],
+                _fmt_opt(t.get("steps"), str),
+                stop,
+                _fmt_opt(t.get("wall_seconds"), lambda v: f"{v / 60:.1f} min"),
+                _fmt_opt(t.get("target_tokens_per_s"), lambda v: f"{v:,.0f}"),
+                _fmt_opt(t.get("final_valid_ppl"), lambda v: f"{v:.2f}"),
+                str(t.get("final_model", NOT_MEASURED)),
+            ]
+        )
     return out
 
 
 def _source_rows(report: dict) -> list[list[str]]:
-    return [[r["id"]] + [r["sources"].get(k) or NOT_MEASURED for k in ("macs", "params", "size", "bleu", "latency_ms")]
-            for r in report["rows"]]
+    return [
+        [r["id"]] + [r["sources"].get(k) or NOT_MEASURED for k in ("macs", "params", "size", "bleu", "latency_ms")]
+        for r in report["rows"]
+    ]
 
 
 SOURCE_HEAD = ["row", "MACs", "params", "size", "BLEU", "latency / instructions"]
@@ -682,25 +961,62 @@ SOURCE_HEAD = ["row", "MACs", "params", "size", "BLEU", "latency / instructions"
 
 def render_markdown(report: dict) -> str:
     head, body = _table_rows(report)
-    out = ["# MAC/BLEU budget report", "",
-           f"Runs: {', '.join(r['run'] for r in report['runs'])}. MACs: {report['mac_convention']}. "
-           f"Anything not measured shows as \"{NOT_MEASURED}\"; a budget on an unmeasured quantity is \"unknown\".", "",
-           "## Budgets", ""]
+    out = [
+        "# MAC/BLEU budget report",
+        "",
+        f"Runs: {', '.join(r['run'] for r in report['runs'])}. MACs: {report['mac_convention']}. "
+        f'Anything not measured shows as "{NOT_MEASURED}"; a budget on an unmeasured quantity is "unknown".',
+        "",
+        "## Budgets",
+        "",
+    ]
     out += [f"- **{r['run']}** (config `{r['config_name']}`): {_budget_limits(r['budget'])}" for r in report["runs"]]
-    out += ["", "## Models and artifacts", "", _md_table(head, body), "", "## Budget check", "",
-            _md_table(["row", "verdict"] + [BUDGET_HEAD[k] for k in BUDGETS],
-                      [[r["id"], r["verdict"]] + [_budget_cell(r["budget"][k]) for k in BUDGETS] for r in report["rows"]]),
-            "", "## Pareto frontier (BLEU vs MACs, across runs)", ""]
+    out += [
+        "",
+        "## Models and artifacts",
+        "",
+        _md_table(head, body),
+        "",
+        "## Budget check",
+        "",
+        _md_table(
+            ["row", "verdict"] + [BUDGET_HEAD[k] for k in BUDGETS],
+            [[r["id"], r["verdict"]] + [_budget_cell(r["budget"][k]) for k in BUDGETS] for r in report["rows"]],
+        ),
+        "",
+        "## Pareto frontier (BLEU vs MACs, across runs)",
+        "",
+    ]
     if report["pareto"]:
-        out += [f"{i}. {p['id']}: {_human(p['macs'])} MACs, BLEU {p['bleu']:.2f}" for i, p in enumerate(report["pareto"], 1)]
+        out += [
+            f"{i}. {p['id']}: {_human(p['macs'])} MACs, BLEU {p['bleu']:.2f}" for i, p in enumerate(report["pareto"], 1)
+        ]
     else:
         out.append(f"No row has both MACs and BLEU ({NOT_MEASURED}).")
-    out += ["", "![BLEU vs MACs](bleu_vs_macs.png)", "", "## MACs per layer", "", "![MACs per layer](macs_per_layer.png)",
-            "", "## BLEU by decoding", ""]
+    out += [
+        "",
+        "![BLEU vs MACs](bleu_vs_macs.png)",
+        "",
+        "## MACs per layer",
+        "",
+        "![MACs per layer](macs_per_layer.png)",
+        "",
+        "## BLEU by decoding",
+        "",
+    ]
     detail = _bleu_detail_rows(report)
-    out += [_md_table(BLEU_DETAIL_HEAD, detail) if detail else f"BLEU {NOT_MEASURED}.", "", "## Training", "",
-            _md_table(TRAIN_HEAD, _train_rows(report)), "", "## Where the numbers come from", "",
-            _md_table(SOURCE_HEAD, _source_rows(report)), ""]
+    out += [
+        _md_table(BLEU_DETAIL_HEAD, detail) if detail else f"BLEU {NOT_MEASURED}.",
+        "",
+        "## Training",
+        "",
+        _md_table(TRAIN_HEAD, _train_rows(report)),
+        "",
+        "## Where the numbers come from",
+        "",
+        _md_table(SOURCE_HEAD, _source_rows(report)),
+        "",
+    ]
     if report["notes"]:
         out += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     return "\n".join(out)
@@ -721,7 +1037,7 @@ img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 def _html_cell(text: str, cls: str = "") -> str:
     if text == NOT_MEASURED or text.startswith("unknown"):
         cls = (cls + " nm").strip()
-    return f"<td class=\"{cls}\">{html.escape(text)}</td>" if cls else f"<td>{html.escape(text)}</td>"
+    return f'<td class="{cls}">{html.escape(text)}</td>' if cls else f"<td>{html.escape(text)}</td>"
 
 
 def _html_table(head: list[str], body: list[list[str]], classes: list[list[str]] | None = None) -> str:
@@ -734,39 +1050,69 @@ def _html_table(head: list[str], body: list[list[str]], classes: list[list[str]]
 
 def render_html(report: dict) -> str:
     head, body = _table_rows(report)
-    num_cols = {i for i, h in enumerate(head) if h in ("MACs", "params", "params w/o embeddings", "size on disk", "BLEU")
-                or h.startswith(("latency", "instructions"))}
+    num_cols = {
+        i
+        for i, h in enumerate(head)
+        if h in ("MACs", "params", "params w/o embeddings", "size on disk", "BLEU")
+        or h.startswith(("latency", "instructions"))
+    }
     classes = [["num" if j in num_cols else "" for j in range(len(head) - 1)] + [r["verdict"]] for r in report["rows"]]
     for row_cls in classes:
         row_cls[head.index("sacrebleu signature")] = "sig"
     budget_body = [[r["id"], r["verdict"]] + [_budget_cell(r["budget"][k]) for k in BUDGETS] for r in report["rows"]]
     budget_cls = [["", r["verdict"]] + [r["budget"][k]["status"] for k in BUDGETS] for r in report["rows"]]
     e = html.escape
-    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-             "<title>MAC/BLEU budget report</title>", f"<style>{CSS}</style></head><body>",
-             "<h1>MAC/BLEU budget report</h1>",
-             f"<p>Runs: {e(', '.join(r['run'] for r in report['runs']))}. MACs: {e(report['mac_convention'])}. "
-             f"Anything not measured shows as <span class=\"nm\">{NOT_MEASURED}</span>; a budget on an unmeasured "
-             "quantity is <span class=\"nm\">unknown</span>, never a pass.</p>",
-             "<h2>Budgets</h2><ul>"]
-    parts += [f"<li><b>{e(r['run'])}</b> (config <code>{e(r['config_name'])}</code>): {e(_budget_limits(r['budget']))}</li>"
-              for r in report["runs"]]
-    parts += ["</ul>", "<h2>Models and artifacts</h2>", _html_table(head, body, classes),
-              "<h2>Budget check</h2>", _html_table(["row", "verdict"] + [BUDGET_HEAD[k] for k in BUDGETS], budget_body, budget_cls),
-              "<h2>Pareto frontier (BLEU vs MACs, across runs)</h2>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>MAC/BLEU budget report</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>MAC/BLEU budget report</h1>",
+        f"<p>Runs: {e(', '.join(r['run'] for r in report['runs']))}. MACs: {e(report['mac_convention'])}. "
+        f'Anything not measured shows as <span class="nm">{NOT_MEASURED}</span>; a budget on an unmeasured '
+        'quantity is <span class="nm">unknown</span>, never a pass.</p>',
+        "<h2>Budgets</h2><ul>",
+    ]
+    parts += [
+        f"<li><b>{e(r['run'])}</b> (config <code>{e(r['config_name'])}</code>): {e(_budget_limits(r['budget']))}</li>"
+        for r in report["runs"]
+    ]
+    parts += [
+        "</ul>",
+        "<h2>Models and artifacts</h2>",
+        _html_table(head, body, classes),
+        "<h2>Budget check</h2>",
+        _html_table(["row", "verdict"] + [BUDGET_HEAD[k] for k in BUDGETS], budget_body, budget_cls),
+        "<h2>Pareto frontier (BLEU vs MACs, across runs)</h2>",
+    ]
     if report["pareto"]:
-        parts.append("<ol>" + "".join(f"<li>{e(p['id'])}: {e(_human(p['macs']))} MACs, BLEU {p['bleu']:.2f}</li>"
-                                      for p in report["pareto"]) + "</ol>")
+        parts.append(
+            "<ol>"
+            + "".join(
+                f"<li>{e(p['id'])}: {e(_human(p['macs']))} MACs, BLEU {p['bleu']:.2f}</li>" for p in report["pareto"]
+            )
+            + "</ol>"
+        )
     else:
-        parts.append(f"<p class=\"nm\">No row has both MACs and BLEU ({NOT_MEASURED}).</p>")
-    parts += ["<img src=\"bleu_vs_macs.png\" alt=\"BLEU vs MACs with the Pareto frontier\">",
-              "<h2>MACs per layer</h2>", "<img src=\"macs_per_layer.png\" alt=\"MACs per layer by part\">",
-              "<h2>BLEU by decoding</h2>"]
+        parts.append(f'<p class="nm">No row has both MACs and BLEU ({NOT_MEASURED}).</p>')
+    parts += [
+        '<img src="bleu_vs_macs.png" alt="BLEU vs MACs with the Pareto frontier">',
+        "<h2>MACs per layer</h2>",
+        '<img src="macs_per_layer.png" alt="MACs per layer by part">',
+        "<h2>BLEU by decoding</h2>",
+    ]
     detail = _bleu_detail_rows(report)
-    parts.append(_html_table(BLEU_DETAIL_HEAD, detail, [["", "", "num", "num", "num", "", "sig", ""] for _ in detail])
-                 if detail else f"<p class=\"nm\">BLEU {NOT_MEASURED}.</p>")
-    parts += ["<h2>Training</h2>", _html_table(TRAIN_HEAD, _train_rows(report)),
-              "<h2>Where the numbers come from</h2>", _html_table(SOURCE_HEAD, _source_rows(report))]
+    parts.append(
+        _html_table(BLEU_DETAIL_HEAD, detail, [["", "", "num", "num", "num", "", "sig", ""] for _ in detail])
+        if detail
+        else f'<p class="nm">BLEU {NOT_MEASURED}.</p>'
+    )
+    parts += [
+        "<h2>Training</h2>",
+        _html_table(TRAIN_HEAD, _train_rows(report)),
+        "<h2>Where the numbers come from</h2>",
+        _html_table(SOURCE_HEAD, _source_rows(report)),
+    ]
     if report["notes"]:
         parts += ["<h2>Notes</h2><ul>"] + [f"<li>{e(n)}</li>" for n in report["notes"]] + ["</ul>"]
     parts.append("</body></html>\n")
@@ -775,20 +1121,29 @@ def render_html(report: dict) -> str:
 
 # ----------------------------------------------------------------------------- the report
 
+
 def _comparability_notes(rows: list[dict]) -> list[str]:
     """Headline BLEU scores are comparable (and the Pareto frontier meaningful) only on one test set,
     one decoding and one sacrebleu signature: say where that is not known or not so."""
     notes = []
     unsigned = [r["id"] for r in rows if r["bleu"]["signature"] is None or r["bleu"]["sentences"] is None]
     if unsigned:
-        notes.append(f"BLEU of {', '.join(unsigned)} was recorded without its sacrebleu signature or sentence "
-                     "count: its comparability with the other rows is not known")
-    for field, what in (("corpus", "test corpora"), ("sentences", "test-set sizes"), ("signature", "sacrebleu signatures"),
-                        ("decoding", "decodings")):
+        notes.append(
+            f"BLEU of {', '.join(unsigned)} was recorded without its sacrebleu signature or sentence "
+            "count: its comparability with the other rows is not known"
+        )
+    for field, what in (
+        ("corpus", "test corpora"),
+        ("sentences", "test-set sizes"),
+        ("signature", "sacrebleu signatures"),
+        ("decoding", "decodings"),
+    ):
         values = {r["bleu"][field] for r in rows if r["bleu"][field] is not None}
         if len(values) > 1:
-            notes.append(f"the headline BLEU scores use different {what} ({', '.join(sorted(map(str, values)))}): "
-                         "compare them, and read the Pareto frontier, with care")
+            notes.append(
+                f"the headline BLEU scores use different {what} ({', '.join(sorted(map(str, values)))}): "
+                "compare them, and read the Pareto frontier, with care"
+            )
     return notes
 
 
@@ -812,11 +1167,13 @@ def build_report(runs: list[Path]) -> dict:
     notes += _comparability_notes([r for r in rows if r["bleu"] is not None])
     return {
         "mac_convention": "mult-adds of one forward pass, 30-token source + 30-token target, without embeddings "
-                          "or the output projection (eval/macs.py)",
+        "or the output projection (eval/macs.py)",
         "runs": [{k: v for k, v in c.items() if k != "rows" and k != "notes"} for c in collected],
         "rows": rows,
-        "pareto": [{"id": r["id"], "run": r["run"], "artifact": r["artifact"], "macs": r["macs"],
-                    "bleu": r["bleu"]["bleu"]} for r in frontier],
+        "pareto": [
+            {"id": r["id"], "run": r["run"], "artifact": r["artifact"], "macs": r["macs"], "bleu": r["bleu"]["bleu"]}
+            for r in frontier
+        ],
         "notes": notes,
     }
 
@@ -857,7 +1214,9 @@ def summarize(report: dict) -> str:
     lines = []
     for r in report["rows"]:
         fails = [BUDGET_HEAD[k] for k in BUDGETS if r["budget"][k]["status"] == "FAIL"]
-        lines.append(f"{r['id']}: {_human(r['macs']) if r['macs'] is not None else NOT_MEASURED} MACs, "
-                     f"BLEU {_fmt_bleu(r['bleu'])}, size {_fmt_opt(r['size_mb'], lambda v: f'{v:.2f} MB')}: "
-                     f"{r['verdict']}" + (f" ({', '.join(fails)})" if fails else ""))
+        lines.append(
+            f"{r['id']}: {_human(r['macs']) if r['macs'] is not None else NOT_MEASURED} MACs, "
+            f"BLEU {_fmt_bleu(r['bleu'])}, size {_fmt_opt(r['size_mb'], lambda v: f'{v:.2f} MB')}: "
+            f"{r['verdict']}" + (f" ({', '.join(fails)})" if fails else "")
+        )
     return "\n".join(lines)

@@ -4,6 +4,7 @@ that occur while the model reads the reference translation of real training sent
 Calibrating the decoder step on random caches would set activation ranges nothing real produces;
 these are the values the shipped graphs will see.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,14 +18,19 @@ def pad_source(ids: list[int], src_len: int, pad_id: int) -> np.ndarray:
     """[1, src_len] int32, truncated or right-padded."""
     out = np.full((1, src_len), pad_id, dtype=np.int32)
     ids = ids[:src_len]
-    out[0, :len(ids)] = ids
+    out[0, : len(ids)] = ids
     return out
 
 
 @torch.no_grad()
-def calibration_inputs(model: EncoderDecoder, pairs: list[tuple[list[int], list[int]]], src_len: int,
-                       target_slots: int, max_decoder_samples: int = 256, seed: int = 0
-                       ) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+def calibration_inputs(
+    model: EncoderDecoder,
+    pairs: list[tuple[list[int], list[int]]],
+    src_len: int,
+    target_slots: int,
+    max_decoder_samples: int = 256,
+    seed: int = 0,
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
     """(encoder samples, decoder-step samples) as dicts of numpy arrays named like the graph inputs.
 
     pairs: (source ids ending in eos, target ids ending in eos). Decoding is teacher-forced on the
@@ -33,8 +39,11 @@ def calibration_inputs(model: EncoderDecoder, pairs: list[tuple[list[int], list[
     """
     cfg = model.cfg
     encoder, step = EncoderGraph(model), DecoderStepGraph(model)
-    empty = {name: torch.zeros(shape) for name, shape in cache_shapes(model, 1, src_len, target_slots).items()
-             if name.startswith(("self_", "conv_"))}
+    empty = {
+        name: torch.zeros(shape)
+        for name, shape in cache_shapes(model, 1, src_len, target_slots).items()
+        if name.startswith(("self_", "conv_"))
+    }
     total_steps = sum(min(len(t), target_slots) for _, t in pairs)
     keep_prob = min(1.0, max_decoder_samples / max(total_steps, 1))
     rng = np.random.default_rng(seed)
@@ -45,10 +54,14 @@ def calibration_inputs(model: EncoderDecoder, pairs: list[tuple[list[int], list[
         enc_samples.append({"src": src})
         memory = encoder({"src": torch.from_numpy(src)})
         state = dict(empty)
-        prev = [cfg.bos_id] + tgt_ids[:target_slots - 1]
+        prev = [cfg.bos_id] + tgt_ids[: target_slots - 1]
         for pos, token in enumerate(prev):
-            inputs = {"token": torch.tensor([[token]], dtype=torch.int32), "pos": torch.tensor([pos], dtype=torch.int32),
-                      **memory, **state}
+            inputs = {
+                "token": torch.tensor([[token]], dtype=torch.int32),
+                "pos": torch.tensor([pos], dtype=torch.int32),
+                **memory,
+                **state,
+            }
             if rng.random() < keep_prob and len(dec_samples) < max_decoder_samples:
                 dec_samples.append({k: v.numpy().copy() for k, v in inputs.items()})
             out = step(inputs)

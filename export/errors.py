@@ -1,4 +1,5 @@
 """The error types of the export stage."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -17,6 +17,7 @@ The decoder step returns "logits" [B, V] and the same cache names with the updat
 decoder heads read which slots they see from a constant per-head table at row `pos`.
 Masked scores use a bounded fill (EXPORT_MASK_FILL): large constants ruin int8 score scales (DESIGN.md).
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,7 +33,6 @@ from lite.models.seq2seq import EncoderDecoder
 
 # exp(-30) ~ 1e-13 of the largest real score's weight, and int8 can still represent real scores.
 EXPORT_MASK_FILL = -30.0
-
 
 
 class ConstantKernelConv(LightweightConv):
@@ -54,8 +54,9 @@ def export_copy(model: EncoderDecoder) -> EncoderDecoder:
             module.mask_fill = EXPORT_MASK_FILL
         if isinstance(module, ConvBranch) and type(module.conv) is LightweightConv:
             conv = module.conv
-            frozen = ConstantKernelConv(conv.channels, conv.kernel_size, conv.heads, conv.causal,
-                                        head_channels=conv.head_channels)
+            frozen = ConstantKernelConv(
+                conv.channels, conv.kernel_size, conv.heads, conv.causal, head_channels=conv.head_channels
+            )
             frozen.load_state_dict(conv.state_dict())
             frozen.register_buffer("constant_kernels", conv.channel_kernels().detach().clone())
             module.conv = frozen.eval()
@@ -86,7 +87,7 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, visible: Tensor) -> Tensor:
 
 
 def _query(attn: MultiheadAttention, h: Tensor) -> Tensor:
-    return attn._heads(attn.q_proj(h)) * (attn.head_dim ** -0.5)
+    return attn._heads(attn.q_proj(h)) * (attn.head_dim**-0.5)
 
 
 class DecoderStepGraph(nn.Module):
@@ -115,8 +116,9 @@ class DecoderStepGraph(nn.Module):
                 self.register_buffer(f"slot_table_{i}", table, persistent=False)
                 self.sparse_layers.append(i)
 
-    def _self_attention(self, attn: MultiheadAttention, h: Tensor, k_cache: Tensor, v_cache: Tensor,
-                        write: Tensor, visible: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _self_attention(
+        self, attn: MultiheadAttention, h: Tensor, k_cache: Tensor, v_cache: Tensor, write: Tensor, visible: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         b = h.shape[0]
         q = _query(attn, h)
         k_new, v_new = attn.project_kv(h)  # [B, H, 1, Dh]
@@ -153,18 +155,20 @@ class DecoderStepGraph(nn.Module):
             seen = visible
             if i in self.sparse_layers:  # sparse heads: row `pos` of the pattern table, cut to the slot count
                 table = getattr(self, f"slot_table_{i}")
-                seen = table.index_select(1, pos)[:, :, :slots.shape[0]].unsqueeze(0)  # [1, H, 1, T]
+                seen = table.index_select(1, pos)[:, :, : slots.shape[0]].unsqueeze(0)  # [1, H, 1, T]
 
             def mix(h: Tensor) -> Tensor:
                 if isinstance(mixer, LSRAMixer):
-                    ha, hc = h[..., :mixer.branch_dim], h[..., mixer.branch_dim:]
-                    a, k, v = self._self_attention(mixer.attn, ha, inputs[f"self_k_{i}"], inputs[f"self_v_{i}"],
-                                                   write, seen)
+                    ha, hc = h[..., : mixer.branch_dim], h[..., mixer.branch_dim :]
+                    a, k, v = self._self_attention(
+                        mixer.attn, ha, inputs[f"self_k_{i}"], inputs[f"self_v_{i}"], write, seen
+                    )
                     c, out[f"conv_{i}"] = self._conv(i, mixer.conv, hc, inputs[f"conv_{i}"])
                     y = torch.cat([a, c], dim=-1)
                 else:
-                    y, k, v = self._self_attention(mixer.attn, h, inputs[f"self_k_{i}"], inputs[f"self_v_{i}"],
-                                                   write, seen)
+                    y, k, v = self._self_attention(
+                        mixer.attn, h, inputs[f"self_k_{i}"], inputs[f"self_v_{i}"], write, seen
+                    )
                 out[f"self_k_{i}"], out[f"self_v_{i}"] = k, v
                 return y
 
@@ -204,8 +208,10 @@ def encoder_sample(model: EncoderDecoder, src_len: int) -> dict[str, Tensor]:
 
 def decoder_sample(model: EncoderDecoder, batch: int, src_len: int, max_target_len: int) -> dict[str, Tensor]:
     """Sample inputs of the decoder step (what the exporters trace with)."""
-    sample = {"token": torch.full((batch, 1), model.cfg.bos_id, dtype=torch.int32),
-              "pos": torch.zeros(1, dtype=torch.int32)}
+    sample = {
+        "token": torch.full((batch, 1), model.cfg.bos_id, dtype=torch.int32),
+        "pos": torch.zeros(1, dtype=torch.int32),
+    }
     for name, shape in cache_shapes(model, batch, src_len, max_target_len).items():
         sample[name] = torch.ones(shape) if name == "src_keep" else torch.randn(shape) * 0.1
     return sample

@@ -14,6 +14,7 @@ tokenizer) is listed in "files" and, with verify, matches its size and sha256 be
 
 Standard library only: the on-device runtime reads it where torch does not exist.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,11 @@ class ModelFolderError(ValueError):
 def write_manifest(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
     """Write folder/manifest.json = record + {"schema", "files": {name: {"sha256", "bytes"}}} over every
     other file in the folder (atomically); returns what was written."""
-    files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-             for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+    files = {
+        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    }
     manifest = {"schema": SCHEMA, **record, "files": files}
     write_json_atomic(manifest, folder / MANIFEST)
     return manifest
@@ -66,21 +70,28 @@ def read_manifest(folder: Path, verify: bool = True) -> dict[str, Any]:
         raise ModelFolderError(f"{path}: format {manifest['format']!r}; expected one of {', '.join(GRAPH_ROLES)}")
     files, graphs = manifest["files"], manifest["graphs"]
     if not isinstance(files, dict):
-        raise ModelFolderError(f"{path}: \"files\" is {type(files).__name__}; expected an object "
-                               "{file name: {\"sha256\", \"bytes\"}}")
+        raise ModelFolderError(
+            f'{path}: "files" is {type(files).__name__}; expected an object {{file name: {{"sha256", "bytes"}}}}'
+        )
     if not isinstance(graphs, dict) or sorted(graphs) != sorted(roles):
-        raise ModelFolderError(f"{path}: \"graphs\" is {graphs!r}; expected file names for {', '.join(roles)}")
+        raise ModelFolderError(f'{path}: "graphs" is {graphs!r}; expected file names for {", ".join(roles)}')
     for name, meta in files.items():
         member_path(folder, name, "files key")
-        if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
-                and isinstance(meta.get("bytes"), int) and not isinstance(meta.get("bytes"), bool)):
-            raise ModelFolderError(f"{path}: files[{name!r}] is {meta!r}; expected {{\"sha256\": hex, \"bytes\": int}}")
+        if not (
+            isinstance(meta, dict)
+            and isinstance(meta.get("sha256"), str)
+            and isinstance(meta.get("bytes"), int)
+            and not isinstance(meta.get("bytes"), bool)
+        ):
+            raise ModelFolderError(f'{path}: files[{name!r}] is {meta!r}; expected {{"sha256": hex, "bytes": int}}')
     loaded = {f"graphs.{role}": graphs[role] for role in roles} | {"tokenizer": manifest["tokenizer"]}
     for field, name in loaded.items():
         member_path(folder, name, field)
     if not any(name in files for name in loaded.values()):
-        raise ModelFolderError(f"{path}: \"files\" lists none of the files the runtime loads; expected sha256 "
-                               f"and bytes of {', '.join(loaded.values())}")
+        raise ModelFolderError(
+            f'{path}: "files" lists none of the files the runtime loads; expected sha256 '
+            f"and bytes of {', '.join(loaded.values())}"
+        )
     for field, name in loaded.items():
         require_listed(folder, manifest, name, field)
     if verify:
@@ -92,8 +103,10 @@ def read_manifest(folder: Path, verify: bool = True) -> dict[str, Any]:
             digest = sha256_file(file) if size == meta["bytes"] else None  # a size mismatch needs no hashing
             if digest != meta["sha256"]:
                 found = f"{size} bytes" + (f", sha256 {digest[:16]}..." if digest else "")
-                raise ModelFolderError(f"{file}: checksum mismatch with {MANIFEST} (expected {meta['bytes']} bytes, "
-                                       f"sha256 {meta['sha256'][:16]}...; found {found}): corrupt or modified file")
+                raise ModelFolderError(
+                    f"{file}: checksum mismatch with {MANIFEST} (expected {meta['bytes']} bytes, "
+                    f"sha256 {meta['sha256'][:16]}...; found {found}): corrupt or modified file"
+                )
     return manifest
 
 
@@ -117,8 +130,9 @@ def member_path(folder: Path, name: Any, field: str) -> Path:
     if real == root:
         raise ModelFolderError(f"{where}: {field} = {name!r} names the folder itself; {expected}")
     if not real.is_relative_to(root):
-        raise ModelFolderError(f"{where}: {field} = {name!r} resolves to {real}, outside the model folder "
-                               f"(a symlink?); {expected}")
+        raise ModelFolderError(
+            f"{where}: {field} = {name!r} resolves to {real}, outside the model folder (a symlink?); {expected}"
+        )
     return file
 
 
@@ -127,8 +141,10 @@ def require_listed(folder: Path, manifest: dict[str, Any], name: str, field: str
     (read_manifest with verify has checked every listed file's size and sha256)."""
     file = member_path(folder, name, field)
     if name not in manifest["files"]:
-        raise ModelFolderError(f"{file}: loaded by the runtime ({field}) but not listed in {MANIFEST}; "
-                               "expected its sha256 and bytes under \"files\"")
+        raise ModelFolderError(
+            f"{file}: loaded by the runtime ({field}) but not listed in {MANIFEST}; "
+            'expected its sha256 and bytes under "files"'
+        )
     return file
 
 
@@ -179,7 +195,7 @@ def onnx_external_data(data: bytes) -> list[str]:
                 if i + size > end:
                     raise ValueError("field runs past its message")
                 if kind == "entry" and number in (1, 2):
-                    entry[number] = bytes(view[i:i + size])
+                    entry[number] = bytes(view[i : i + size])
                 elif number in _SUBMESSAGES.get(kind, {}):
                     walk(_SUBMESSAGES[kind][number], i, i + size)
                 i += size

@@ -15,12 +15,13 @@ what a mark itself costs.
 
 Standard library + numpy + the runtime only: this file is copied to boards and emulated targets.
 """
+
 from __future__ import annotations
 
 import os
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # before numpy starts a BLAS pool: one thread,
-    os.environ.setdefault(_var, "1")                     # so one instruction counter sees all the work
+    os.environ.setdefault(_var, "1")  # so one instruction counter sees all the work
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -45,8 +46,13 @@ def mark() -> None:
         pass
 
 
-def run_protocol(translator: Translator, ids: list[int], steps: int = STEPS,
-                 on_mark: Callable[[], None] | None = None, logits: list | None = None) -> list[int]:
+def run_protocol(
+    translator: Translator,
+    ids: list[int],
+    steps: int = STEPS,
+    on_mark: Callable[[], None] | None = None,
+    logits: list | None = None,
+) -> list[int]:
     """Encoder once + `steps` greedy steps; returns the tokens. on_mark before the encoder, after it and
     after each step; `logits` (a list) receives each step's logits row."""
     if on_mark:
@@ -77,8 +83,15 @@ def measure(run: Callable[[list[int]], list[int]], ids: list[int], warmup: int, 
         tokens = run(ids)
         times.append(time.perf_counter() - start)
     ms = np.array(times) * 1e3
-    return {"status": "ok", "median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
-            "p90_ms": float(np.percentile(ms, 90)), "min_ms": float(ms.min()), "runs": repeats, "tokens": tokens}
+    return {
+        "status": "ok",
+        "median_ms": float(np.median(ms)),
+        "p10_ms": float(np.percentile(ms, 10)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "min_ms": float(ms.min()),
+        "runs": repeats,
+        "tokens": tokens,
+    }
 
 
 def _ids(text: str) -> list[int]:
@@ -92,18 +105,25 @@ def _ids(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.on_device", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m export.on_device", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     jobs = parser.add_subparsers(dest="job", required=True)
-    for name, text in (("protocol", "encoder + STEPS greedy steps, optionally marked for instruction counts"),
-                       ("latency", "the latency protocol: warm-up, then timed runs (median ms)")):
+    for name, text in (
+        ("protocol", "encoder + STEPS greedy steps, optionally marked for instruction counts"),
+        ("latency", "the latency protocol: warm-up, then timed runs (median ms)"),
+    ):
         job = jobs.add_parser(name, help=text)
         job.add_argument("--model", required=True, help="model folder written by `lite export`")
         job.add_argument("--ids", required=True, help="source token ids, eos included, comma-separated")
         job.add_argument("--steps", type=int, default=STEPS, help=f"decoder steps (default {STEPS})")
         job.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
-        job.add_argument("--kernels", choices=("default", "reference"), default="default",
-                         help="TFLite kernels: default (XNNPACK where it applies) or reference (portable, bit-exact ints)")
+        job.add_argument(
+            "--kernels",
+            choices=("default", "reference"),
+            default="default",
+            help="TFLite kernels: default (XNNPACK where it applies) or reference (portable, bit-exact ints)",
+        )
     protocol = jobs.choices["protocol"]
     protocol.add_argument("--runs", type=int, default=2, help="protocol runs (the first warms up; default 2)")
     protocol.add_argument("--marks", action="store_true", help="emit instruction-count marks around every part")
@@ -127,8 +147,12 @@ def main(argv: list[str] | None = None) -> int:
                 tokens = run_protocol(translator, ids, args.steps, mark if args.marks else None, logits)
             if args.logits:
                 np.save(args.logits, np.stack(logits))
-            result = {"tokens": tokens, "runs": args.runs, "steps": args.steps,
-                      "marks_per_run": args.steps + 2 if args.marks else 0}
+            result = {
+                "tokens": tokens,
+                "runs": args.runs,
+                "steps": args.steps,
+                "marks_per_run": args.steps + 2 if args.marks else 0,
+            }
     except (ModelFolderError, ValueError, FileNotFoundError) as exc:
         print(f"on_device: error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ only the bytes on disk shrink.
 
 Standard library only: the torch-free runtime reads packed folders.
 """
+
 from __future__ import annotations
 
 import lzma

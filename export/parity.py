@@ -9,6 +9,7 @@ The thresholds per precision come from the config (export.parity); a precision m
 the greedy BLEU of the fp32 artifact of the same model on the same sentences (export/stage.py finds or
 builds that artifact).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,22 +21,22 @@ from export.runtime import Translator
 from lite.config import ParityThresholds
 from lite.models.seq2seq import EncoderDecoder
 
-
 CHUNK = 16  # sentences per batched PyTorch pass
 
 
 @torch.no_grad()
-def _torch_reference(model: EncoderDecoder, sources: list[list[int]], max_lens: list[int]
-                     ) -> list[tuple[list[int], np.ndarray]]:
+def _torch_reference(
+    model: EncoderDecoder, sources: list[list[int]], max_lens: list[int]
+) -> list[tuple[list[int], np.ndarray]]:
     """Per sentence: PyTorch greedy tokens (eos excluded, at most its max_len) and the logits
     [steps, V] of every step taken. Batched: padding does not change the model's outputs."""
     cfg = model.cfg
     out = []
     for start in range(0, len(sources), CHUNK):
-        chunk, limits = sources[start:start + CHUNK], max_lens[start:start + CHUNK]
+        chunk, limits = sources[start : start + CHUNK], max_lens[start : start + CHUNK]
         src = torch.full((len(chunk), max(map(len, chunk))), cfg.pad_id, dtype=torch.long)
         for row, ids in enumerate(chunk):
-            src[row, :len(ids)] = torch.tensor(ids)
+            src[row, : len(ids)] = torch.tensor(ids)
         memory, pad = model.encode(src)
         cache: dict = {}
         prev = torch.full((len(chunk), 1), cfg.bos_id, dtype=torch.long)
@@ -64,14 +65,15 @@ def _torch_reference(model: EncoderDecoder, sources: list[list[int]], max_lens: 
     return out
 
 
-def _artifact_pass(translator: Translator, ids: list[int], max_len: int, forced: list[int],
-                   ref_logits: np.ndarray, skip: list[int]) -> tuple[float, int, int, list[int]]:
+def _artifact_pass(
+    translator: Translator, ids: list[int], max_len: int, forced: list[int], ref_logits: np.ndarray, skip: list[int]
+) -> tuple[float, int, int, list[int]]:
     """Feed PyTorch's tokens to the artifact (teacher forcing) and compare logits per step; where the
     artifact's own argmax first differs, its free-running greedy continues from a copy of the state.
     Returns (max |logit diff|, agreeing steps, steps, the artifact's free greedy tokens)."""
     state = translator.initial_state(translator.encode(ids), 1, max_len)
     worst, agree, own = 0.0, 0, None
-    for pos, token in enumerate([translator.bos] + forced[:len(ref_logits) - 1]):
+    for pos, token in enumerate([translator.bos] + forced[: len(ref_logits) - 1]):
         logits = translator.step(state, np.array([token]), pos)[0].astype(np.float64)
         ref = ref_logits[pos].astype(np.float64)
         worst = max(worst, float(np.abs(logits - ref).max()))
@@ -81,12 +83,13 @@ def _artifact_pass(translator: Translator, ids: list[int], max_len: int, forced:
         if own is None and mine != int(ref.argmax()):
             own = forced[:pos] + ([] if mine == translator.eos else [mine])
             if mine != translator.eos and len(own) < max_len:
-                own += translator.greedy_from({k: v.copy() for k, v in state.items()}, mine, pos + 1, max_len - len(own))
+                own += translator.greedy_from(
+                    {k: v.copy() for k, v in state.items()}, mine, pos + 1, max_len - len(own)
+                )
     return worst, agree, len(ref_logits), forced if own is None else own
 
 
-def parity(model: EncoderDecoder, translator: Translator, pairs: list[tuple[str, str]],
-           progress: bool = False) -> dict:
+def parity(model: EncoderDecoder, translator: Translator, pairs: list[tuple[str, str]], progress: bool = False) -> dict:
     """Figures of the gate on `pairs` (source, reference): max_logit_diff, top1, steps, BLEU of both,
     bleu_drop, identical (share of sentences decoded to the same tokens)."""
     model.eval()
@@ -97,8 +100,9 @@ def parity(model: EncoderDecoder, translator: Translator, pairs: list[tuple[str,
     hyps_torch, hyps_art = [], []
     skip = [model.cfg.pad_id, model.cfg.bos_id]
     items = zip(sources, max_lens, reference)
-    for ids, max_len, (tokens, ref_logits) in tqdm(items, total=len(pairs), desc="parity", disable=not progress,
-                                                   unit="sent", leave=False):
+    for ids, max_len, (tokens, ref_logits) in tqdm(
+        items, total=len(pairs), desc="parity", disable=not progress, unit="sent", leave=False
+    ):
         diff, ok, n, art_tokens = _artifact_pass(translator, ids, max_len, tokens, ref_logits, skip)
         worst, agree, steps = max(worst, diff), agree + ok, steps + n
         identical += int(art_tokens == tokens)
@@ -106,10 +110,17 @@ def parity(model: EncoderDecoder, translator: Translator, pairs: list[tuple[str,
         hyps_art.append(translator.sp.decode(art_tokens))
     refs = [t for _, t in pairs]
     bleu_torch, bleu_art = score(hyps_torch, refs), score(hyps_art, refs)
-    return {"sentences": len(pairs), "steps": steps, "max_logit_diff": worst, "top1": agree / max(steps, 1),
-            "identical": identical / max(len(pairs), 1), "bleu_pytorch": bleu_torch["bleu"],
-            "bleu_artifact": bleu_art["bleu"], "bleu_drop": round(bleu_torch["bleu"] - bleu_art["bleu"], 2),
-            "bleu_signature": bleu_art["bleu_signature"]}
+    return {
+        "sentences": len(pairs),
+        "steps": steps,
+        "max_logit_diff": worst,
+        "top1": agree / max(steps, 1),
+        "identical": identical / max(len(pairs), 1),
+        "bleu_pytorch": bleu_torch["bleu"],
+        "bleu_artifact": bleu_art["bleu"],
+        "bleu_drop": round(bleu_torch["bleu"] - bleu_art["bleu"], 2),
+        "bleu_signature": bleu_art["bleu_signature"],
+    }
 
 
 def failures(figures: dict, limits: ParityThresholds) -> list[str]:
@@ -126,5 +137,7 @@ def failures(figures: dict, limits: ParityThresholds) -> list[str]:
         if drop is None:  # a missing comparison must not read as a pass
             out.append("BLEU drop vs the fp32 artifact not measured")
         elif not drop <= limits.max_bleu_drop_vs_fp32:
-            out.append(f"BLEU drop vs {figures['fp32_reference']['artifact']} {drop:.2f} > {limits.max_bleu_drop_vs_fp32:g}")
+            out.append(
+                f"BLEU drop vs {figures['fp32_reference']['artifact']} {drop:.2f} > {limits.max_bleu_drop_vs_fp32:g}"
+            )
     return out

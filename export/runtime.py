@@ -13,6 +13,7 @@ in memory at load and given to the interpreter as bytes: smaller on disk, the sa
 Sources longer than the graphs' max_src_len are truncated to it (eos kept) with a warning on stderr:
 a static graph cannot take more, and dropping the line would break one-line-per-input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,9 @@ class TFLiteBackend:
             try:
                 from tflite_runtime.interpreter import Interpreter, OpResolverType
             except ImportError:
-                raise ModelFolderError(f"{path}: needs ai-edge-litert (pip install ai-edge-litert) "
-                                       "or tflite-runtime to run TFLite graphs") from None
+                raise ModelFolderError(
+                    f"{path}: needs ai-edge-litert (pip install ai-edge-litert) or tflite-runtime to run TFLite graphs"
+                ) from None
         # a packed graph is decompressed into memory; the interpreter keeps a reference to the bytes
         source = {"model_content": read_graph(path)} if is_packed(path) else {"model_path": str(path)}
         # "reference": TFLite's portable C++ kernels, no XNNPACK: slow, but integer ops give the same
@@ -83,8 +85,10 @@ class TFLiteBackend:
     def step(self, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
         runner = self.runners.get(f"decode_{batch}")
         if runner is None:
-            raise ValueError(f"this model folder has decoder batch sizes {self.batches}; beam {batch} needs "
-                             f"decode_{batch} (export with decode.beam: {batch})")
+            raise ValueError(
+                f"this model folder has decoder batch sizes {self.batches}; beam {batch} needs "
+                f"decode_{batch} (export with decode.beam: {batch})"
+            )
         return runner(**{f"inputs_{k}": v for k, v in inputs.items()})
 
 
@@ -97,7 +101,9 @@ class OnnxBackend:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ModelFolderError(f"{folder}: needs onnxruntime (pip install onnxruntime) to run ONNX graphs") from None
+            raise ModelFolderError(
+                f"{folder}: needs onnxruntime (pip install onnxruntime) to run ONNX graphs"
+            ) from None
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
@@ -112,8 +118,10 @@ class OnnxBackend:
                 raise ModelFolderError(f"{path}: not a valid ONNX model ({exc})") from None
             for location in external:  # onnxruntime would read these beside the graph: the same rules apply
                 if is_packed(path):  # loaded from bytes, a graph has no folder to resolve them in
-                    raise ModelFolderError(f"{path}: names external weights {location!r}; expected a "
-                                           "self-contained graph (external weights need a plain .onnx)")
+                    raise ModelFolderError(
+                        f"{path}: names external weights {location!r}; expected a "
+                        "self-contained graph (external weights need a plain .onnx)"
+                    )
                 # onnxruntime resolves a location against the graph's own directory
                 name = str(PurePosixPath(manifest["graphs"][part]).parent / location)
                 require_listed(folder, manifest, name, f"external weights of {path.name}")
@@ -127,8 +135,10 @@ class OnnxBackend:
 
     def _run(self, part: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # ONNX is single-assignment: updated caches are named "<input>_next" (export/to_onnx.py)
-        return {name.removesuffix("_next"): value
-                for name, value in zip(self.outputs[part], self.sessions[part].run(None, inputs))}
+        return {
+            name.removesuffix("_next"): value
+            for name, value in zip(self.outputs[part], self.sessions[part].run(None, inputs))
+        }
 
     def encode(self, src: np.ndarray) -> dict[str, np.ndarray]:
         return self._run("encoder", {"src": src})
@@ -140,8 +150,9 @@ class OnnxBackend:
 class Translator:
     """Greedy and beam search over the exported encoder and decoder-step graphs."""
 
-    def __init__(self, folder: str | Path, num_threads: int | None = None, verify: bool = True,
-                 kernels: str = "default"):
+    def __init__(
+        self, folder: str | Path, num_threads: int | None = None, verify: bool = True, kernels: str = "default"
+    ):
         self.folder = Path(folder)
         self.manifest = m = read_manifest(self.folder, verify=verify)
         try:
@@ -156,7 +167,9 @@ class Translator:
         if m["format"] == "tflite":
             self.backend: Any = TFLiteBackend(self.folder / m["graphs"]["tflite"], m, num_threads, kernels)
         elif kernels != "default":
-            raise ModelFolderError(f"{self.folder}: kernels={kernels!r} is a TFLite option; this folder is {m['format']}")
+            raise ModelFolderError(
+                f"{self.folder}: kernels={kernels!r} is a TFLite option; this folder is {m['format']}"
+            )
         elif m["format"] == "onnx":
             self.backend = OnnxBackend(self.folder, m, num_threads)
         else:
@@ -179,8 +192,14 @@ class Translator:
     def max_len(self, src_len: int) -> int:
         """Most output tokens (eos excluded): a * source length + b, within the cache and positions."""
         d = self.decode_cfg
-        return max(1, min(int(d["max_len_a"] * src_len + d["max_len_b"]), self.manifest["max_positions"] - 2,
-                          self.manifest["target_slots"] - 1))
+        return max(
+            1,
+            min(
+                int(d["max_len_a"] * src_len + d["max_len_b"]),
+                self.manifest["max_positions"] - 2,
+                self.manifest["target_slots"] - 1,
+            ),
+        )
 
     def encode(self, ids: list[int]) -> dict[str, np.ndarray]:
         return self.backend.encode(np.asarray([ids], dtype=np.int32))
@@ -302,8 +321,15 @@ def _batches(lines: Iterator[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def run(model: str, text: str | None = None, file: str | None = None, beam: int | None = None,
-        lenpen: float | None = None, threads: int | None = None, out: TextIO = sys.stdout) -> int:
+def run(
+    model: str,
+    text: str | None = None,
+    file: str | None = None,
+    beam: int | None = None,
+    lenpen: float | None = None,
+    threads: int | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
     """`--model DIR [TEXT | -] [--file F]`: translate and print one line per input line."""
     translator = Translator(model, num_threads=threads)
     if text not in (None, "-") and not file:
@@ -320,8 +346,11 @@ def run(model: str, text: str | None = None, file: str | None = None, beam: int 
             print(line, file=out)
         out.flush()
     if translator.truncated:
-        print(f"warning: {translator.truncated} input line(s) longer than {translator.backend.max_src_len - 1} "
-              f"tokens were truncated to fit the exported graphs", file=sys.stderr)
+        print(
+            f"warning: {translator.truncated} input line(s) longer than {translator.backend.max_src_len - 1} "
+            f"tokens were truncated to fit the exported graphs",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -333,8 +362,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.runtime", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m export.runtime", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="model folder written by `lite export`")
     parser.add_argument("text", nargs="?", help="a sentence, or '-' to read lines from stdin (default)")
     add_arguments(parser)

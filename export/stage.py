@@ -7,13 +7,14 @@
 Each folder is built in a temp folder beside it: convert, check that only builtin ops appear, count
 the graph MACs against the analytic count, pack the graphs (export.pack: xz), run the parity gate
 through the shipped runtime on the folder as it ships, and only then rename it into place and add its
-row to RUN/artifacts.json. A failed gate exits non-zero and leaves nothing that looks like a valid artifact. A folder already made from the same model.pt and
-export settings is reused (--force rebuilds).
+row to RUN/artifacts.json. A failed gate exits non-zero and leaves nothing that looks like a valid
+artifact. A folder already made from the same model.pt and export settings is reused (--force rebuilds).
 
 A precision whose thresholds set max_bleu_drop_vs_fp32 is also compared with the fp32 artifact of the
 same format: fp32 is exported first when it is requested too; otherwise an fp32 folder is built (and
 gated) for the comparison and removed.
 """
+
 from __future__ import annotations
 
 import random
@@ -48,8 +49,10 @@ def _calibration(model: EncoderDecoder, cfg: RunConfig, tokenizer: Tokenizer) ->
     pairs, _ = load_pairs(cfg.data, "train")
     pairs = random.Random(0).sample(pairs, min(cfg.export.calibration_sentences, len(pairs)))
     ex, eos = cfg.export, model.cfg.eos_id
-    ids = [(s[:ex.max_src_len - 1] + [eos], t[:ex.max_target_len - 2] + [eos])
-           for s, t in zip(tokenizer.encode_batch([p[0] for p in pairs]), tokenizer.encode_batch([p[1] for p in pairs]))]
+    ids = [
+        (s[: ex.max_src_len - 1] + [eos], t[: ex.max_target_len - 2] + [eos])
+        for s, t in zip(tokenizer.encode_batch([p[0] for p in pairs]), tokenizer.encode_batch([p[1] for p in pairs]))
+    ]
     return calibration_inputs(model, ids, ex.max_src_len, ex.max_target_len)
 
 
@@ -74,10 +77,17 @@ def _graph_macs(folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig) -
     graph = enc["macs_excluding_output_projection"] + t * dec["macs_excluding_output_projection"]
     analytic = count_macs(model.cfg, s, t)["macs"]
     if graph != analytic:
-        raise ExportError(f"{folder}: graph MACs {graph:,} differ from the analytic {analytic:,} "
-                          f"({s} source tokens, {t} steps): the exported graph computes something else")
-    return {"graph": graph, "analytic": analytic, "src_len": s, "steps": t,
-            "output_projection_per_step": dec["macs_total"] - dec["macs_excluding_output_projection"]}
+        raise ExportError(
+            f"{folder}: graph MACs {graph:,} differ from the analytic {analytic:,} "
+            f"({s} source tokens, {t} steps): the exported graph computes something else"
+        )
+    return {
+        "graph": graph,
+        "analytic": analytic,
+        "src_len": s,
+        "steps": t,
+        "output_projection_per_step": dec["macs_total"] - dec["macs_excluding_output_projection"],
+    }
 
 
 def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> dict:
@@ -89,12 +99,19 @@ def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> dict:
     for limits in ex["parity"].values():  # likewise for gates without an fp32 comparison
         if limits.get("max_bleu_drop_vs_fp32") is None:
             limits.pop("max_bleu_drop_vs_fp32", None)
-    return {"format": fmt, "precision": precision, "source_sha256": model_sha, "export": ex,
-            "decode": to_dict(cfg.decode), "data": to_dict(cfg.data)}
+    return {
+        "format": fmt,
+        "precision": precision,
+        "source_sha256": model_sha,
+        "export": ex,
+        "decode": to_dict(cfg.decode),
+        "data": to_dict(cfg.data),
+    }
 
 
-def _build(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str, precision: str, folder: Path,
-           calibration) -> dict:
+def _build(
+    model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str, precision: str, folder: Path, calibration
+) -> dict:
     """Convert into the empty `folder`, check its ops and MACs, pack, write the manifest; returns the
     manifest record (no parity figures yet)."""
     ex = cfg.export
@@ -106,16 +123,29 @@ def _build(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str, pre
 
         batches = sorted({1, cfg.decode.beam})
         src_lens = sorted(set(ex.src_buckets) | {ex.max_src_len})
-        info = convert_tflite(model, folder / "model.tflite", precision=precision, src_lens=src_lens,
-                              target_slots=ex.max_target_len, batches=batches, calibration=calib)
+        info = convert_tflite(
+            model,
+            folder / "model.tflite",
+            precision=precision,
+            src_lens=src_lens,
+            target_slots=ex.max_target_len,
+            batches=batches,
+            calibration=calib,
+        )
         ops = check_builtin_ops(folder / "model.tflite")
         graphs = {"tflite": "model.tflite"}
         shape_info = {"src_lens": src_lens, "batches": batches}
     else:
         from export.to_onnx import check_onnx_ops, convert_onnx
 
-        info = convert_onnx(model, folder, precision=precision, max_src_len=ex.max_src_len,
-                            target_slots=ex.max_target_len, calibration=calib)
+        info = convert_onnx(
+            model,
+            folder,
+            precision=precision,
+            max_src_len=ex.max_src_len,
+            target_slots=ex.max_target_len,
+            calibration=calib,
+        )
         ops = {}
         for part in ("encoder", "decoder"):
             for op, n in check_onnx_ops(folder / f"{part}.onnx").items():
@@ -131,18 +161,38 @@ def _build(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str, pre
         graphs = {k: pack_file(folder / g).name for k, g in graphs.items()}
         packed["pack_seconds"] = round(time.monotonic() - packing, 1)
     mcfg = model.cfg
-    cache = {k: list(v) for k, v in cache_shapes(model, 1, ex.max_src_len, ex.max_target_len).items()
-             if k.startswith(("self_", "conv_"))}
+    cache = {
+        k: list(v)
+        for k, v in cache_shapes(model, 1, ex.max_src_len, ex.max_target_len).items()
+        if k.startswith(("self_", "conv_"))
+    }
     record = {
-        "format": fmt, "precision": precision, "graphs": graphs, "tokenizer": "spm.model",
-        "model_config": to_dict(mcfg), "src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
-        "ids": {"pad": mcfg.pad_id, "bos": mcfg.bos_id, "eos": mcfg.eos_id}, "vocab_size": mcfg.vocab_size,
-        "max_src_len": ex.max_src_len, "target_slots": ex.max_target_len, "max_positions": mcfg.max_positions,
-        **shape_info, "cache": cache,
-        "decode": {"beam": cfg.decode.beam, "lenpen": cfg.decode.lenpen,
-                   "max_len_a": cfg.decode.max_len_a, "max_len_b": cfg.decode.max_len_b},
-        "macs": count_macs(mcfg)["macs"], "graph_macs": graph_macs,
-        "ops": ops, "converter": info, "convert_seconds": round(convert_seconds, 1), **packed,
+        "format": fmt,
+        "precision": precision,
+        "graphs": graphs,
+        "tokenizer": "spm.model",
+        "model_config": to_dict(mcfg),
+        "src_lang": cfg.data.src_lang,
+        "tgt_lang": cfg.data.tgt_lang,
+        "ids": {"pad": mcfg.pad_id, "bos": mcfg.bos_id, "eos": mcfg.eos_id},
+        "vocab_size": mcfg.vocab_size,
+        "max_src_len": ex.max_src_len,
+        "target_slots": ex.max_target_len,
+        "max_positions": mcfg.max_positions,
+        **shape_info,
+        "cache": cache,
+        "decode": {
+            "beam": cfg.decode.beam,
+            "lenpen": cfg.decode.lenpen,
+            "max_len_a": cfg.decode.max_len_a,
+            "max_len_b": cfg.decode.max_len_b,
+        },
+        "macs": count_macs(mcfg)["macs"],
+        "graph_macs": graph_macs,
+        "ops": ops,
+        "converter": info,
+        "convert_seconds": round(convert_seconds, 1),
+        **packed,
         "settings": _settings(cfg, fmt, precision, sha256_file(paths.model)),
     }
     write_manifest(folder, record)
@@ -153,28 +203,54 @@ def _thresholds_name(precision: str) -> str:
     return precision.replace("-", "_")
 
 
-def _gate(model: EncoderDecoder, cfg: RunConfig, folder: Path, artifact: Path, fmt: str, precision: str,
-          pairs: list, fp32_reference: Callable[[str, list], dict] | None, progress: bool) -> dict:
+def _gate(
+    model: EncoderDecoder,
+    cfg: RunConfig,
+    folder: Path,
+    artifact: Path,
+    fmt: str,
+    precision: str,
+    pairs: list,
+    fp32_reference: Callable[[str, list], dict] | None,
+    progress: bool,
+) -> dict:
     """The parity figures (with the thresholds) of the artifact built in `folder`, to be published as
     `artifact`; GateError naming the artifact and every missed criterion."""
     figures = parity(model, Translator(folder), pairs, progress=progress)
     limits = getattr(cfg.export.parity, _thresholds_name(precision))
     if limits.max_bleu_drop_vs_fp32 is not None and fp32_reference is not None:
         ref = fp32_reference(fmt, pairs)
-        figures |= {"bleu_fp32": ref["bleu"], "bleu_drop_vs_fp32": round(ref["bleu"] - figures["bleu_artifact"], 2),
-                    "fp32_reference": ref}
+        figures |= {
+            "bleu_fp32": ref["bleu"],
+            "bleu_drop_vs_fp32": round(ref["bleu"] - figures["bleu_artifact"], 2),
+            "fp32_reference": ref,
+        }
     figures["thresholds"] = to_dict(limits)
     missed = failures(figures, limits)
     if missed:
-        raise GateError(f"{artifact}: parity gate failed on {figures['sentences']} test sentences: " + "; ".join(missed)
-                        + f" (thresholds: export.parity.{_thresholds_name(precision)})",
-                        artifact=artifact, precision=precision, figures=figures, missed=missed)
+        raise GateError(
+            f"{artifact}: parity gate failed on {figures['sentences']} test sentences: "
+            + "; ".join(missed)
+            + f" (thresholds: export.parity.{_thresholds_name(precision)})",
+            artifact=artifact,
+            precision=precision,
+            figures=figures,
+            missed=missed,
+        )
     return figures
 
 
-def export_one(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str, precision: str,
-               calibration, progress: bool, log,
-               fp32_reference: Callable[[str, list], dict] | None = None) -> dict:
+def export_one(
+    model: EncoderDecoder,
+    cfg: RunConfig,
+    paths: RunPaths,
+    fmt: str,
+    precision: str,
+    calibration,
+    progress: bool,
+    log,
+    fp32_reference: Callable[[str, list], dict] | None = None,
+) -> dict:
     """Build, gate and publish RUN/export/<fmt>-<precision>; returns its manifest. `fp32_reference(fmt,
     pairs)` gives the fp32 artifact's greedy BLEU on the gate's sentences (thresholds that compare with it)."""
     ex = cfg.export
@@ -186,8 +262,9 @@ def export_one(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str,
     try:
         record = _build(model, cfg, paths, fmt, precision, tmp, calibration)
         test_pairs, _ = load_pairs(cfg.data, "test")
-        figures = _gate(model, cfg, tmp, final, fmt, precision, test_pairs[:ex.parity_sentences], fp32_reference,
-                        progress)
+        figures = _gate(
+            model, cfg, tmp, final, fmt, precision, test_pairs[: ex.parity_sentences], fp32_reference, progress
+        )
         record["parity"] = figures
         manifest = write_manifest(tmp, record)
         old = final.with_name(f".{final.name}.old")
@@ -198,12 +275,18 @@ def export_one(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str,
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    vs_fp32 = (f", {figures['bleu_drop_vs_fp32']:.2f} below {figures['fp32_reference']['artifact']}"
-               if "bleu_drop_vs_fp32" in figures else "")
-    log(f"{final}: {_graph_bytes(manifest):,} bytes{_packed_note(manifest)}, "
-        f"top-1 {figures['top1']:.4f}, max logit diff {figures['max_logit_diff']:.2g}, BLEU {figures['bleu_artifact']:.2f} "
+    vs_fp32 = (
+        f", {figures['bleu_drop_vs_fp32']:.2f} below {figures['fp32_reference']['artifact']}"
+        if "bleu_drop_vs_fp32" in figures
+        else ""
+    )
+    log(
+        f"{final}: {_graph_bytes(manifest):,} bytes{_packed_note(manifest)}, "
+        f"top-1 {figures['top1']:.4f}, max logit diff {figures['max_logit_diff']:.2g}, "
+        f"BLEU {figures['bleu_artifact']:.2f} "
         f"vs PyTorch {figures['bleu_pytorch']:.2f}{vs_fp32} on {figures['sentences']} sentences "
-        f"({time.monotonic() - started:.0f} s)")
+        f"({time.monotonic() - started:.0f} s)"
+    )
     return manifest
 
 
@@ -223,28 +306,38 @@ def _artifact_row(paths: RunPaths, folder: Path, manifest: dict, cfg: RunConfig)
     p = manifest["parity"]
     size = _graph_bytes(manifest)
     packed = f"graphs {size:,} bytes{_packed_note(manifest)}; " if "pack" in manifest else ""
-    return {"name": folder.name, "path": str(folder.relative_to(paths.root)), "format": manifest["format"],
-            "precision": manifest["precision"], "size_bytes": size, "macs": manifest["macs"],
-            "macs_method": f"analytic; {manifest['format']} graph count agrees "
-                           f"({manifest['graph_macs']['graph']:,} at {manifest['graph_macs']['src_len']}+"
-                           f"{manifest['graph_macs']['steps']})",
-            "source_model": "model.pt",
-            "notes": packed + f"parity on {p['sentences']} test sentences: top-1 {p['top1']:.4f}, max logit diff "
-                     f"{p['max_logit_diff']:.2g}, greedy BLEU {p['bleu_artifact']:.2f} vs PyTorch {p['bleu_pytorch']:.2f}"
-                     + (f" and {p['fp32_reference']['artifact']} {p['bleu_fp32']:.2f}" if "bleu_fp32" in p else ""),
-            "provenance": provenance(cfg, seed=cfg.train.seed, threads=cfg.train.threads)}
+    return {
+        "name": folder.name,
+        "path": str(folder.relative_to(paths.root)),
+        "format": manifest["format"],
+        "precision": manifest["precision"],
+        "size_bytes": size,
+        "macs": manifest["macs"],
+        "macs_method": f"analytic; {manifest['format']} graph count agrees "
+        f"({manifest['graph_macs']['graph']:,} at {manifest['graph_macs']['src_len']}+"
+        f"{manifest['graph_macs']['steps']})",
+        "source_model": "model.pt",
+        "notes": packed + f"parity on {p['sentences']} test sentences: top-1 {p['top1']:.4f}, max logit diff "
+        f"{p['max_logit_diff']:.2g}, greedy BLEU {p['bleu_artifact']:.2f} vs PyTorch {p['bleu_pytorch']:.2f}"
+        + (f" and {p['fp32_reference']['artifact']} {p['bleu_fp32']:.2f}" if "bleu_fp32" in p else ""),
+        "provenance": provenance(cfg, seed=cfg.train.seed, threads=cfg.train.threads),
+    }
 
 
 def _check_sparse_support(model_cfg, formats: list[str], where: Path) -> None:
     """Refuse, before any work, the sparse models the exported graphs would not reproduce."""
     rows = (model_cfg.encoder_patterns or []) + (model_cfg.decoder_patterns or [])
     if any(is_learned(p) for row in rows for p in row):
-        raise ExportError(f"{where}: the model still has learned attention patterns (dam/degree); training "
-                          "binarises them into model.pt - export that, or call lite.sparse.learned.binarise")
+        raise ExportError(
+            f"{where}: the model still has learned attention patterns (dam/degree); training "
+            "binarises them into model.pt - export that, or call lite.sparse.learned.binarise"
+        )
     if model_cfg.encoder_patterns and "onnx" in formats:
         # the block layout is compiled per source length; the ONNX encoder has a dynamic one
-        raise ExportError(f"{where}: model.encoder_patterns export to TFLite (fixed source lengths) only; "
-                          "set export.formats: [tflite]")
+        raise ExportError(
+            f"{where}: model.encoder_patterns export to TFLite (fixed source lengths) only; "
+            "set export.formats: [tflite]"
+        )
 
 
 def _current_manifest(folder: Path, cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> dict | None:
@@ -258,8 +351,9 @@ def _current_manifest(folder: Path, cfg: RunConfig, fmt: str, precision: str, mo
     return manifest if manifest.get("settings") == _settings(cfg, fmt, precision, model_sha) else None
 
 
-def _fp32_reference(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str, pairs: list, model_sha: str,
-                    progress: bool, log) -> dict:
+def _fp32_reference(
+    model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str, pairs: list, model_sha: str, progress: bool, log
+) -> dict:
     """The fp32 artifact of format `fmt` decoded on the gate's `pairs`: {artifact, bleu, sentences, source}.
 
     The published RUN/export/<fmt>-fp32 when it is current (same model.pt and settings); otherwise an
@@ -269,8 +363,12 @@ def _fp32_reference(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt:
     final = paths.root / "export" / name
     manifest = _current_manifest(final, cfg, fmt, "fp32", model_sha)
     if manifest and manifest["parity"]["sentences"] == len(pairs):  # same settings: the same sentences
-        return {"artifact": name, "bleu": manifest["parity"]["bleu_artifact"], "sentences": len(pairs),
-                "source": "published"}
+        return {
+            "artifact": name,
+            "bleu": manifest["parity"]["bleu_artifact"],
+            "sentences": len(pairs),
+            "source": "published",
+        }
     folder = final.with_name(f".{name}.reference")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -280,14 +378,27 @@ def _fp32_reference(model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt:
         figures = _gate(model, cfg, folder, folder, fmt, "fp32", pairs, None, progress)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    log(f"{final} (reference for the gates, not published): BLEU {figures['bleu_artifact']:.2f} on "
-        f"{len(pairs)} sentences ({time.monotonic() - started:.0f} s)")
-    return {"artifact": name, "bleu": figures["bleu_artifact"], "sentences": len(pairs),
-            "source": "built for the gate, not published"}
+    log(
+        f"{final} (reference for the gates, not published): BLEU {figures['bleu_artifact']:.2f} on "
+        f"{len(pairs)} sentences ({time.monotonic() - started:.0f} s)"
+    )
+    return {
+        "artifact": name,
+        "bleu": figures["bleu_artifact"],
+        "sentences": len(pairs),
+        "source": "built for the gate, not published",
+    }
 
 
-def export_run(cfg: RunConfig, paths: RunPaths, formats: list[str] | None = None, precisions: list[str] | None = None,
-               force: bool = False, progress: bool = True, log=print) -> list[dict]:
+def export_run(
+    cfg: RunConfig,
+    paths: RunPaths,
+    formats: list[str] | None = None,
+    precisions: list[str] | None = None,
+    force: bool = False,
+    progress: bool = True,
+    log=print,
+) -> list[dict]:
     """Export every format x precision (default: the config's export section); returns the manifests.
     Stops at the first failure with ExportError (GateError for a missed parity gate), keeping the
     artifacts already published."""
@@ -331,6 +442,8 @@ def export_run(cfg: RunConfig, paths: RunPaths, formats: list[str] | None = None
             row = _artifact_row(paths, folder, manifest, cfg)
             old = next((r for r in rows if r.get("name") == folder.name), None)
             if reused and old:  # measurements of this very folder (BLEU, latency, instructions) stay
-                row.update({k: old[k] for k in ("bleu", "latency_ms", "instructions", "targets", "provenance") if k in old})
+                row.update(
+                    {k: old[k] for k in ("bleu", "latency_ms", "instructions", "targets", "provenance") if k in old}
+                )
             write_json_atomic([r for r in rows if r is not old] + [row], paths.root / "artifacts.json")
     return manifests

@@ -28,6 +28,7 @@ Route (measured on this machine; shared/DESIGN.md):
      once in onnxruntime CPU; ExportError if it cannot.
 Every written file passes check_onnx_ops (standard ONNX domains only) before convert_onnx returns.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -83,12 +84,15 @@ def check_onnx_ops(path: Path, *, allow_onnxruntime_contrib: bool = False) -> di
         for node in nodes:
             key = node.op_type if node.domain in STANDARD_DOMAINS else f"{node.domain}::{node.op_type}"
             if node.domain not in allowed and (node.domain, node.op_type) not in local:
-                raise ExportError(f"{path}: node {node.name or '(unnamed)'!r} uses op {node.domain}::{node.op_type}, "
-                                  f"outside the standard ONNX domains")
+                raise ExportError(
+                    f"{path}: node {node.name or '(unnamed)'!r} uses op {node.domain}::{node.op_type}, "
+                    f"outside the standard ONNX domains"
+                )
             counts[key] += 1
             for attr in node.attribute:
-                visit([n for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs)
-                       for n in g.node])
+                visit(
+                    [n for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs) for n in g.node]
+                )
 
     visit(model.graph.node)
     for function in model.functions:  # a local function's body must itself be standard
@@ -96,8 +100,15 @@ def check_onnx_ops(path: Path, *, allow_onnxruntime_contrib: bool = False) -> di
     return dict(sorted(counts.items()))
 
 
-def convert_onnx(model: EncoderDecoder, out_dir: Path, *, precision: str, max_src_len: int, target_slots: int,
-                 calibration: tuple[list[dict], list[dict]] | None = None) -> dict:
+def convert_onnx(
+    model: EncoderDecoder,
+    out_dir: Path,
+    *,
+    precision: str,
+    max_src_len: int,
+    target_slots: int,
+    calibration: tuple[list[dict], list[dict]] | None = None,
+) -> dict:
     """Write out_dir/encoder.onnx and out_dir/decoder.onnx (self-contained) in `precision`.
 
     max_src_len / target_slots: the source length and cache slots the graphs are traced at; both
@@ -113,8 +124,10 @@ def convert_onnx(model: EncoderDecoder, out_dir: Path, *, precision: str, max_sr
         raise ExportError("int8 ONNX export needs calibration samples (export.calibration.calibration_inputs)")
     limit = model.cfg.max_positions
     if not (1 <= max_src_len <= limit and 1 <= target_slots <= limit):
-        raise ExportError(f"max_src_len={max_src_len} and target_slots={target_slots} must lie in 1..{limit} "
-                          "(model.cfg.max_positions)")
+        raise ExportError(
+            f"max_src_len={max_src_len} and target_slots={target_slots} must lie in 1..{limit} "
+            "(model.cfg.max_positions)"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: out_dir / f"{name}.onnx" for name in GRAPHS}
@@ -125,40 +138,64 @@ def convert_onnx(model: EncoderDecoder, out_dir: Path, *, precision: str, max_sr
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="onnx-fp32-") as tmp:
         fp32 = files if precision == "fp32" else {name: Path(tmp) / f"{name}.onnx" for name in GRAPHS}
-        _export(EncoderGraph(model).eval(), {"inputs": encoder_sample(model, src_len)},
-                _encoder_axes(limit), fp32["encoder"])
-        _export(DecoderStepGraph(model).eval(),
-                {"inputs": decoder_sample(model, SAMPLE_BATCH, src_len, slots)},
-                _decoder_axes(model, limit), fp32["decoder"])
+        _export(
+            EncoderGraph(model).eval(),
+            {"inputs": encoder_sample(model, src_len)},
+            _encoder_axes(limit),
+            fp32["encoder"],
+        )
+        _export(
+            DecoderStepGraph(model).eval(),
+            {"inputs": decoder_sample(model, SAMPLE_BATCH, src_len, slots)},
+            _decoder_axes(model, limit),
+            fp32["decoder"],
+        )
         exported = time.perf_counter()
         quantization: dict = {"method": "none"}
         if precision == "dynamic-int8":
             quantization = {name: _quantize_dynamic(fp32[name], files[name]) for name in GRAPHS}
         elif precision == "int8":
-            quantization = {name: _quantize_static(fp32[name], files[name], samples)
-                            for name, samples in zip(GRAPHS, calibration)}
+            quantization = {
+                name: _quantize_static(fp32[name], files[name], samples) for name, samples in zip(GRAPHS, calibration)
+            }
         elif precision == "fp16":
-            samples = {"encoder": encoder_sample(model, src_len),
-                       "decoder": decoder_sample(model, SAMPLE_BATCH, src_len, slots)}
-            quantization = {name: _to_float16(fp32[name], files[name], {k: v.numpy() for k, v in samples[name].items()})
-                            for name in GRAPHS}
+            samples = {
+                "encoder": encoder_sample(model, src_len),
+                "decoder": decoder_sample(model, SAMPLE_BATCH, src_len, slots),
+            }
+            quantization = {
+                name: _to_float16(fp32[name], files[name], {k: v.numpy() for k, v in samples[name].items()})
+                for name in GRAPHS
+            }
     done = time.perf_counter()
     for path in files.values():
         stray = path.with_name(path.name + ".data")
         if stray.exists():
             raise ExportError(f"{stray}: external weight file written; the .onnx must be self-contained")
     ops = {name: check_onnx_ops(path) for name, path in files.items()}
-    opset = next(o.version for o in onnx.load(str(files["decoder"]), load_external_data=False).opset_import
-                 if o.domain in STANDARD_DOMAINS)
-    return {"precision": precision, "route": "torch.onnx.export(dynamo=True, external_data=False)",
-            "opset": opset, "files": {k: str(v) for k, v in files.items()},
-            "bytes": {k: v.stat().st_size for k, v in files.items()},
-            "seconds": {"export": round(exported - start, 2), "quantize": round(done - exported, 2),
-                        "total": round(done - start, 2)},
-            "quantization": quantization, "ops": ops}
+    opset = next(
+        o.version
+        for o in onnx.load(str(files["decoder"]), load_external_data=False).opset_import
+        if o.domain in STANDARD_DOMAINS
+    )
+    return {
+        "precision": precision,
+        "route": "torch.onnx.export(dynamo=True, external_data=False)",
+        "opset": opset,
+        "files": {k: str(v) for k, v in files.items()},
+        "bytes": {k: v.stat().st_size for k, v in files.items()},
+        "seconds": {
+            "export": round(exported - start, 2),
+            "quantize": round(done - exported, 2),
+            "total": round(done - start, 2),
+        },
+        "quantization": quantization,
+        "ops": ops,
+    }
 
 
 # ---- fp32 export -------------------------------------------------------------------------------
+
 
 def _encoder_axes(limit: int) -> dict:
     return {"src": {1: torch.export.Dim("src_len", min=1, max=limit)}}
@@ -191,12 +228,23 @@ def _export(graph: torch.nn.Module, kwargs: dict, axes: dict, path: Path) -> Non
         # the exporter prints its progress to stdout and warns that equal derived axes share a name
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape")
-            torch.onnx.export(graph, (), str(path), kwargs=kwargs, dynamo=True, external_data=False,
-                              input_names=list(inputs), output_names=output_names,
-                              dynamic_shapes={"inputs": axes}, verbose=False)
+            torch.onnx.export(
+                graph,
+                (),
+                str(path),
+                kwargs=kwargs,
+                dynamo=True,
+                external_data=False,
+                input_names=list(inputs),
+                output_names=output_names,
+                dynamic_shapes={"inputs": axes},
+                verbose=False,
+            )
     except Exception as exc:  # noqa: BLE001 - any exporter failure is an export failure of this file
-        raise ExportError(f"{path}: torch.onnx.export(dynamo=True) failed: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise ExportError(
+            f"{path}: torch.onnx.export(dynamo=True) failed: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
     model = onnx.load(str(path))
     for node in model.graph.node:
         # the exporter's per-node stack traces and FX dumps: ~0.8 kB a node, and build-machine paths
@@ -218,8 +266,11 @@ def _share_tied_embedding(model: onnx.ModelProto) -> None:
 
     graph = model.graph
     typed = shape_inference.infer_shapes(model, data_prop=True).graph
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in list(typed.input) + list(typed.value_info)
-             if v.type.tensor_type.HasField("shape")}
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in list(typed.input) + list(typed.value_info)
+        if v.type.tensor_type.HasField("shape")
+    }
     inits = {init.name: init for init in graph.initializer}
     arrays: dict[str, np.ndarray] = {}
 
@@ -231,13 +282,23 @@ def _share_tied_embedding(model: onnx.ModelProto) -> None:
     def readers(name: str) -> list[onnx.NodeProto]:
         return [n for n in graph.node if name in n.input]
 
-    gathered = {n.input[0] for n in graph.node if n.op_type == "Gather" and n.input[0] in inits
-                and len(inits[n.input[0]].dims) == 2 and all(a.name != "axis" or a.i == 0 for a in n.attribute)}
+    gathered = {
+        n.input[0]
+        for n in graph.node
+        if n.op_type == "Gather"
+        and n.input[0] in inits
+        and len(inits[n.input[0]].dims) == 2
+        and all(a.name != "axis" or a.i == 0 for a in n.attribute)
+    }
     # 1. MatMul(x, Transpose(W)) of a gathered W -> MatMul(x, W^T) with W^T stored under the Transpose's output name
     for node in list(graph.node):
         perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [1, 0])
-        if (node.op_type == "Transpose" and node.input[0] in gathered and perm == [1, 0]
-                and all(r.op_type == "MatMul" and r.input[1] == node.output[0] for r in readers(node.output[0]))):
+        if (
+            node.op_type == "Transpose"
+            and node.input[0] in gathered
+            and perm == [1, 0]
+            and all(r.op_type == "MatMul" and r.input[1] == node.output[0] for r in readers(node.output[0]))
+        ):
             folded = numpy_helper.from_array(np.ascontiguousarray(array(node.input[0]).T), node.output[0])
             graph.initializer.append(folded)
             inits[folded.name] = folded
@@ -248,15 +309,22 @@ def _share_tied_embedding(model: onnx.ModelProto) -> None:
         if node.op_type != "Gather" or node.input[0] not in gathered:
             continue
         w = node.input[0]
-        twin = next((b for b in sorted(matmul_b) if list(inits[b].dims) == list(inits[w].dims)[::-1]
-                     and np.array_equal(array(b), array(w).T)), None)
+        twin = next(
+            (
+                b
+                for b in sorted(matmul_b)
+                if list(inits[b].dims) == list(inits[w].dims)[::-1] and np.array_equal(array(b), array(w).T)
+            ),
+            None,
+        )
         rank = ranks.get(node.input[1])  # output rank = rank(ids) + 1; the Transpose moves D to the end
         if twin is None or rank is None:
             continue
         picked = node.output[0] + "_by_column"
         gather = helper.make_node("Gather", [twin, node.input[1]], [picked], name=node.name + "_by_column", axis=1)
-        move = helper.make_node("Transpose", [picked], [node.output[0]], name=node.name + "_to_rows",
-                                perm=list(range(1, rank + 1)) + [0])
+        move = helper.make_node(
+            "Transpose", [picked], [node.output[0]], name=node.name + "_to_rows", perm=list(range(1, rank + 1)) + [0]
+        )
         position = list(graph.node).index(node)
         graph.node.remove(node)
         graph.node.insert(position, move)
@@ -266,6 +334,7 @@ def _share_tied_embedding(model: onnx.ModelProto) -> None:
 
 
 # ---- precisions --------------------------------------------------------------------------------
+
 
 def _quantize_dynamic(src: Path, dst: Path) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -308,8 +377,13 @@ STATIC_PER_CHANNEL = True
 
 
 def _quantize_static(src: Path, dst: Path, samples: list[dict]) -> dict:
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     if not samples:
         raise ExportError(f"{dst}: no calibration samples for static int8")
@@ -319,24 +393,41 @@ def _quantize_static(src: Path, dst: Path, samples: list[dict]) -> dict:
     # graph fails at run time ("scale must be 1D tensor with size 1"); so it is excluded here and then
     # made to gather int8 rows itself (_gather_quantized_columns).
     graph = onnx.load(str(src), load_external_data=False).graph
-    tied = [n.name for n in graph.node
-            if n.op_type == "Gather" and any(a.name == "axis" and a.i == 1 for a in n.attribute)]
+    tied = [
+        n.name for n in graph.node if n.op_type == "Gather" and any(a.name == "axis" and a.i == 1 for a in n.attribute)
+    ]
     # The decoder's lightweight-conv step is a MatMul with a 3-D constant kernel [C, K, 1]
     # (export/graphs.py); its per-channel zero point is not one onnxruntime's QLinearMatMul accepts,
     # and it holds C*K weights only: kept in float.
     weights = {i.name: len(i.dims) for i in graph.initializer}
     conv_steps = [n.name for n in graph.node if n.op_type == "MatMul" and weights.get(n.input[1], 2) > 2]
-    quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
-                    per_channel=STATIC_PER_CHANNEL, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                    op_types_to_quantize=STATIC_OP_TYPES, nodes_to_exclude=tied + conv_steps)
+    quantize_static(
+        str(src),
+        str(dst),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=STATIC_PER_CHANNEL,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        op_types_to_quantize=STATIC_OP_TYPES,
+        nodes_to_exclude=tied + conv_steps,
+    )
     model = onnx.load(str(dst))
     rewritten = _gather_quantized_columns(model.graph)
     onnx.save(model, str(dst))
-    return {"method": "onnxruntime.quantize_static", "format": "QDQ", "per_channel": STATIC_PER_CHANNEL,
-            "activations": "uint8", "weights": "int8", "calibration": "MinMax",
-            "samples": len(samples), "op_types": STATIC_OP_TYPES, "excluded_nodes": tied + conv_steps,
-            "int8_lookups": rewritten}
+    return {
+        "method": "onnxruntime.quantize_static",
+        "format": "QDQ",
+        "per_channel": STATIC_PER_CHANNEL,
+        "activations": "uint8",
+        "weights": "int8",
+        "calibration": "MinMax",
+        "samples": len(samples),
+        "op_types": STATIC_OP_TYPES,
+        "excluded_nodes": tied + conv_steps,
+        "int8_lookups": rewritten,
+    }
 
 
 def _gather_quantized_columns(graph: onnx.GraphProto) -> list[str]:
@@ -366,9 +457,12 @@ def _gather_quantized_columns(graph: onnx.GraphProto) -> list[str]:
         if len(q.dims) != 2 or not (per_column or per_tensor) or numpy_helper.to_array(zero).any():
             continue
         name, ids = node.output[0], node.input[1]
-        new = [helper.make_node("Gather", [q.name, ids], [name + "_int8"], name=node.name + "_int8", axis=1),
-               helper.make_node("Cast", [name + "_int8"], [name + "_float"], name=node.name + "_cast",
-                                to=TensorProto.FLOAT)]
+        new = [
+            helper.make_node("Gather", [q.name, ids], [name + "_int8"], name=node.name + "_int8", axis=1),
+            helper.make_node(
+                "Cast", [name + "_int8"], [name + "_float"], name=node.name + "_cast", to=TensorProto.FLOAT
+            ),
+        ]
         column_scale = scale.name
         if per_column:  # [D, *ids] * [*ids]: one scale per gathered column, broadcast over D
             column_scale = name + "_scale"
@@ -397,8 +491,10 @@ def _to_float16(src: Path, dst: Path, sample: dict[str, np.ndarray]) -> dict:
         session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
         session.run(None, sample)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise ExportError(f"{dst}: onnxruntime CPU cannot run the float16 graph: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise ExportError(
+            f"{dst}: onnxruntime CPU cannot run the float16 graph: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
     return {"method": "onnxruntime.transformers.float16.convert_float_to_float16", "io_types": "float32"}
 
 
@@ -416,8 +512,10 @@ def _sort_topologically(graph: onnx.GraphProto, where: Path) -> None:
                 rest.append(node)
         if len(rest) == len(pending):
             missing = next(i for i in rest[0].input if i not in known)
-            raise ExportError(f"{where}: node {rest[0].name or '(unnamed)'!r} reads {missing!r}, "
-                              "which no node, input or initializer of the graph provides")
+            raise ExportError(
+                f"{where}: node {rest[0].name or '(unnamed)'!r} reads {missing!r}, "
+                "which no node, input or initializer of the graph provides"
+            )
         pending = rest
     del graph.node[:]
     graph.node.extend(ordered)

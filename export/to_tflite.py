@@ -20,6 +20,7 @@ Route (shared/DESIGN.md, measured):
 
 check_builtin_ops() is the gate every file passes: no CUSTOM and no Flex (select TensorFlow) op.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,8 +62,9 @@ def int8_recipe() -> list[dict]:
     from ai_edge_quantizer import recipe
 
     embeddings = recipe.dynamic_wi8_afp32()[0] | {"operation": "EMBEDDING_LOOKUP"}
-    keep_float = [{"regex": ".*", "operation": op, "algorithm_key": "no_quantize", "op_config": {}}
-                  for op in INT8_FLOAT_OPS]
+    keep_float = [
+        {"regex": ".*", "operation": op, "algorithm_key": "no_quantize", "op_config": {}} for op in INT8_FLOAT_OPS
+    ]
     return recipe.static_wi8_ai8() + [embeddings] + keep_float
 
 
@@ -141,37 +143,46 @@ def _convert_float(model: EncoderDecoder, src_lens: list[int], target_slots: int
         return bytes(converter.convert().model_content())
 
 
-def _encoder_samples(samples: list[dict[str, np.ndarray]], src_len: int, pad_id: int, eos_id: int
-                     ) -> list[dict[str, np.ndarray]]:
+def _encoder_samples(
+    samples: list[dict[str, np.ndarray]], src_len: int, pad_id: int, eos_id: int
+) -> list[dict[str, np.ndarray]]:
     """Calibration sources re-padded (or cut, ending in eos) to `src_len`."""
     out = []
     for sample in samples:
         ids = sample["src"][0]
         ids = ids[ids != pad_id]
         if len(ids) > src_len:
-            ids = np.concatenate([ids[:src_len - 1], [eos_id]])
+            ids = np.concatenate([ids[: src_len - 1], [eos_id]])
         src = np.full((1, src_len), pad_id, dtype=np.int32)
-        src[0, :len(ids)] = ids
+        src[0, : len(ids)] = ids
         out.append({"inputs_src": src})
     return out
 
 
 def _decoder_samples(samples: list[dict[str, np.ndarray]], batch: int) -> list[dict[str, np.ndarray]]:
     """Batch-1 decoder steps tiled to `batch` rows (every input but the shared position is batch-major)."""
-    return [{f"inputs_{k}": v if k == "pos" or batch == 1 else np.concatenate([v] * batch, axis=0)
-             for k, v in sample.items()} for sample in samples]
+    return [
+        {
+            f"inputs_{k}": v if k == "pos" or batch == 1 else np.concatenate([v] * batch, axis=0)
+            for k, v in sample.items()
+        }
+        for sample in samples
+    ]
 
 
-def _calibration_data(model: EncoderDecoder, calibration, src_lens: list[int], target_slots: int,
-                      batches: list[int]) -> dict[str, list[dict[str, np.ndarray]]]:
+def _calibration_data(
+    model: EncoderDecoder, calibration, src_lens: list[int], target_slots: int, batches: list[int]
+) -> dict[str, list[dict[str, np.ndarray]]]:
     """{signature: samples named like its inputs} from calibration_inputs()' (encoder, decoder) samples."""
     enc, dec = calibration
     if not enc or not dec:
         raise ValueError("int8 calibration needs encoder and decoder samples (export.calibration.calibration_inputs)")
     recorded = (dec[0]["src_keep"].shape[1], dec[0]["self_k_0"].shape[1])
     if recorded != (max(src_lens), target_slots):
-        raise ValueError(f"decoder calibration samples were recorded at src_len {recorded[0]} with {recorded[1]} "
-                         f"cache slots; this export needs src_len {max(src_lens)} and {target_slots} slots")
+        raise ValueError(
+            f"decoder calibration samples were recorded at src_len {recorded[0]} with {recorded[1]} "
+            f"cache slots; this export needs src_len {max(src_lens)} and {target_slots} slots"
+        )
     data = {f"encode_{s}": _encoder_samples(enc, s, model.cfg.pad_id, model.cfg.eos_id) for s in src_lens}
     data |= {f"decode_{b}": _decoder_samples(dec, b) for b in batches}
     return data
@@ -187,8 +198,9 @@ def _calibrate(float_model: bytes, recipe: list[dict], data: dict[str, list[dict
 
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(recipe)
-    calib = calibrator.Calibrator(float_model, num_threads=os.cpu_count() or 1,
-                                  qsv_update_func=qsv_utils.min_max_update)
+    calib = calibrator.Calibrator(
+        float_model, num_threads=os.cpu_count() or 1, qsv_update_func=qsv_utils.min_max_update
+    )
     calib.calibrate(data, manager)
     return calib.get_model_qsvs()
 
@@ -201,8 +213,12 @@ def _quantize(float_model: bytes, precision: str, calibration_data: dict | None)
     ranges = None
     if precision == "fp16":
         q = quantizer.Quantizer(bytearray(float_model))
-        q.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
-                                 algorithm_key=AlgorithmName.FLOAT_CASTING)
+        q.add_weight_only_config(
+            regex=".*",
+            operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+            num_bits=16,
+            algorithm_key=AlgorithmName.FLOAT_CASTING,
+        )
         name = "float_casting fp16 weights (weight-only)"
     elif precision == "dynamic-int8":
         q = quantizer.Quantizer(bytearray(float_model), recipe.dynamic_wi8_afp32())
@@ -216,8 +232,16 @@ def _quantize(float_model: bytes, precision: str, calibration_data: dict | None)
     return bytes(result.quantized_model), name
 
 
-def convert_tflite(model: EncoderDecoder, path: Path, *, precision: str, src_lens: list[int], target_slots: int,
-                   batches: list[int], calibration: tuple[list[dict], list[dict]] | None = None) -> dict:
+def convert_tflite(
+    model: EncoderDecoder,
+    path: Path,
+    *,
+    precision: str,
+    src_lens: list[int],
+    target_slots: int,
+    batches: list[int],
+    calibration: tuple[list[dict], list[dict]] | None = None,
+) -> dict:
     """Write one .tflite file at `path` with signatures encode_<S> (S in src_lens) and decode_<B>
     (B in batches; decoder step at src_len max(src_lens) with `target_slots` cache slots).
 
@@ -234,8 +258,9 @@ def convert_tflite(model: EncoderDecoder, path: Path, *, precision: str, src_len
     src_lens, batches = sorted(src_lens), sorted(batches)
     if precision == "int8" and calibration is None:
         raise ValueError("precision int8 needs calibration samples (export.calibration.calibration_inputs)")
-    calibration_data = (_calibration_data(model, calibration, src_lens, target_slots, batches)
-                        if precision == "int8" else None)
+    calibration_data = (
+        _calibration_data(model, calibration, src_lens, target_slots, batches) if precision == "int8" else None
+    )
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "converter.log"
@@ -246,9 +271,11 @@ def convert_tflite(model: EncoderDecoder, path: Path, *, precision: str, src_len
                 if precision != "fp32":
                     data, recipe = _quantize(data, precision, calibration_data)
         except Exception as exc:  # noqa: BLE001 - any converter failure becomes one error naming the file
-            raise ExportError(f"{path}: TFLite {precision} conversion failed "
-                              f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
-                              + _log_tail(log)) from exc
+            raise ExportError(
+                f"{path}: TFLite {precision} conversion failed "
+                f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+                + _log_tail(log)
+            ) from exc
     with atomic_path(path) as tmp_path:
         tmp_path.write_bytes(data)
     try:  # the file's own gate; a file that fails it is removed, so nothing invalid stays under `path`
@@ -259,8 +286,14 @@ def convert_tflite(model: EncoderDecoder, path: Path, *, precision: str, src_len
     except ExportError:
         path.unlink(missing_ok=True)
         raise
-    info = {"precision": precision, "recipe": recipe, "signatures": signatures, "ops": ops,
-            "size_bytes": path.stat().st_size, "seconds": round(time.monotonic() - started, 1)}
+    info = {
+        "precision": precision,
+        "recipe": recipe,
+        "signatures": signatures,
+        "ops": ops,
+        "size_bytes": path.stat().st_size,
+        "seconds": round(time.monotonic() - started, 1),
+    }
     if calibration_data:
         info["calibration_samples"] = {name: len(samples) for name, samples in calibration_data.items()}
     return info
@@ -270,8 +303,11 @@ def _expected_signatures(model: EncoderDecoder, src_lens: list[int], target_slot
     """What the runtime relies on: names, shapes and float32/int32 types of every signature tensor."""
     expected = {}
     for s in src_lens:
-        outputs = {k: [list(v), "float32"] for k, v in cache_shapes(model, 1, s, target_slots).items()
-                   if k == "src_keep" or k.startswith("cross_")}
+        outputs = {
+            k: [list(v), "float32"]
+            for k, v in cache_shapes(model, 1, s, target_slots).items()
+            if k == "src_keep" or k.startswith("cross_")
+        }
         expected[f"encode_{s}"] = {"inputs": {"inputs_src": [[1, s], "int32"]}, "outputs": outputs}
     for b in batches:
         caches = {k: [list(v), "float32"] for k, v in cache_shapes(model, b, max(src_lens), target_slots).items()}
@@ -295,11 +331,15 @@ def _check_signatures(path: Path, got: dict, expected: dict) -> None:
                     problems.append(f"{name} {kind[:-1]} {tensor}: {have.get(tensor, 'missing')} instead of {spec}")
             problems += [f"{name} has an unexpected {kind[:-1]} {t}" for t in have if t not in want[kind]]
     if problems:
-        raise ExportError(f"{path}: signatures differ from the graphs: " + "; ".join(problems[:8])
-                          + (f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""))
+        raise ExportError(
+            f"{path}: signatures differ from the graphs: "
+            + "; ".join(problems[:8])
+            + (f" (+{len(problems) - 8} more)" if len(problems) > 8 else "")
+        )
 
 
 # ---------------------------------------------------------------- reading the flatbuffer
+
 
 def _read(path: Path):
     """(schema, flatbuffer root) of a .tflite file (eval/macs_tflite.py reads it), a failure as ExportError."""
@@ -332,8 +372,10 @@ def check_builtin_ops(path: Path) -> dict[str, int]:
                 custom = (code.CustomCode() or b"").decode(errors="replace")
                 kind = "a Flex (select TensorFlow) op" if custom.startswith("Flex") else "a custom op"
                 where = (subgraph.Name() or b"").decode() or f"subgraph {g}"
-                raise ExportError(f"{path}: {kind} {custom!r} in {where} (operator {i}); only builtin ops "
-                                  "run on a stock LiteRT runtime")
+                raise ExportError(
+                    f"{path}: {kind} {custom!r} in {where} (operator {i}); only builtin ops "
+                    "run on a stock LiteRT runtime"
+                )
             counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
 
@@ -369,10 +411,14 @@ def _check_signature_tensors(path: Path) -> None:
     for i in range(model.SignatureDefsLength()):
         sig = model.SignatureDefs(i)
         subgraph = model.Subgraphs(sig.SubgraphIndex())
-        declared = {"inputs": [subgraph.Inputs(j) for j in range(subgraph.InputsLength())],
-                    "outputs": [subgraph.Outputs(j) for j in range(subgraph.OutputsLength())]}
+        declared = {
+            "inputs": [subgraph.Inputs(j) for j in range(subgraph.InputsLength())],
+            "outputs": [subgraph.Outputs(j) for j in range(subgraph.OutputsLength())],
+        }
         for kind in ("inputs", "outputs"):
             named = sorted(_signature_tensors(sig, kind).values())
             if named != sorted(declared[kind]):
-                raise ExportError(f"{path}: signature {sig.SignatureKey().decode()} names {kind} tensors {named} "
-                                  f"but its subgraph declares {sorted(declared[kind])}")
+                raise ExportError(
+                    f"{path}: signature {sig.SignatureKey().decode()} names {kind} tensors {named} "
+                    f"but its subgraph declares {sorted(declared[kind])}"
+                )

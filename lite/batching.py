@@ -1,4 +1,5 @@
 """Token-count batching: sentences of similar length grouped so padding stays small."""
+
 from __future__ import annotations
 
 import random
@@ -66,8 +67,8 @@ def collate(examples: list[Example], indices: list[int], pad_id: int, bos_id: in
     target = torch.full((len(indices), max(map(len, tgts))), pad_id, dtype=torch.long)
     prev = target.clone()
     for row, (s, t) in enumerate(zip(srcs, tgts)):
-        src[row, :len(s)] = torch.tensor(s)
-        target[row, :len(t)] = torch.tensor(t)
+        src[row, : len(s)] = torch.tensor(s)
+        target[row, : len(t)] = torch.tensor(t)
         prev[row, 0] = bos_id
-        prev[row, 1:len(t)] = torch.tensor(t[:-1])
+        prev[row, 1 : len(t)] = torch.tensor(t[:-1])
     return Batch(src, prev, target, int(target.ne(pad_id).sum()))

@@ -1,4 +1,5 @@
 """Checkpoints as plain data (model config dict + state_dicts + counters), loadable with weights_only=True."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,9 @@ def load(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged file
-        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
 
 
 def model_record(model: EncoderDecoder) -> dict:

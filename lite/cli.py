@@ -1,19 +1,20 @@
 """`lite`: one command, one subcommand per pipeline stage. Stages talk through the run folder.
 
-    lite data build docs-en-de            build a real corpus (cached)
-    lite tokenizer RUN --config C         train the joint sentencepiece model
-    lite train RUN [--resume]             train the model of the run's config
-    lite train RUN --nproc 2              ... on 2 processes (DDP; or torchrun ... -m lite train RUN)
-    lite evaluate RUN [--beam 4]          translate the test split, score BLEU
-    lite evaluate RUN --target qemu:cortex-a72 | ssh://user@host   the TFLite folders on an ARM target
-    lite translate RUN [TEXT | -]         translate text with the trained model (PyTorch)
-    lite export RUN [--format tflite,onnx]  model folders for devices, each behind a parity gate
-    lite compress RUN --recipe R          prune / distil / quantize by a recipe, export and measure
-    lite translate --model DIR [TEXT | -] the on-device translator on an exported folder (no torch)
-    lite macs --config C [--json]         analytic MACs and parameters (paper convention)
-    lite fit --family lsra --macs 100M    the widest config under a MAC budget, as YAML
-    lite report RUN [RUN...]              MAC/BLEU budget report from saved measurements
+lite data build docs-en-de            build a real corpus (cached)
+lite tokenizer RUN --config C         train the joint sentencepiece model
+lite train RUN [--resume]             train the model of the run's config
+lite train RUN --nproc 2              ... on 2 processes (DDP; or torchrun ... -m lite train RUN)
+lite evaluate RUN [--beam 4]          translate the test split, score BLEU
+lite evaluate RUN --target qemu:cortex-a72 | ssh://user@host   the TFLite folders on an ARM target
+lite translate RUN [TEXT | -]         translate text with the trained model (PyTorch)
+lite export RUN [--format tflite,onnx]  model folders for devices, each behind a parity gate
+lite compress RUN --recipe R          prune / distil / quantize by a recipe, export and measure
+lite translate --model DIR [TEXT | -] the on-device translator on an exported folder (no torch)
+lite macs --config C [--json]         analytic MACs and parameters (paper convention)
+lite fit --family lsra --macs 100M    the widest config under a MAC budget, as YAML
+lite report RUN [RUN...]              MAC/BLEU budget report from saved measurements
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ def _cmd_tokenizer(args: argparse.Namespace) -> int:
         print(f"{paths.tokenizer}: exists (vocabulary {Tokenizer(paths.tokenizer).vocab_size}); --force retrains")
         return 0
     pairs, _ = load_pairs(cfg.data, "train")
-    model = train_tokenizer([s for p in pairs for s in p], cfg.tokenizer, paths.tokenizer.with_suffix(""), cfg.train.seed,
-                            cfg.train.threads)
+    model = train_tokenizer(
+        [s for p in pairs for s in p], cfg.tokenizer, paths.tokenizer.with_suffix(""), cfg.train.seed, cfg.train.threads
+    )
     print(f"{model}: vocabulary {Tokenizer(model).vocab_size} trained on {len(pairs)} pairs")
     return 0
 
@@ -62,13 +64,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.nproc > 1 and "RANK" not in os.environ:  # not yet under torchrun: start it on this machine
         from lite.distributed import launch
 
-        return launch(args.nproc, ["train", args.run, *(["--resume"] if args.resume else []),
-                                   *(["--quiet"] if args.quiet else []), "--device", args.device])
+        return launch(
+            args.nproc,
+            [
+                "train",
+                args.run,
+                *(["--resume"] if args.resume else []),
+                *(["--quiet"] if args.quiet else []),
+                "--device",
+                args.device,
+            ],
+        )
     summary = train(cfg, paths, resume=args.resume, progress=not args.quiet, device=args.device)
     if "rank" in summary:  # ranks other than 0 say nothing: rank 0 prints the summary
         return 0
-    print(json.dumps({k: summary[k] for k in ("stop_reason", "steps", "wall_seconds", "target_tokens_per_s",
-                                              "final_valid_loss", "final_valid_ppl", "params", "processes")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in (
+                    "stop_reason",
+                    "steps",
+                    "wall_seconds",
+                    "target_tokens_per_s",
+                    "final_valid_loss",
+                    "final_valid_ppl",
+                    "params",
+                    "processes",
+                )
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -82,16 +109,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from eval.targets.target import parse_target
 
         target = parse_target(args.target, args.remote_python, args.ssh_option)
-        for r in evaluate_on_target(cfg, paths, target, args.artifact, args.split, args.limit, not args.no_reference,
-                                    args.repeats, progress=not args.quiet):
+        for r in evaluate_on_target(
+            cfg,
+            paths,
+            target,
+            args.artifact,
+            args.split,
+            args.limit,
+            not args.no_reference,
+            args.repeats,
+            progress=not args.quiet,
+        ):
             t, line = r["translation"], f"{'(cached) ' if r.get('cached') else ''}{target.name} {r['artifact']}: "
-            line += (f"BLEU {t['bleu']} on target vs {t['host_bleu']} on host ({t['sentences']} sentences, "
-                     f"{t['agreement']:.1%} identical lines)")
+            line += (
+                f"BLEU {t['bleu']} on target vs {t['host_bleu']} on host ({t['sentences']} sentences, "
+                f"{t['agreement']:.1%} identical lines)"
+            )
             if "instructions" in r:
                 i = r["instructions"]
-                line += f"; {i['sentence'] / 1e6:.1f}M instructions/sentence (encoder {i['encoder'] / 1e6:.1f}M + {i['steps']} steps x {i['step_mean'] / 1e6:.2f}M)"
+                line += (
+                    f"; {i['sentence'] / 1e6:.1f}M instructions/sentence (encoder {i['encoder'] / 1e6:.1f}M"
+                    f" + {i['steps']} steps x {i['step_mean'] / 1e6:.2f}M)"
+                )
             if "reference" in r:
-                line += f"; reference kernels {'bit-identical' if r['reference']['bit_identical'] else 'differ by %.2g' % r['reference']['max_abs_diff']}"
+                ref = r["reference"]
+                same = "bit-identical" if ref["bit_identical"] else f"differ by {ref['max_abs_diff']:.2g}"
+                line += f"; reference kernels {same}"
             if "latency" in r:
                 line += f"; latency {r['latency']['median_ms']:.1f} ms"
             print(line)
@@ -105,12 +148,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             names = [r["name"] for r in read_json(paths.root / "artifacts.json", []) if r.get("format") != "pytorch"]
         for name in names:
             record = evaluate_artifact(cfg, paths, name, args.split, args.beam, args.lenpen, progress=not args.quiet)
-            print(f"{'(cached) ' if record.get('cached') else ''}{name} {record['split']} {record['decoding']}: "
-                  f"BLEU {record['bleu']} chrF {record['chrf']} ({record['sentences']} sentences)")
+            print(
+                f"{'(cached) ' if record.get('cached') else ''}{name} {record['split']} {record['decoding']}: "
+                f"BLEU {record['bleu']} chrF {record['chrf']} ({record['sentences']} sentences)"
+            )
         return 0
     record = evaluate(cfg, paths, args.split, args.beam, args.lenpen, progress=not args.quiet, force=args.force)
-    print(f"{'(cached) ' if record.get('cached') else ''}{record['split']} {record['decoding']}: BLEU {record['bleu']} chrF {record['chrf']} "
-          f"(BP {record['brevity_penalty']}, {record['sentences']} sentences) {record['bleu_signature']}")
+    print(
+        f"{'(cached) ' if record.get('cached') else ''}{record['split']} {record['decoding']}: "
+        f"BLEU {record['bleu']} chrF {record['chrf']} "
+        f"(BP {record['brevity_penalty']}, {record['sentences']} sentences) {record['bleu_signature']}"
+    )
     return 0
 
 
@@ -130,20 +178,26 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     if args.model:  # the exported folder through the torch-free runtime
         from export.runtime import run
 
-        return run(args.model, args.positional[0] if args.positional else None, args.file, args.beam, args.lenpen,
-                   args.threads)
+        return run(
+            args.model, args.positional[0] if args.positional else None, args.file, args.beam, args.lenpen, args.threads
+        )
     if not args.positional:
         raise ValueError("give a RUN folder, or --model DIR for an exported model folder")
     args.run, args.text = args.positional[0], (args.positional[1:] or [None])[0]
+    from dataclasses import replace
+
     from lite.checkpoint import load_model
     from lite.decode import translate
     from lite.run import open_run
     from lite.tokenizer import Tokenizer
-    from dataclasses import replace
 
     paths, cfg = open_run(Path(args.run), None)
     lines = [args.text] if args.text not in (None, "-") and not args.file else _read_lines(args.file or "-")
-    dcfg = replace(cfg.decode, beam=args.beam or cfg.decode.beam, lenpen=args.lenpen if args.lenpen is not None else cfg.decode.lenpen)
+    dcfg = replace(
+        cfg.decode,
+        beam=args.beam or cfg.decode.beam,
+        lenpen=args.lenpen if args.lenpen is not None else cfg.decode.lenpen,
+    )
     for out in translate(load_model(paths.model), Tokenizer(paths.tokenizer), lines, dcfg):
         print(out)
     return 0
@@ -191,9 +245,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         print(f"lite compress: error: {exc}", file=sys.stderr)
         return 1
     out = output_paths(paths, recipe).root
-    print(f"{out}: {record['model']['params']:,} parameters, greedy BLEU {record['model']['bleu_greedy']:.2f}; "
-          f"artifacts: " + ", ".join(f"{r['name']} {r['size_bytes'] / 1e6:.2f} MB BLEU {r['bleu']:.2f}"
-                                     for r in record["artifacts"]))
+    print(
+        f"{out}: {record['model']['params']:,} parameters, greedy BLEU {record['model']['bleu_greedy']:.2f}; "
+        f"artifacts: "
+        + ", ".join(f"{r['name']} {r['size_bytes'] / 1e6:.2f} MB BLEU {r['bleu']:.2f}" for r in record["artifacts"])
+    )
     return 0
 
 
@@ -211,8 +267,11 @@ def _cmd_macs(args: argparse.Namespace) -> int:
         print(json.dumps(summary | {"config": str(args.config)}, indent=2))
         return 0
     parts = [k for k in dict.fromkeys(k for layer in summary["layers"] for k in layer) if k not in ("name", "total")]
-    print(f"{args.config}: {summary['macs']:,} MACs ({args.src_len}+{args.tgt_len} tokens), "
-          f"{summary['params']:,} params, {summary['params_no_embed']:,} without embeddings (vocabulary {summary['vocab_size']})")
+    print(
+        f"{args.config}: {summary['macs']:,} MACs ({args.src_len}+{args.tgt_len} tokens), "
+        f"{summary['params']:,} params, {summary['params_no_embed']:,} without embeddings "
+        f"(vocabulary {summary['vocab_size']})"
+    )
     print(f"{'layer':12s}" + "".join(f"{p:>14s}" for p in parts) + f"{'total':>14s}")
     for layer in summary["layers"]:
         print(f"{layer['name']:12s}" + "".join(f"{layer.get(p, 0):14,d}" for p in parts) + f"{layer['total']:14,d}")
@@ -246,8 +305,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lite", description=__doc__, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lite", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="build a built-in real corpus (LibreOffice help translations via apt)")
@@ -271,47 +331,83 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = run_parser("train", "train the model; checkpoints in RUN/checkpoints, final weights in RUN/model.pt")
     tr.add_argument("--resume", action="store_true", help="continue exactly from RUN/checkpoints/last.pt")
-    tr.add_argument("--nproc", type=int, default=1, metavar="N",
-                    help="N training processes on this machine (DistributedDataParallel via torchrun --standalone; "
-                         "for several machines run torchrun yourself: see README). train.update_freq batches per step "
-                         "are split across them, so the effective batch does not change")
-    tr.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                    help="cpu (gloo between processes) or cuda (one GPU per process, nccl)")
+    tr.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N training processes on this machine (DistributedDataParallel via torchrun --standalone; "
+        "for several machines run torchrun yourself: see README). train.update_freq batches per step "
+        "are split across them, so the effective batch does not change",
+    )
+    tr.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="cpu (gloo between processes) or cuda (one GPU per process, nccl)",
+    )
     tr.set_defaults(func=_cmd_train)
 
     ev = run_parser("evaluate", "translate a split with RUN/model.pt and score BLEU/chrF into RUN/results.json")
     ev.add_argument("--split", default="test", choices=["test", "valid"])
     ev.add_argument("--beam", type=int, help="beam size (default: decode.beam of the config; 1 = greedy)")
     ev.add_argument("--lenpen", type=float, help="length penalty exponent (default: decode.lenpen)")
-    ev.add_argument("--force", action="store_true", help="decode again even if results.json has this decoding of this model")
-    ev.add_argument("--artifact", action="append", metavar="NAME",
-                    help="score an exported folder of RUN/artifacts.json (e.g. tflite-int8; 'all' for every one) "
-                         "through the on-device runtime instead of model.pt; repeatable")
-    ev.add_argument("--target", metavar="T",
-                    help="run the TFLite artifacts on qemu:<core> (cortex-a53, cortex-a72, cortex-a76, neoverse-n1; "
-                         "emulated, with instruction counts) or ssh://user@host[:port] (a board, with latency; key "
-                         "authentication, and the board's host key must already be in your known_hosts: an unknown or "
-                         "changed key is refused, unless you pass e.g. --ssh-option StrictHostKeyChecking=accept-new; "
-                         "every ssh call has a timeout); results in RUN/targets/ and artifacts.json")
-    ev.add_argument("--limit", type=int, help="with --target: only the first N sentences of the split (stated in the record)")
-    ev.add_argument("--no-reference", action="store_true",
-                    help="with --target: skip the reference-kernel bit-identity check (slow under emulation)")
+    ev.add_argument(
+        "--force", action="store_true", help="decode again even if results.json has this decoding of this model"
+    )
+    ev.add_argument(
+        "--artifact",
+        action="append",
+        metavar="NAME",
+        help="score an exported folder of RUN/artifacts.json (e.g. tflite-int8; 'all' for every one) "
+        "through the on-device runtime instead of model.pt; repeatable",
+    )
+    ev.add_argument(
+        "--target",
+        metavar="T",
+        help="run the TFLite artifacts on qemu:<core> (cortex-a53, cortex-a72, cortex-a76, neoverse-n1; "
+        "emulated, with instruction counts) or ssh://user@host[:port] (a board, with latency; key "
+        "authentication, and the board's host key must already be in your known_hosts: an unknown or "
+        "changed key is refused, unless you pass e.g. --ssh-option StrictHostKeyChecking=accept-new; "
+        "every ssh call has a timeout); results in RUN/targets/ and artifacts.json",
+    )
+    ev.add_argument(
+        "--limit", type=int, help="with --target: only the first N sentences of the split (stated in the record)"
+    )
+    ev.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="with --target: skip the reference-kernel bit-identity check (slow under emulation)",
+    )
     ev.add_argument("--repeats", type=int, default=50, help="with ssh:// targets: timed latency runs (default 50)")
-    ev.add_argument("--remote-python", default="python3", help="with ssh:// targets: the board's Python (default python3)")
-    ev.add_argument("--ssh-option", action="append", metavar="KEY=VALUE",
-                    help="with ssh:// targets: an OpenSSH -o option, e.g. IdentityFile=~/.ssh/board or "
-                         "UserKnownHostsFile=FILE; repeatable; it overrides lite's defaults (BatchMode, "
-                         "StrictHostKeyChecking=yes, keep-alives)")
+    ev.add_argument(
+        "--remote-python", default="python3", help="with ssh:// targets: the board's Python (default python3)"
+    )
+    ev.add_argument(
+        "--ssh-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="with ssh:// targets: an OpenSSH -o option, e.g. IdentityFile=~/.ssh/board or "
+        "UserKnownHostsFile=FILE; repeatable; it overrides lite's defaults (BatchMode, "
+        "StrictHostKeyChecking=yes, keep-alives)",
+    )
     ev.set_defaults(func=_cmd_evaluate)
 
-    tl = sub.add_parser("translate", help="translate TEXT, a file (--file) or stdin ('-') with a run or an exported folder",
-                        usage="lite translate (RUN | --model DIR) [TEXT | -] [--file F] [--beam K]",
-                        description="With RUN: PyTorch and RUN/model.pt. With --model DIR: the exported folder "
-                                    "through the on-device runtime (numpy + TFLite/ONNX interpreter, no torch). "
-                                    "One output line per input line; empty lines stay empty; sources longer than "
-                                    "the exported graphs take are truncated with a warning.")
-    tl.add_argument("positional", nargs="*", metavar="RUN / TEXT", help="RUN folder (without --model), then a "
-                    "sentence or '-' for stdin (default)")
+    tl = sub.add_parser(
+        "translate",
+        help="translate TEXT, a file (--file) or stdin ('-') with a run or an exported folder",
+        usage="lite translate (RUN | --model DIR) [TEXT | -] [--file F] [--beam K]",
+        description="With RUN: PyTorch and RUN/model.pt. With --model DIR: the exported folder "
+        "through the on-device runtime (numpy + TFLite/ONNX interpreter, no torch). "
+        "One output line per input line; empty lines stay empty; sources longer than "
+        "the exported graphs take are truncated with a warning.",
+    )
+    tl.add_argument(
+        "positional",
+        nargs="*",
+        metavar="RUN / TEXT",
+        help="RUN folder (without --model), then a sentence or '-' for stdin (default)",
+    )
     tl.add_argument("--model", metavar="DIR", help="exported model folder, e.g. runs/default/export/tflite-int8")
     from export.runtime import add_arguments
 
@@ -324,25 +420,38 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--force", action="store_true", help="rebuild folders that are up to date")
     xp.set_defaults(func=_cmd_export)
 
-    cp = run_parser("compress", "apply a compression recipe (structured/fine-grained pruning, distillation, "
-                                "quantization) to RUN/model.pt; writes RUN/compressed/<recipe name>/, a run folder "
-                                "with the compressed model, its exported artifacts and their measurements")
-    cp.add_argument("--recipe", type=Path, default=Path("configs/compress/default.yaml"),
-                    help="recipe YAML (default: configs/compress/default.yaml; format: compress/recipe.py)")
+    cp = run_parser(
+        "compress",
+        "apply a compression recipe (structured/fine-grained pruning, distillation, "
+        "quantization) to RUN/model.pt; writes RUN/compressed/<recipe name>/, a run folder "
+        "with the compressed model, its exported artifacts and their measurements",
+    )
+    cp.add_argument(
+        "--recipe",
+        type=Path,
+        default=Path("configs/compress/default.yaml"),
+        help="recipe YAML (default: configs/compress/default.yaml; format: compress/recipe.py)",
+    )
     cp.add_argument("--force", action="store_true", help="start over instead of resuming after the last finished step")
     cp.set_defaults(func=_cmd_compress)
 
-    mc = sub.add_parser("macs", help="analytic MACs (30+30 tokens, no embeddings/output projection) and parameters",
-                        description="Mult-adds of one forward pass under the Lite Transformer convention, per layer and branch.")
+    mc = sub.add_parser(
+        "macs",
+        help="analytic MACs (30+30 tokens, no embeddings/output projection) and parameters",
+        description="Mult-adds of one forward pass under the Lite Transformer convention, per layer and branch.",
+    )
     mc.add_argument("--config", type=Path, required=True)
     mc.add_argument("--src-len", type=int, default=30)
     mc.add_argument("--tgt-len", type=int, default=30)
     mc.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     mc.set_defaults(func=_cmd_macs)
 
-    ft = sub.add_parser("fit", help="the widest LSRA or Transformer config under a MAC budget",
-                        description="Search the embedding width of a family (fixed shape rules, see eval/fit.py) "
-                                    "for the config closest under the budget; prints or writes YAML.")
+    ft = sub.add_parser(
+        "fit",
+        help="the widest LSRA or Transformer config under a MAC budget",
+        description="Search the embedding width of a family (fixed shape rules, see eval/fit.py) "
+        "for the config closest under the budget; prints or writes YAML.",
+    )
     ft.add_argument("--family", required=True, choices=["lsra", "transformer"])
     ft.add_argument("--macs", required=True, help="budget, e.g. 100M, 1.5G")
     ft.add_argument("--layers", default="6+6", help="encoder+decoder layers (default 6+6)")
@@ -351,9 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--out", help="write the YAML here instead of stdout")
     ft.set_defaults(func=_cmd_fit)
 
-    rp = sub.add_parser("report", help="MAC/BLEU budget report (md, html, json, plots) from saved measurements",
-                        description="Reads only what the stages saved in each run folder (config, results.json, "
-                                    "train.json, model.pt, artifacts.json); never retrains or re-decodes.")
+    rp = sub.add_parser(
+        "report",
+        help="MAC/BLEU budget report (md, html, json, plots) from saved measurements",
+        description="Reads only what the stages saved in each run folder (config, results.json, "
+        "train.json, model.pt, artifacts.json); never retrains or re-decodes.",
+    )
     rp.add_argument("runs", nargs="+", metavar="RUN")
     rp.add_argument("--out", help="output folder (default: the first RUN)")
     rp.set_defaults(func=_cmd_report)
@@ -362,19 +474,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from lite.config import ConfigError
     from eval.targets.errors import TargetError
+    from lite.config import ConfigError
     from lite.data.errors import DataError
     from lite.distributed import DistributedError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, TargetError, DistributedError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (
+        ConfigError,
+        DataError,
+        TargetError,
+        DistributedError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+    ) as exc:
         print(f"lite {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"lite {args.command}: interrupted (training: rerun with --resume; it continues exactly "
-              "from the last saved step)", file=sys.stderr)
+        print(
+            f"lite {args.command}: interrupted (training: rerun with --resume; it continues exactly "
+            "from the last saved step)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -3,6 +3,7 @@
 A config file has the sections `data`, `tokenizer`, `model`, `train`, `decode`, `budget`, `export`.
 Every field has a default, so a file only states what differs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -113,9 +114,13 @@ class ModelConfig:
             heads=heads,
             head_dim=attn_width // self.attention_heads,
             ffn=pick(self.decoder_ffn if decoder else self.encoder_ffn, self.ffn_dim),
-            conv_channels=(None if self.arch != "lsra" else
-                           list(pick(self.decoder_conv if decoder else self.encoder_conv,
-                                     [conv_width // conv_heads] * conv_heads))),
+            conv_channels=(
+                None
+                if self.arch != "lsra"
+                else list(
+                    pick(self.decoder_conv if decoder else self.encoder_conv, [conv_width // conv_heads] * conv_heads)
+                )
+            ),
             kernel=(self.decoder_kernels if decoder else self.encoder_kernels)[layer] if self.arch == "lsra" else 0,
             cross_heads=pick(self.cross_heads, cross_heads) if decoder else 0,
             cross_head_dim=self.embed_dim // cross_heads,
@@ -127,6 +132,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LayerShape:
     """What one layer is built with (ModelConfig.layer_shape)."""
+
     heads: int  # self-attention heads (LSRA: of the attention branch)
     head_dim: int
     ffn: int
@@ -183,6 +189,7 @@ class DecodeConfig:
 class BudgetConfig:
     """What a shippable model must meet; the budget report marks each artifact pass/fail with the margin.
     None means "no budget on this quantity"."""
+
     max_macs: int | None = None  # mult-adds, paper convention (30+30 tokens)
     max_size_mb: float | None = None  # file size on disk, MB = 1e6 bytes
     max_latency_ms: float | None = None  # per sentence, on each measured target
@@ -192,6 +199,7 @@ class BudgetConfig:
 @dataclass
 class ParityThresholds:
     """What an exported artifact must meet against PyTorch on `export.parity_sentences` test sentences."""
+
     max_logit_diff: float  # largest |logit difference| over every teacher-forced step and vocabulary entry
     min_top1: float  # share of those steps whose argmax agrees
     max_bleu_drop: float  # BLEU of PyTorch greedy minus BLEU of the artifact's greedy, same sentences
@@ -204,6 +212,7 @@ class ParityThresholds:
 @dataclass
 class ParityConfig:
     """Thresholds per precision; int8 is allowed to move logits, not to change the translations much."""
+
     fp32: ParityThresholds = field(default_factory=lambda: ParityThresholds(1e-3, 0.995, 0.2))
     fp16: ParityThresholds = field(default_factory=lambda: ParityThresholds(0.25, 0.98, 0.5))
     dynamic_int8: ParityThresholds = field(default_factory=lambda: ParityThresholds(4.0, 0.9, 1.5))
@@ -213,6 +222,7 @@ class ParityConfig:
 @dataclass
 class ExportConfig:
     """Static shapes of the exported graphs and the gates they pass (export/)."""
+
     formats: list[str] = field(default_factory=lambda: ["tflite", "onnx"])
     precisions: list[str] = field(default_factory=lambda: ["fp32", "dynamic-int8", "int8"])
     max_src_len: int = 128  # longer sources are truncated (with a warning) by the runtime
@@ -220,7 +230,9 @@ class ExportConfig:
     max_target_len: int = 160  # self-attention cache slots: output tokens + 1
     parity_sentences: int = 100  # real test sentences decoded by PyTorch and by the artifact
     calibration_sentences: int = 200  # real training sentences for static int8
-    pack: str = "none"  # "none" or "xz": graph files stored xz-compressed (pruned zeros shrink on disk; same size in memory)
+    pack: str = (
+        "none"  # "none" or "xz": graph files stored xz-compressed (pruned zeros shrink on disk; same size in memory)
+    )
     parity: ParityConfig = field(default_factory=ParityConfig)
 
 
@@ -303,13 +315,27 @@ def validate(cfg: RunConfig, where: str) -> None:
         (set(cfg.export.formats) <= set(FORMATS), "export.formats", f"a list from {FORMATS}"),
         (set(cfg.export.precisions) <= set(PRECISIONS), "export.precisions", f"a list from {PRECISIONS}"),
         (cfg.export.pack in ("none", "xz"), "export.pack", "none or xz"),
-        (all(0 < b < cfg.export.max_src_len for b in cfg.export.src_buckets), "export.src_buckets",
-         f"lengths between 1 and export.max_src_len - 1 ({cfg.export.max_src_len - 1})"),
-        (cfg.export.max_src_len <= m.max_positions, "export.max_src_len", f"<= model.max_positions ({m.max_positions})"),
-        (1 < cfg.export.max_target_len <= m.max_positions, "export.max_target_len", f"2..model.max_positions ({m.max_positions})"),
+        (
+            all(0 < b < cfg.export.max_src_len for b in cfg.export.src_buckets),
+            "export.src_buckets",
+            f"lengths between 1 and export.max_src_len - 1 ({cfg.export.max_src_len - 1})",
+        ),
+        (
+            cfg.export.max_src_len <= m.max_positions,
+            "export.max_src_len",
+            f"<= model.max_positions ({m.max_positions})",
+        ),
+        (
+            1 < cfg.export.max_target_len <= m.max_positions,
+            "export.max_target_len",
+            f"2..model.max_positions ({m.max_positions})",
+        ),
         (cfg.export.parity_sentences >= 1, "export.parity_sentences", ">= 1"),
-        (cfg.export.parity.fp32.max_bleu_drop_vs_fp32 is None, "export.parity.fp32.max_bleu_drop_vs_fp32",
-         "null (fp32 is the reference it would compare with)"),
+        (
+            cfg.export.parity.fp32.max_bleu_drop_vs_fp32 is None,
+            "export.parity.fp32.max_bleu_drop_vs_fp32",
+            "null (fp32 is the reference it would compare with)",
+        ),
     ]
     for precision in PRECISIONS:
         name = precision.replace("-", "_")
@@ -318,32 +344,74 @@ def validate(cfg: RunConfig, where: str) -> None:
             (limits.max_logit_diff >= 0, f"export.parity.{name}.max_logit_diff", ">= 0"),
             (0 <= limits.min_top1 <= 1, f"export.parity.{name}.min_top1", "a share in [0, 1]"),
             (limits.max_bleu_drop >= 0, f"export.parity.{name}.max_bleu_drop", ">= 0 (BLEU points)"),
-            (limits.max_bleu_drop_vs_fp32 is None or limits.max_bleu_drop_vs_fp32 >= 0,
-             f"export.parity.{name}.max_bleu_drop_vs_fp32", "null or >= 0 (BLEU points)"),
+            (
+                limits.max_bleu_drop_vs_fp32 is None or limits.max_bleu_drop_vs_fp32 >= 0,
+                f"export.parity.{name}.max_bleu_drop_vs_fp32",
+                "null or >= 0 (BLEU points)",
+            ),
         ]
     if m.arch == "lsra":
         branch = m.embed_dim // 2
         checks += [
-            (len(m.encoder_kernels) == m.encoder_layers, "model.encoder_kernels", f"{m.encoder_layers} kernel sizes (one per encoder layer)"),
-            (len(m.decoder_kernels) == m.decoder_layers, "model.decoder_kernels", f"{m.decoder_layers} kernel sizes (one per decoder layer)"),
-            (branch % m.attention_heads == 0, "model.attention_heads", f"a divisor of the attention branch width {branch}"),
-            (branch % (m.conv_heads or m.attention_heads) == 0, "model.conv_heads", f"a divisor of the convolution branch width {branch}"),
+            (
+                len(m.encoder_kernels) == m.encoder_layers,
+                "model.encoder_kernels",
+                f"{m.encoder_layers} kernel sizes (one per encoder layer)",
+            ),
+            (
+                len(m.decoder_kernels) == m.decoder_layers,
+                "model.decoder_kernels",
+                f"{m.decoder_layers} kernel sizes (one per decoder layer)",
+            ),
+            (
+                branch % m.attention_heads == 0,
+                "model.attention_heads",
+                f"a divisor of the attention branch width {branch}",
+            ),
+            (
+                branch % (m.conv_heads or m.attention_heads) == 0,
+                "model.conv_heads",
+                f"a divisor of the convolution branch width {branch}",
+            ),
         ]
     else:
-        checks.append((m.embed_dim % m.attention_heads == 0, "model.attention_heads", f"a divisor of embed_dim {m.embed_dim}"))
-    checks.append((m.embed_dim % (m.cross_attention_heads or m.attention_heads) == 0, "model.cross_attention_heads", f"a divisor of embed_dim {m.embed_dim}"))
-    for name in ("encoder_heads", "encoder_ffn", "encoder_conv", "decoder_heads", "cross_heads", "decoder_ffn", "decoder_conv"):
+        checks.append(
+            (m.embed_dim % m.attention_heads == 0, "model.attention_heads", f"a divisor of embed_dim {m.embed_dim}")
+        )
+    checks.append(
+        (
+            m.embed_dim % (m.cross_attention_heads or m.attention_heads) == 0,
+            "model.cross_attention_heads",
+            f"a divisor of embed_dim {m.embed_dim}",
+        )
+    )
+    for name in (
+        "encoder_heads",
+        "encoder_ffn",
+        "encoder_conv",
+        "decoder_heads",
+        "cross_heads",
+        "decoder_ffn",
+        "decoder_conv",
+    ):
         values = getattr(m, name)
         layers = m.encoder_layers if name.startswith("encoder") else m.decoder_layers
         if values is None:
             continue
         flat = [sum(v) for v in values] if name.endswith("conv") else values
-        checks += [(len(values) == layers, f"model.{name}", f"{layers} entries (one per layer)"),
-                   (all(v >= 1 for v in flat), f"model.{name}", "positive widths")]
+        checks += [
+            (len(values) == layers, f"model.{name}", f"{layers} entries (one per layer)"),
+            (all(v >= 1 for v in flat), f"model.{name}", "positive widths"),
+        ]
         if name.endswith("conv"):
             heads = m.conv_heads or m.attention_heads
-            checks.append((m.arch == "lsra" and all(len(v) == heads for v in values), f"model.{name}",
-                           f"per layer, {heads} channel counts (one per convolution head; LSRA only)"))
+            checks.append(
+                (
+                    m.arch == "lsra" and all(len(v) == heads for v in values),
+                    f"model.{name}",
+                    f"per layer, {heads} channel counts (one per convolution head; LSRA only)",
+                )
+            )
     for ok, fld, expected in checks:
         if not ok:
             raise ConfigError(f"{where}: {fld} must be {expected}")
@@ -364,8 +432,10 @@ def validate(cfg: RunConfig, where: str) -> None:
                 if problem:
                     raise ConfigError(f"{where}: {problem}")
             if any(p.representatives for p in row) and (stack == "decoder" or not runs_blockwise(row)):
-                raise ConfigError(f"{where}: model.{stack}_patterns[{i}]: representatives need an encoder layer whose "
-                                  "heads are all local/blocks with one block size (they run on the block kernel only)")
+                raise ConfigError(
+                    f"{where}: model.{stack}_patterns[{i}]: representatives need an encoder layer whose "
+                    "heads are all local/blocks with one block size (they run on the block kernel only)"
+                )
 
 
 def read_yaml(path: Path, what: str) -> Any:

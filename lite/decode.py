@@ -1,4 +1,5 @@
 """Greedy and beam search over the incremental decoder, and batched translation of text."""
+
 from __future__ import annotations
 
 import sys
@@ -94,7 +95,9 @@ def beam_search(model: EncoderDecoder, src: Tensor, cfg: DecodeConfig) -> list[l
     return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]
 
 
-def translate(model: EncoderDecoder, tokenizer, lines: list[str], cfg: DecodeConfig, progress: bool = False) -> list[str]:
+def translate(
+    model: EncoderDecoder, tokenizer, lines: list[str], cfg: DecodeConfig, progress: bool = False
+) -> list[str]:
     """Translate lines in length-sorted batches; output order follows input order. Empty lines stay empty."""
     model.eval()
     ids = tokenizer.encode_batch(lines)
@@ -105,14 +108,16 @@ def translate(model: EncoderDecoder, tokenizer, lines: list[str], cfg: DecodeCon
     todo = [i for i in order if ids[i]]
     too_long = sum(len(ids[i]) > limit for i in todo)
     if too_long:  # the position table bounds the source length; say so rather than fail mid-batch
-        print(f"warning: {too_long} input line(s) longer than {limit} tokens were truncated to {limit}", file=sys.stderr)
+        print(
+            f"warning: {too_long} input line(s) longer than {limit} tokens were truncated to {limit}", file=sys.stderr
+        )
     bar = tqdm(total=len(todo), disable=not progress, unit="sent", dynamic_ncols=True)
     for start in range(0, len(todo), cfg.batch_size):
-        chunk = todo[start:start + cfg.batch_size]
+        chunk = todo[start : start + cfg.batch_size]
         seqs = [ids[i][:limit] + [model.cfg.eos_id] for i in chunk]
         src = torch.full((len(seqs), max(map(len, seqs))), model.cfg.pad_id, dtype=torch.long)
         for row, s in enumerate(seqs):
-            src[row, :len(s)] = torch.tensor(s)
+            src[row, : len(s)] = torch.tensor(s)
         for i, hyp in zip(chunk, search(model, src, cfg)):
             out[i] = tokenizer.decode(hyp)
         bar.update(len(chunk))

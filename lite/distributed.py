@@ -9,6 +9,7 @@ Backend: gloo on CPU, nccl on CUDA. The batches of one optimizer step are the co
 them (its shard) and accumulates over update_freq / N, so the effective batch - and the training -
 does not depend on N. Rank 0 alone writes checkpoints, logs and progress.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -52,7 +53,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available to this process (torch.cuda.is_available() is False)")
+            raise ValueError(
+                "--device cuda: no CUDA device is available to this process (torch.cuda.is_available() is False)"
+            )
         return torch.device("cuda", local_rank)
     raise ValueError(f"--device {name!r}: expected cpu or cuda")
 
@@ -80,7 +83,7 @@ def shard(group: list, world: World) -> list[tuple[object, float]]:
     """This rank's share of one step's batches as (batch, weight): every size-th batch from its rank.
     A rank left without a batch (a short last group of an epoch) gets the first batch at weight 0, so
     every rank runs forward/backward and the gradient all-reduce still meets."""
-    mine = [(b, 1.0) for b in group[world.rank::world.size]]
+    mine = [(b, 1.0) for b in group[world.rank :: world.size]]
     per_rank = -(-len(group) // world.size)
     return mine + [(group[0], 0.0)] * (per_rank - len(mine))
 
@@ -106,10 +109,20 @@ def finish(world: World) -> None:
 
 def launch(nproc: int, argv: list[str]) -> int:
     """`lite train ... --nproc N` on this machine: torchrun --standalone with N processes of `lite ARGV`."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "lite", *argv]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "lite",
+        *argv,
+    ]
     done = subprocess.run(cmd)
     if done.returncode != 0:
-        raise DistributedError(f"torchrun: a training process failed (exit {done.returncode}; its error is above); "
-                               f"the last checkpoint is kept: rerun with --resume (any --nproc)")
+        raise DistributedError(
+            f"torchrun: a training process failed (exit {done.returncode}; its error is above); "
+            f"the last checkpoint is kept: rerun with --resume (any --nproc)"
+        )
     return 0

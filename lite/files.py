@@ -1,5 +1,6 @@
 """Safe file I/O shared by every stage: atomic writes (temp file + rename), JSON reads with
 one-line errors, checksums. Standard library only, so lite/data can use it before torch exists."""
+
 from __future__ import annotations
 
 import hashlib

@@ -9,6 +9,7 @@ The config hash is over the resolved config (`config_sha256`): the same settings
 whatever the YAML's comments or key order, and `benchmarks/headline.py` reuses a run only when it
 matches.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -27,8 +28,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 # The distributions whose versions decide the figures (training, tokenizer, scoring, export, runtimes).
-PACKAGES = ("torch", "numpy", "sentencepiece", "sacrebleu", "torch-pruning", "onnx", "onnxruntime",
-            "ai-edge-litert", "litert-torch", "ai-edge-quantizer")
+PACKAGES = (
+    "torch",
+    "numpy",
+    "sentencepiece",
+    "sacrebleu",
+    "torch-pruning",
+    "onnx",
+    "onnxruntime",
+    "ai-edge-litert",
+    "litert-torch",
+    "ai-edge-quantizer",
+)
 
 
 def _git(*args: str) -> str | None:
@@ -99,8 +110,9 @@ def command_line(argv: list[str] | None = None) -> str:
     return shlex.join(argv)
 
 
-def provenance(config: Any = None, seed: int | None = None, threads: int | None = None,
-               command: str | None = None) -> dict[str, Any]:
+def provenance(
+    config: Any = None, seed: int | None = None, threads: int | None = None, command: str | None = None
+) -> dict[str, Any]:
     """The record saved beside a figure (see the module docstring)."""
     try:
         load = [round(x, 2) for x in os.getloadavg()]
@@ -120,8 +132,9 @@ def provenance(config: Any = None, seed: int | None = None, threads: int | None 
     }
 
 
-def stamped(record: dict[str, Any], config: Any = None, seed: int | None = None,
-            threads: int | None = None) -> dict[str, Any]:
+def stamped(
+    record: dict[str, Any], config: Any = None, seed: int | None = None, threads: int | None = None
+) -> dict[str, Any]:
     """`record` with "commit" on top and the full "provenance" record (every benchmark JSON's shape)."""
     prov = provenance(config, seed=seed, threads=threads)
     return {"commit": prov["commit"], "dirty": prov["dirty"], **record, "provenance": prov}

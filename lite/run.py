@@ -1,15 +1,16 @@
 """The run folder: where every stage reads its inputs and writes its outputs.
 
-    runs/<name>/
-      config.yaml            the resolved config the stages use
-      tokenizer/spm.model    joint sentencepiece model (+ spm.vocab)
-      checkpoints/           step_XXXXXX.pt, last.pt (resume), best.pt (lowest valid loss)
-      model.pt               the trained model (config + state_dict)
-      metrics.jsonl          one JSON object per log line (train and valid)
-      train.json             training summary (steps, time, tokens/s, best valid loss)
-      eval/                  hypotheses per split and decoding
-      results.json           BLEU and friends per split and decoding
+runs/<name>/
+  config.yaml            the resolved config the stages use
+  tokenizer/spm.model    joint sentencepiece model (+ spm.vocab)
+  checkpoints/           step_XXXXXX.pt, last.pt (resume), best.pt (lowest valid loss)
+  model.pt               the trained model (config + state_dict)
+  metrics.jsonl          one JSON object per log line (train and valid)
+  train.json             training summary (steps, time, tokens/s, best valid loss)
+  eval/                  hypotheses per split and decoding
+  results.json           BLEU and friends per split and decoding
 """
+
 from __future__ import annotations
 
 import shutil
@@ -97,8 +98,10 @@ def open_run(run_dir: Path, config: Path | None) -> tuple[RunPaths, RunConfig]:
         if paths.config.is_file():
             existing = load_config(paths.config)
             if to_dict(existing) != to_dict(cfg):
-                raise ConfigError(f"{config}: differs from {paths.config} already in the run folder "
-                                  "(use a new run folder, or delete it to start over)")
+                raise ConfigError(
+                    f"{config}: differs from {paths.config} already in the run folder "
+                    "(use a new run folder, or delete it to start over)"
+                )
         else:
             with atomic_path(paths.config) as tmp:
                 shutil.copyfile(config, tmp)

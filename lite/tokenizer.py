@@ -1,4 +1,5 @@
 """Joint sentencepiece vocabulary for source and target (the file the on-device runtime uses too)."""
+
 from __future__ import annotations
 
 import io
@@ -13,8 +14,9 @@ from lite.files import atomic_path, write_text_atomic
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
 
-def train_tokenizer(sentences: list[str], cfg: TokenizerConfig, out_prefix: Path, seed: int = 1,
-                    threads: int = 1) -> Path:
+def train_tokenizer(
+    sentences: list[str], cfg: TokenizerConfig, out_prefix: Path, seed: int = 1, threads: int = 1
+) -> Path:
     """Train a joint model on `sentences`; writes out_prefix.model/.vocab atomically, returns the .model path.
 
     The same sentences, config, seed and thread count give the same bytes: sentences go in through an
@@ -26,14 +28,26 @@ def train_tokenizer(sentences: list[str], cfg: TokenizerConfig, out_prefix: Path
         sentences = random.Random(seed).sample(sentences, cfg.max_sentences)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences), model_writer=model, vocab_size=cfg.vocab_size,
-        model_type=cfg.model_type, character_coverage=cfg.character_coverage,
-        pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
-        input_sentence_size=cfg.max_sentences, shuffle_input_sentence=True, seed_sentencepiece_size=200000,
-        num_threads=threads, minloglevel=2, hard_vocab_limit=False,
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        vocab_size=cfg.vocab_size,
+        model_type=cfg.model_type,
+        character_coverage=cfg.character_coverage,
+        pad_id=PAD_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        unk_id=UNK_ID,
+        input_sentence_size=cfg.max_sentences,
+        shuffle_input_sentence=True,
+        seed_sentencepiece_size=200000,
+        num_threads=threads,
+        minloglevel=2,
+        hard_vocab_limit=False,
     )
     processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
-    vocab = "".join(f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n" for i in range(processor.get_piece_size()))
+    vocab = "".join(
+        f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n" for i in range(processor.get_piece_size())
+    )
     path = Path(f"{out_prefix}.model")
     with atomic_path(path) as tmp:
         tmp.write_bytes(model.getvalue())

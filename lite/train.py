@@ -19,6 +19,7 @@ Several processes (lite/distributed.py: torchrun, DistributedDataParallel): one 
 still `update_freq` batches, split across the processes, with the same per-batch seeds, so N
 processes train like one process accumulating update_freq batches, and --resume works with any N.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,8 @@ from lite import checkpoint, distributed
 from lite.batching import Batch, collate, encode_pairs, make_batches
 from lite.config import RunConfig, TrainConfig, to_dict
 from lite.data.corpus import load_pairs
-from lite.models.seq2seq import EncoderDecoder, count_parameters
 from lite.files import write_json_atomic, write_text_atomic
+from lite.models.seq2seq import EncoderDecoder, count_parameters
 from lite.provenance import provenance
 from lite.run import RunPaths
 from lite.sparse.learned import binarise, kept_share, sparsity_loss
@@ -58,8 +59,9 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def batch_loss(model: EncoderDecoder | DDP, batch: Batch, smoothing: float,
-               sar_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_loss(
+    model: EncoderDecoder | DDP, batch: Batch, smoothing: float, sar_weight: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(training loss summed over target tokens, plain NLL summed) for one batch. The training loss is
     label-smoothed cross entropy, plus the learned heads' sparsity terms (per token) and, with
     sar_weight, ERNIE-Sparse's SAR term (lite/sparse). `model` may be DDP-wrapped: the main forward
@@ -109,7 +111,7 @@ class _Log:
 
 def _batch_seed(seed: int, epoch: int, position: int) -> int:
     """The RNG seed of one batch (dropout, Gumbel noise): the same whichever process runs it."""
-    return ((seed * 1_000_003 + epoch) * 1_000_003 + position) % 2 ** 63  # torch takes < 2^64
+    return ((seed * 1_000_003 + epoch) * 1_000_003 + position) % 2**63  # torch takes < 2^64
 
 
 STOP_CODES = [None, "early_stopping", "max_minutes", "max_steps", "max_epochs", "interrupted"]
@@ -148,8 +150,14 @@ class _StopRequest:
                 signal.signal(sig, handler)
 
 
-def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool = True,
-          on_event: EventHook | None = None, device: str = "cpu") -> dict:
+def train(
+    cfg: RunConfig,
+    paths: RunPaths,
+    resume: bool = False,
+    progress: bool = True,
+    on_event: EventHook | None = None,
+    device: str = "cpu",
+) -> dict:
     """Train the model of `cfg` in run folder `paths`; returns the training summary (on every rank
     of a torchrun job; only rank 0's is written). `on_event` is the test hook of EventHook.
     """
@@ -158,9 +166,11 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
     world = distributed.init(device, tc.dist_timeout_s)
     try:
         if tc.update_freq % world.size:
-            raise ValueError(f"train.update_freq {tc.update_freq} is not a multiple of the {world.size} processes: "
-                             f"the effective batch of update_freq x max_tokens must split evenly "
-                             f"(set train.update_freq to {world.size * max(1, round(tc.update_freq / world.size))})")
+            raise ValueError(
+                f"train.update_freq {tc.update_freq} is not a multiple of the {world.size} processes: "
+                f"the effective batch of update_freq x max_tokens must split evenly "
+                f"(set train.update_freq to {world.size * max(1, round(tc.update_freq / world.size))})"
+            )
         with _StopRequest().installed() as stop:
             return _train(cfg, paths, world, resume, progress and world.main, on_event or (lambda *_: None), stop)
     except RuntimeError as exc:
@@ -169,7 +179,8 @@ def train(cfg: RunConfig, paths: RunPaths, resume: bool = False, progress: bool 
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise distributed.DistributedError(
             f"rank {world.rank}: a collective with the other {world.size - 1} process(es) failed ({first[:200]}); "
-            f"the last checkpoint is kept: rerun with --resume (any number of processes)") from None
+            f"the last checkpoint is kept: rerun with --resume (any number of processes)"
+        ) from None
     finally:
         distributed.finish(world)
 
@@ -200,12 +211,24 @@ def _still_stopped(state: dict, tc: TrainConfig) -> str | None:
     return reason
 
 
-def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bool, progress: bool,
-           on_event: EventHook, stop: _StopRequest) -> dict:
+def _train(
+    cfg: RunConfig,
+    paths: RunPaths,
+    world: distributed.World,
+    resume: bool,
+    progress: bool,
+    on_event: EventHook,
+    stop: _StopRequest,
+) -> dict:
     tc = cfg.train
     tokenizer = Tokenizer(paths.tokenizer)
-    mcfg = replace(cfg.model, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id,
-                   bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
+    mcfg = replace(
+        cfg.model,
+        vocab_size=tokenizer.vocab_size,
+        pad_id=tokenizer.pad_id,
+        bos_id=tokenizer.bos_id,
+        eos_id=tokenizer.eos_id,
+    )
     train_pairs, train_info = load_pairs(cfg.data, "train")
     valid_pairs, valid_info = load_pairs(cfg.data, "valid")
     train_ex, train_info["dropped_too_many_tokens"] = encode_pairs(train_pairs, tokenizer, mcfg.max_positions)
@@ -217,8 +240,17 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
     model = EncoderDecoder(mcfg).to(world.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas), eps=1e-8, weight_decay=tc.weight_decay)
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "best_valid": math.inf,
-             "bad_validations": 0, "target_tokens": 0, "step_checkpoints": [], "stop_reason": None}
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "elapsed": 0.0,
+        "best_valid": math.inf,
+        "bad_validations": 0,
+        "target_tokens": 0,
+        "step_checkpoints": [],
+        "stop_reason": None,
+    }
     if resume and paths.last.is_file():
         ckpt = checkpoint.load(paths.last)
         model.load_state_dict(ckpt["model"])
@@ -231,13 +263,23 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
     elif paths.last.is_file():
         raise FileExistsError(f"{paths.last}: a checkpoint exists; pass --resume to continue or use a new run folder")
     # DDP broadcasts rank 0's weights at wrap time and all-reduces gradients in backward
-    net = DDP(model, device_ids=[world.device.index] if world.device.type == "cuda" else None) if world.distributed else model
+    net = (
+        DDP(model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
+        if world.distributed
+        else model
+    )
     if world.main:
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
     log = _Log(paths.metrics if world.main else None)
     if state["step"] == 0:
-        log.write(event="start", params=count_parameters(model), params_no_embed=count_parameters(model, False),
-                  train=train_info, valid=valid_info, config=to_dict(cfg))
+        log.write(
+            event="start",
+            params=count_parameters(model),
+            params_no_embed=count_parameters(model, False),
+            train=train_info,
+            valid=valid_info,
+            config=to_dict(cfg),
+        )
 
     def save(step_file: bool) -> None:
         if not world.main:  # every replica holds the same weights: one writer
@@ -246,7 +288,9 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
         if step_file:
             name = paths.checkpoints / f"step_{state['step']:06d}.pt"
             checkpoint.save_atomic(record, name)
-            state["step_checkpoints"] = (state["step_checkpoints"] + [name.name])[-max(tc.keep_checkpoints, tc.average_last):]
+            state["step_checkpoints"] = (state["step_checkpoints"] + [name.name])[
+                -max(tc.keep_checkpoints, tc.average_last) :
+            ]
             for old in paths.checkpoints.glob("step_*.pt"):
                 if old.name not in state["step_checkpoints"]:
                     old.unlink()
@@ -257,8 +301,13 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
     net.train()
     started = time.monotonic() - state["elapsed"]
     # with a wall-clock limit the step total is not the end: show steps and time left instead of a false ETA
-    bar = tqdm(total=None if tc.max_minutes else tc.max_steps, initial=state["step"], disable=not progress,
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=None if tc.max_minutes else tc.max_steps,
+        initial=state["step"],
+        disable=not progress,
+        unit="step",
+        dynamic_ncols=True,
+    )
     window_tokens, window_start, window_loss = 0, time.monotonic(), []
     stop_reason = _still_stopped(state, tc)  # a run resumed after its last step trains no more
     batches: list[list[int]] = []
@@ -311,9 +360,18 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
                     extra = {}
                     if tc.max_minutes is not None:  # the step total says little when the clock decides
                         extra["time_left"] = f"{max(tc.max_minutes * 60 - state['elapsed'], 0) / 60:.1f}min"
-                    bar.set_postfix(loss=f"{avg:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}", epoch=state["epoch"], **extra)
-                    log.write(event="train", step=step, epoch=state["epoch"], loss=avg, lr=lr, tokens_per_s=rate,
-                              elapsed=state["elapsed"])
+                    bar.set_postfix(
+                        loss=f"{avg:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}", epoch=state["epoch"], **extra
+                    )
+                    log.write(
+                        event="train",
+                        step=step,
+                        epoch=state["epoch"],
+                        loss=avg,
+                        lr=lr,
+                        tokens_per_s=rate,
+                        elapsed=state["elapsed"],
+                    )
                     window_tokens, window_start, window_loss = 0, time.monotonic(), []
                 bar.update(1)
                 if world.main and valid_ex and step % tc.validate_every == 0:
@@ -323,7 +381,9 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
                     bar.write(f"step {step}: valid loss {v:.3f}, perplexity {math.exp(min(v, 50)):.2f}")
                     if v < state["best_valid"]:
                         state["best_valid"], state["bad_validations"] = v, 0
-                        checkpoint.save_atomic(checkpoint.model_record(model) | {"step": step, "valid_loss": v}, paths.best)
+                        checkpoint.save_atomic(
+                            checkpoint.model_record(model) | {"step": step, "valid_loss": v}, paths.best
+                        )
                     else:
                         state["bad_validations"] += 1
                         if tc.patience and state["bad_validations"] >= tc.patience:
@@ -361,16 +421,25 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
     model = binarise(model.eval())  # learned attention patterns -> the fixed patterns they stand for
     checkpoint.save_atomic(checkpoint.model_record(model), paths.model)
     summary = {
-        "stop_reason": stop_reason, "steps": state["step"], "epochs": state["epoch"] + state["batch_in_epoch"] / max(len(batches) or len(
-            make_batches(train_ex, tc.max_tokens, seed=tc.seed, epoch=state["epoch"])), 1),
-        "wall_seconds": state["elapsed"], "target_tokens": state["target_tokens"],
+        "stop_reason": stop_reason,
+        "steps": state["step"],
+        "epochs": state["epoch"]
+        + state["batch_in_epoch"]
+        / max(len(batches) or len(make_batches(train_ex, tc.max_tokens, seed=tc.seed, epoch=state["epoch"])), 1),
+        "wall_seconds": state["elapsed"],
+        "target_tokens": state["target_tokens"],
         "target_tokens_per_s": state["target_tokens"] / max(state["elapsed"], 1e-9),
         "best_valid_loss": None if math.isinf(state["best_valid"]) else state["best_valid"],
-        "final_model": chosen, "final_valid_loss": final_valid,
+        "final_model": chosen,
+        "final_valid_loss": final_valid,
         "final_valid_ppl": None if final_valid is None else math.exp(min(final_valid, 50)),
-        "params": count_parameters(model), "params_no_embed": count_parameters(model, False),
-        "train_pairs": train_info, "valid_pairs": valid_info, "threads": tc.threads,
-        "processes": world.size, "device": world.device.type,
+        "params": count_parameters(model),
+        "params_no_embed": count_parameters(model, False),
+        "train_pairs": train_info,
+        "valid_pairs": valid_info,
+        "threads": tc.threads,
+        "processes": world.size,
+        "device": world.device.type,
     }
     for stack, causal in (("encoder", False), ("decoder", True)):
         if getattr(model.cfg, f"{stack}_patterns"):  # share of the pairs each sparse head keeps
@@ -383,8 +452,9 @@ def _train(cfg: RunConfig, paths: RunPaths, world: distributed.World, resume: bo
     return summary
 
 
-def choose_final(paths: RunPaths, model: EncoderDecoder, tc: TrainConfig, state: dict,
-                 valid_ex) -> tuple[str, float | None, dict]:
+def choose_final(
+    paths: RunPaths, model: EncoderDecoder, tc: TrainConfig, state: dict, valid_ex
+) -> tuple[str, float | None, dict]:
     """The weights shipped as model.pt: of the last weights, the best-validation checkpoint and the
     average of the last `average_last` step checkpoints, the one with the lowest validation loss.
     Returns (which, its validation loss, state_dict)."""
@@ -393,7 +463,7 @@ def choose_final(paths: RunPaths, model: EncoderDecoder, tc: TrainConfig, state:
         best = checkpoint.load(paths.best)
         candidates[f"best (step {best['step']})"] = best["model"]
     if tc.average_last > 1 and len(state["step_checkpoints"]) > 1:
-        names = state["step_checkpoints"][-tc.average_last:]
+        names = state["step_checkpoints"][-tc.average_last :]
         candidates[f"average of {', '.join(names)}"] = checkpoint.average_states([paths.checkpoints / n for n in names])
     if not valid_ex:
         name = next(iter(candidates))

@@ -1,4 +1,5 @@
 """Shared fixtures: the real docs-en-de corpus (built once, cached in data/) and small slices of it."""
+
 from __future__ import annotations
 
 import subprocess
@@ -24,14 +25,26 @@ def tiny_model(**overrides):
     from lite.models.seq2seq import EncoderDecoder
 
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=60, embed_dim=32, ffn_dim=48, encoder_layers=2, decoder_layers=2, attention_heads=2,
-                      encoder_kernels=[3, 4], decoder_kernels=[5, 3], max_positions=64, **overrides)
+    cfg = ModelConfig(
+        vocab_size=60,
+        embed_dim=32,
+        ffn_dim=48,
+        encoder_layers=2,
+        decoder_layers=2,
+        attention_heads=2,
+        encoder_kernels=[3, 4],
+        decoder_kernels=[5, 3],
+        max_positions=64,
+        **overrides,
+    )
     return EncoderDecoder(cfg).eval()
 
 
 def lite(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     """The `lite` command in a subprocess, from the repo root."""
-    return subprocess.run([sys.executable, "-m", "lite", *args], input=stdin, capture_output=True, cwd=ROOT, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "lite", *args], input=stdin, capture_output=True, cwd=ROOT, timeout=900
+    )
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +80,12 @@ def tokenizer(small_tokenizer: Path) -> Tokenizer:
 def smoke_run(docs_corpus, tmp_path_factory) -> Path:
     """The smoke config through the real CLI: tokenizer -> train -> evaluate (greedy and beam)."""
     run = tmp_path_factory.mktemp("smoke") / "run"
-    for args in (["tokenizer", str(run), "--config", "configs/smoke.yaml"], ["train", str(run)],
-                 ["evaluate", str(run), "--beam", "1"], ["evaluate", str(run)]):
+    for args in (
+        ["tokenizer", str(run), "--config", "configs/smoke.yaml"],
+        ["train", str(run)],
+        ["evaluate", str(run), "--beam", "1"],
+        ["evaluate", str(run)],
+    ):
         done = lite(*args, "--quiet")
         assert done.returncode == 0, done.stderr.decode()
     return run

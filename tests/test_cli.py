@@ -1,36 +1,48 @@
 """The `lite` command: config errors, bad input, and the smoke pipeline end to end on real data."""
+
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import lite
 
 from lite.cli import main
 from lite.config import ConfigError, load_config
-from conftest import lite
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("model:\n  embed_dims: 128\n", "model: unknown key(s) embed_dims"),
-    ("train:\n  lr: fast\n", "train.lr: expected float, got 'fast'"),
-    ("model:\n  encoder_layers: 2\n", "model.encoder_kernels must be 2 kernel sizes"),
-    ("model:\n  arch: rnn\n", "model.arch must be lsra or transformer"),
-    ("decode: [1, 2]\n", "decode: expected a mapping"),
-    ("model: {embed_dim: 10\n", "not valid YAML"),
-    ("export:\n  parity:\n    int8: {max_bleu_drop_vs_fp32: -0.5}\n",
-     "export.parity.int8.max_bleu_drop_vs_fp32 must be null or >= 0 (BLEU points)"),
-    ("export:\n  parity:\n    fp32: {max_bleu_drop_vs_fp32: 0.5}\n",
-     "export.parity.fp32.max_bleu_drop_vs_fp32 must be null (fp32 is the reference"),
-    ("export:\n  parity:\n    dynamic_int8: {min_top1: 97}\n", "export.parity.dynamic_int8.min_top1 must be a share in [0, 1]"),
-    ("export:\n  parity:\n    int8: {max_bleu_drop_vs_fp: 0.5}\n", "export.parity.int8: unknown key(s) max_bleu_drop_vs_fp"),
-    ("export:\n  parity_sentences: 0\n", "export.parity_sentences must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model:\n  embed_dims: 128\n", "model: unknown key(s) embed_dims"),
+        ("train:\n  lr: fast\n", "train.lr: expected float, got 'fast'"),
+        ("model:\n  encoder_layers: 2\n", "model.encoder_kernels must be 2 kernel sizes"),
+        ("model:\n  arch: rnn\n", "model.arch must be lsra or transformer"),
+        ("decode: [1, 2]\n", "decode: expected a mapping"),
+        ("model: {embed_dim: 10\n", "not valid YAML"),
+        (
+            "export:\n  parity:\n    int8: {max_bleu_drop_vs_fp32: -0.5}\n",
+            "export.parity.int8.max_bleu_drop_vs_fp32 must be null or >= 0 (BLEU points)",
+        ),
+        (
+            "export:\n  parity:\n    fp32: {max_bleu_drop_vs_fp32: 0.5}\n",
+            "export.parity.fp32.max_bleu_drop_vs_fp32 must be null (fp32 is the reference",
+        ),
+        (
+            "export:\n  parity:\n    dynamic_int8: {min_top1: 97}\n",
+            "export.parity.dynamic_int8.min_top1 must be a share in [0, 1]",
+        ),
+        (
+            "export:\n  parity:\n    int8: {max_bleu_drop_vs_fp: 0.5}\n",
+            "export.parity.int8: unknown key(s) max_bleu_drop_vs_fp",
+        ),
+        ("export:\n  parity_sentences: 0\n", "export.parity_sentences must be >= 1"),
+    ],
+)
 def test_config_errors_name_file_and_field(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)

@@ -2,6 +2,7 @@
 fine-tuning wins back a damaged model's loss (also through parametrized weights), word-level KD is
 zero against an identical teacher and helps against a good one, the teacher's translations are exactly
 its greedy / beam output, and a teacher with another tokenizer is refused."""
+
 from __future__ import annotations
 
 import copy
@@ -32,8 +33,12 @@ def smoke(smoke_run):
     """(run paths, config, 1500 training examples, 100 valid examples) of the smoke run."""
     paths, cfg = open_run(smoke_run, None)
     tokenizer = Tokenizer(paths.tokenizer)
-    return (paths, cfg, load_examples(cfg, tokenizer, "train", max_pairs=1500),
-            load_examples(cfg, tokenizer, "valid", max_pairs=100))
+    return (
+        paths,
+        cfg,
+        load_examples(cfg, tokenizer, "train", max_pairs=1500),
+        load_examples(cfg, tokenizer, "valid", max_pairs=100),
+    )
 
 
 def damaged(model: EncoderDecoder, seed: int = 0) -> EncoderDecoder:
@@ -121,17 +126,29 @@ def test_kd_against_an_identical_teacher_is_zero_and_against_a_good_one_helps(sm
     teacher = copy.deepcopy(student)
     grad_norms: dict[float, float] = {}
     for alpha in (1.0, 0.0):
-        result = finetune(student, train_ex, valid_ex, replace(FAST, steps=1, kd_alpha=alpha, valid_sentences=10),
-                          teacher=teacher, progress=False,
-                          after_step=lambda m: grad_norms.setdefault(alpha, grad_norm(m)))
+        result = finetune(
+            student,
+            train_ex,
+            valid_ex,
+            replace(FAST, steps=1, kd_alpha=alpha, valid_sentences=10),
+            teacher=teacher,
+            progress=False,
+            after_step=lambda m: grad_norms.setdefault(alpha, grad_norm(m)),
+        )
         assert result["kd_alpha"] == alpha
     # step 0: the KD term and its gradient are ~0 (rounding only); cross entropy has a real gradient.
     # (Adam scales even a rounding-sized gradient up to a full step, so the weights are no test of this.)
     assert grad_norms[1.0] < 1e-5 and grad_norms[0.0] > 0.1
 
     # pure distillation from the trained model pulls a damaged copy back towards it
-    distilled = finetune(damaged(load_model(paths.model)), train_ex, valid_ex,
-                         replace(FAST, kd_alpha=1.0, kd_temperature=2.0), teacher=trained, progress=False)
+    distilled = finetune(
+        damaged(load_model(paths.model)),
+        train_ex,
+        valid_ex,
+        replace(FAST, kd_alpha=1.0, kd_temperature=2.0),
+        teacher=trained,
+        progress=False,
+    )
     assert distilled["valid_loss_after"] < distilled["valid_loss_before"] - 0.05
 
     other = EncoderDecoder(replace(trained.cfg, vocab_size=trained.cfg.vocab_size + 8))
@@ -145,12 +162,18 @@ def test_teacher_examples_are_its_own_translations(smoke):
     paths, _, train_ex, _ = smoke
     teacher = load_teacher(paths.root, paths.tokenizer)
     eos = teacher.cfg.eos_id
-    for cfg, search in ((SequenceKDConfig(max_sentences=30, batch_size=8), greedy),
-                        (SequenceKDConfig(max_sentences=10, beam=2, lenpen=1.2, batch_size=4), beam_search)):
+    for cfg, search in (
+        (SequenceKDConfig(max_sentences=30, batch_size=8), greedy),
+        (SequenceKDConfig(max_sentences=10, beam=2, lenpen=1.2, batch_size=4), beam_search),
+    ):
         examples = teacher_examples(teacher, train_ex, cfg, progress=False)
         decode = DecodeConfig(beam=cfg.beam, lenpen=cfg.lenpen)
-        expected = [(src, hyp + [eos]) for src, _ in train_ex[:cfg.max_sentences]
-                    for hyp in search(teacher, torch.tensor([src]), decode) if hyp]
+        expected = [
+            (src, hyp + [eos])
+            for src, _ in train_ex[: cfg.max_sentences]
+            for hyp in search(teacher, torch.tensor([src]), decode)
+            if hyp
+        ]
         assert examples == expected and len(examples) == cfg.max_sentences
 
     # a teacher that only ever says eos has nothing to teach: every example is dropped
@@ -166,10 +189,10 @@ def test_examples_round_trip_and_malformed_files(tmp_path):
     assert read_examples(path) == examples
     assert [p.name for p in path.parent.iterdir()] == ["train.jsonl"]  # no temp file left behind
 
-    path.write_text('[[5, 2], [7, 2]]\n[[5, 2], [7, 2\n', encoding="utf-8")
+    path.write_text("[[5, 2], [7, 2]]\n[[5, 2], [7, 2\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"train.jsonl: line 2: not valid JSON"):
         read_examples(path)
-    path.write_text('[[5, 2], [7, 2]]\n[[5, 2], []]\n', encoding="utf-8")
+    path.write_text("[[5, 2], [7, 2]]\n[[5, 2], []]\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"train.jsonl: line 2: expected \[source ids, target ids\]"):
         read_examples(path)
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):

@@ -1,13 +1,21 @@
 """Fine-grained magnitude pruning (compress/magnitude.py) on the trained smoke model: the per-layer
 sensitivity sweep, choosing sparsities under a budget, exact masks, and masks surviving optimizer steps."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from compress.magnitude import (SensitivityConfig, apply_masks, choose_sparsities, magnitude_masks,
-                                prunable_layers, sensitivity_sweep, sparsity_report)
+from compress.magnitude import (
+    SensitivityConfig,
+    apply_masks,
+    choose_sparsities,
+    magnitude_masks,
+    prunable_layers,
+    sensitivity_sweep,
+    sparsity_report,
+)
 from lite.batching import collate, encode_pairs
 from lite.checkpoint import load_model
 from lite.config import load_config
@@ -81,8 +89,9 @@ def test_sweep_drops_grow_with_sparsity_on_big_layers(sweep):
     assert 0.0 < emb["0.5"] < emb["0.9"]  # the shared vocabulary matrix is the most sensitive layer
     # insensitive layers wobble by a few 1e-3 nats on 40 sentences: allow that much noise
     big = sorted(result["layers"], key=lambda r: r["params"], reverse=True)[:10]
-    monotone = sum(r["drop"]["0.0"] <= r["drop"]["0.5"] + 5e-3 and r["drop"]["0.5"] <= r["drop"]["0.9"] + 5e-3
-                   for r in big)
+    monotone = sum(
+        r["drop"]["0.0"] <= r["drop"]["0.5"] + 5e-3 and r["drop"]["0.5"] <= r["drop"]["0.9"] + 5e-3 for r in big
+    )
     assert monotone >= 8, [(r["name"], r["drop"]) for r in big]
     mean = {s: sum(r["drop"][s] for r in result["layers"]) / len(result["layers"]) for s in ("0.5", "0.9")}
     assert 0.0 < mean["0.5"] < mean["0.9"]
@@ -100,11 +109,16 @@ def test_bleu_sweep_drop_is_baseline_minus_value(smoke):
 
 
 def test_choose_sparsities_takes_the_largest_within_budget():
-    sweep = {"metric": "loss", "baseline": 2.0, "sparsities": [0.3, 0.5, 0.7, 0.9], "layers": [
-        {"name": "robust", "params": 10, "drop": {"0.3": -0.01, "0.5": 0.0, "0.7": 0.01, "0.9": 0.015}},
-        {"name": "middle", "params": 10, "drop": {"0.3": 0.001, "0.5": 0.02, "0.7": 0.03, "0.9": 0.5}},
-        {"name": "fragile", "params": 10, "drop": {"0.3": 0.05, "0.5": 0.1, "0.7": 0.2, "0.9": 1.0}},
-    ]}
+    sweep = {
+        "metric": "loss",
+        "baseline": 2.0,
+        "sparsities": [0.3, 0.5, 0.7, 0.9],
+        "layers": [
+            {"name": "robust", "params": 10, "drop": {"0.3": -0.01, "0.5": 0.0, "0.7": 0.01, "0.9": 0.015}},
+            {"name": "middle", "params": 10, "drop": {"0.3": 0.001, "0.5": 0.02, "0.7": 0.03, "0.9": 0.5}},
+            {"name": "fragile", "params": 10, "drop": {"0.3": 0.05, "0.5": 0.1, "0.7": 0.2, "0.9": 1.0}},
+        ],
+    }
     assert choose_sparsities(sweep, 0.02) == {"robust": 0.9, "middle": 0.5, "fragile": 0.0}  # == budget counts
     assert choose_sparsities(sweep, 0.0) == {"robust": 0.5, "middle": 0.0, "fragile": 0.0}
     with pytest.raises(ValueError, match="max_drop"):
@@ -116,8 +130,12 @@ def test_choose_sparsities_takes_the_largest_within_budget():
 def test_magnitude_masks_hit_the_exact_count_and_keep_the_largest(smoke):
     model = smoke[0]()
     layers = prunable_layers(model)
-    wanted = {"embedding": 0.33, "encoder.0.ffn.fc1": 0.5, "decoder.1.mixer.conv.input.gate": 0.77,
-              "decoder.0.cross.q_proj": 0.0}
+    wanted = {
+        "embedding": 0.33,
+        "encoder.0.ffn.fc1": 0.5,
+        "decoder.1.mixer.conv.input.gate": 0.77,
+        "decoder.0.cross.q_proj": 0.0,
+    }
     masks = magnitude_masks(model, wanted)
     assert set(masks) == set(wanted)
     for name, s in wanted.items():
@@ -164,8 +182,12 @@ def test_masks_hold_through_optimizer_steps_with_the_tied_embedding_shared(smoke
 
 
 def test_bad_sensitivity_config_names_the_field():
-    for kwargs, field in (({"metric": "chrf"}, "metric"), ({"sparsities": [0.5, 1.0]}, "sparsities"),
-                          ({"sparsities": []}, "sparsities"), ({"valid_sentences": 0}, "valid_sentences"),
-                          ({"max_drop": -1.0}, "max_drop")):
+    for kwargs, field in (
+        ({"metric": "chrf"}, "metric"),
+        ({"sparsities": [0.5, 1.0]}, "sparsities"),
+        ({"sparsities": []}, "sparsities"),
+        ({"valid_sentences": 0}, "valid_sentences"),
+        ({"max_drop": -1.0}, "max_drop"),
+    ):
         with pytest.raises(ValueError, match=field):
             SensitivityConfig(**kwargs)

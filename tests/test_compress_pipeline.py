@@ -1,5 +1,6 @@
 """`lite compress RUN --recipe R` end to end on the smoke run: every step kind, the exported and measured
 artifact, resuming, and clear errors for bad recipes."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, lite
 
 from compress.magnitude import prunable_layers
-from conftest import ROOT, lite
 from lite.checkpoint import load_model
 from lite.config import load_config
 from lite.files import sha256_file
@@ -56,8 +57,8 @@ def test_sensitivity_has_one_entry_per_prunable_layer(compressed):
     _, out, _ = compressed
     sweep = json.loads((out / "sensitivity.json").read_text())
     model = load_model(out / "model.pt")
-    assert [l["name"] for l in sweep["layers"]] == list(prunable_layers(model))
-    assert all(set(l["drop"]) == {"0.5", "0.8"} for l in sweep["layers"])
+    assert [layer["name"] for layer in sweep["layers"]] == list(prunable_layers(model))
+    assert all(set(layer["drop"]) == {"0.5", "0.8"} for layer in sweep["layers"])
 
 
 def test_a_rerun_resumes_after_the_finished_steps(compressed):
@@ -70,13 +71,16 @@ def test_a_rerun_resumes_after_the_finished_steps(compressed):
     torch.load(out / "model.pt", weights_only=True)
 
 
-@pytest.mark.parametrize("text, field", [
-    ("steps:\n  - prune: {}\n", "steps[0]"),
-    ("steps:\n  - structured: {ffn: 1.5}\n", "structured.ffn"),
-    ("steps:\n  - magnitude: {sparsities: [1.2]}\n", "steps[0].magnitude"),
-    ("export: {pack: zip}\n", "export.pack"),
-    ("qat: {when_bleu_drop_over: 0.3, bogus: 1}\n", "qat: unknown key"),
-])
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("steps:\n  - prune: {}\n", "steps[0]"),
+        ("steps:\n  - structured: {ffn: 1.5}\n", "structured.ffn"),
+        ("steps:\n  - magnitude: {sparsities: [1.2]}\n", "steps[0].magnitude"),
+        ("export: {pack: zip}\n", "export.pack"),
+        ("qat: {when_bleu_drop_over: 0.3, bogus: 1}\n", "qat: unknown key"),
+    ],
+)
 def test_bad_recipes_name_the_field(smoke_run: Path, tmp_path: Path, text: str, field: str):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(text)
@@ -84,7 +88,6 @@ def test_bad_recipes_name_the_field(smoke_run: Path, tmp_path: Path, text: str, 
     err = done.stderr.decode().strip()
     assert done.returncode == 2 and len(err.splitlines()) == 1, err
     assert str(recipe) in err and field in err, err
-
 
 
 GATED = "tflite-dynamic-int8"  # the smoke recipe's one artifact
@@ -114,8 +117,10 @@ def test_a_failed_int8_gate_runs_qat_and_a_second_failure_stops_in_one_line(gate
     lines = [line for line in done.stderr.decode().splitlines() if not line.startswith("INFO: Created TensorFlow Lite")]
     assert done.returncode == 1 and len(lines) == 1, lines
     err = lines[0]
-    assert err.startswith(f"lite compress: error: {out / 'export' / GATED}: parity gate failed again after QAT "
-                          "on 40 test sentences: max logit difference "), err
+    assert err.startswith(
+        f"lite compress: error: {out / 'export' / GATED}: parity gate failed again after QAT "
+        "on 40 test sentences: max logit difference "
+    ), err
     assert "(thresholds: export.parity.dynamic_int8; before QAT: " in err
     assert "quantization-aware fine-tuning, then export again" in done.stdout.decode()
     qat = json.loads((out / "compress.json").read_text())["qat"]
@@ -143,8 +148,10 @@ def test_a_failed_int8_gate_runs_qat_and_ships_what_passes_the_second(compressed
     limit = round((before + after) / 2, 4)
     out, done = _compress_with_gate(compressed, tmp_path, f"{{max_logit_diff: {limit}, max_bleu_drop_vs_fp32: 0.5}}")
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    assert f"{out / 'export' / GATED}: parity gate failed on 40 test sentences: max logit difference" \
+    assert (
+        f"{out / 'export' / GATED}: parity gate failed on 40 test sentences: max logit difference"
         in done.stdout.decode()
+    )
 
     record = json.loads((out / "compress.json").read_text())
     qat = record["qat"]
@@ -155,15 +162,20 @@ def test_a_failed_int8_gate_runs_qat_and_ships_what_passes_the_second(compressed
     assert second["passed"] is True and second["failed"] == [] and second["max_logit_diff"] <= limit
     # the fp32 comparison ran on both gates, against an fp32 folder built for it and not published
     for gate in (first, second):
-        assert gate["fp32_reference"] == {"artifact": "tflite-fp32", "bleu": gate["bleu_fp32"], "sentences": 40,
-                                          "source": "built for the gate, not published"}
+        assert gate["fp32_reference"] == {
+            "artifact": "tflite-fp32",
+            "bleu": gate["bleu_fp32"],
+            "sentences": 40,
+            "source": "built for the gate, not published",
+        }
         assert gate["bleu_drop_vs_fp32"] == round(gate["bleu_fp32"] - gate["bleu_artifact"], 2)
     assert sorted(p.name for p in (out / "export").iterdir()) == [GATED]
 
     # what shipped is the second gate's artifact, made from the QAT model now in model.pt
     manifest = json.loads((out / "export" / GATED / "manifest.json").read_text())
-    assert {k: manifest["parity"][k] for k in second if k not in ("passed", "failed")} == \
-        {k: v for k, v in second.items() if k not in ("passed", "failed")}
+    assert {k: manifest["parity"][k] for k in second if k not in ("passed", "failed")} == {
+        k: v for k, v in second.items() if k not in ("passed", "failed")
+    }
     assert manifest["settings"]["source_sha256"] == sha256_file(out / "model.pt")
     step = load_model(out / "steps" / "02-quant_report.pt").state_dict()
     tuned = load_model(out / "model.pt").state_dict()

@@ -2,6 +2,7 @@
 (compress/quant_report.py) on the smoke run: the fine-tuned model goes through the TFLite
 dynamic-int8 exporter weight for weight, and its artifact follows it more closely than a plain
 model's artifact follows the plain model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,10 +39,10 @@ def exporter_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from ai_edge_quantizer.algorithms.uniform_quantize import uniform_quantize_tensor as uqt
 
     w = np.asarray(w, dtype=np.float32)
-    zero, scale = uqt.tensor_zp_scale_from_min_max(w.min(axis=1, keepdims=True), w.max(axis=1, keepdims=True), 8,
-                                                   True, qtyping.QuantGranularity.CHANNELWISE)
-    params = qtyping.UniformQuantParams(num_bits=8, quantized_dimension=0, scale=scale, zero_point=zero,
-                                        symmetric=True)
+    zero, scale = uqt.tensor_zp_scale_from_min_max(
+        w.min(axis=1, keepdims=True), w.max(axis=1, keepdims=True), 8, True, qtyping.QuantGranularity.CHANNELWISE
+    )
+    params = qtyping.UniformQuantParams(num_bits=8, quantized_dimension=0, scale=scale, zero_point=zero, symmetric=True)
     return uqt.uniform_quantize(w, params), scale
 
 
@@ -167,9 +168,12 @@ def _export_dynamic_int8(model: EncoderDecoder, smoke, root: Path) -> Path:
     """A dynamic-int8 TFLite model folder through the export stage: one encoder signature and the
     batch-1 decoder step (decode.beam 1; beam signatures fold more LayerNorms, see compress/qat.py)."""
     cfg = dataclasses.replace(
-        smoke.cfg, decode=dataclasses.replace(smoke.cfg.decode, beam=1),
-        export=dataclasses.replace(smoke.cfg.export, src_buckets=[], max_src_len=32, max_target_len=40,
-                                   parity_sentences=8))
+        smoke.cfg,
+        decode=dataclasses.replace(smoke.cfg.decode, beam=1),
+        export=dataclasses.replace(
+            smoke.cfg.export, src_buckets=[], max_src_len=32, max_target_len=40, parity_sentences=8
+        ),
+    )
     (root / "tokenizer").mkdir(parents=True)
     shutil.copyfile(smoke.paths.tokenizer, root / "tokenizer" / "spm.model")
     save_atomic(model_record(model), root / "model.pt")
@@ -196,8 +200,11 @@ def _int8_weights(path: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
             if tensor.Type() != schema.TensorType.INT8:
                 continue
             buffer = fb.Buffers(tensor.Buffer())
-            raw = (buffer.DataAsNumpy().tobytes() if buffer.DataLength()
-                   else data[buffer.Offset():buffer.Offset() + buffer.Size()])
+            raw = (
+                buffer.DataAsNumpy().tobytes()
+                if buffer.DataLength()
+                else data[buffer.Offset() : buffer.Offset() + buffer.Size()]
+            )
             q = np.frombuffer(raw, dtype=np.int8).reshape(tensor.ShapeAsNumpy())
             assert tensor.Quantization().QuantizedDimension() == 0
             out.append((sig.SignatureKey().decode(), q, tensor.Quantization().ScaleAsNumpy().astype(np.float32)))
@@ -238,11 +245,17 @@ def test_the_int8_artifact_holds_the_qat_weights_and_follows_the_qat_model(smoke
         dequantized = q.astype(np.float32) * scale[:, None]
         if name.endswith("q_proj"):
             head_dim = dict(tuned.model.named_modules())[name.rsplit(".", 1)[0]].head_dim
-            np.testing.assert_allclose(dequantized, weights[name] * head_dim ** -0.5, rtol=1e-6,
-                                       atol=1e-6 * np.abs(dequantized).max(), err_msg=name)
+            np.testing.assert_allclose(
+                dequantized,
+                weights[name] * head_dim**-0.5,
+                rtol=1e-6,
+                atol=1e-6 * np.abs(dequantized).max(),
+                err_msg=name,
+            )
         elif name in folds:
-            np.testing.assert_allclose(dequantized, weights[name], rtol=1e-6, atol=1e-6 * np.abs(weights[name]).max(),
-                                       err_msg=name)
+            np.testing.assert_allclose(
+                dequantized, weights[name], rtol=1e-6, atol=1e-6 * np.abs(weights[name]).max(), err_msg=name
+            )
         else:
             assert np.array_equal(dequantized, weights[name]), name
     assert set(found) == set(expected)  # every Linear, the tied table/projection and the positions
@@ -256,10 +269,12 @@ def test_the_int8_artifact_holds_the_qat_weights_and_follows_the_qat_model(smoke
     sentences = smoke.valid_ex[:12]
     qat_diff, qat_scale = _teacher_forced_diffs(tuned.model, qat_folder, sentences)
     plain_diff, _ = _teacher_forced_diffs(smoke.model, plain_folder, sentences)
-    print(f"max |logit diff| per step over {len(qat_diff)} steps: QAT model vs its artifact mean {qat_diff.mean():.4f} "
-          f"max {qat_diff.max():.4f}; plain model vs its artifact mean {plain_diff.mean():.4f} "
-          f"max {plain_diff.max():.4f}; "
-          f"largest |logit| {qat_scale:.2f}")
+    print(
+        f"max |logit diff| per step over {len(qat_diff)} steps: QAT model vs its artifact mean {qat_diff.mean():.4f} "
+        f"max {qat_diff.max():.4f}; plain model vs its artifact mean {plain_diff.mean():.4f} "
+        f"max {plain_diff.max():.4f}; "
+        f"largest |logit| {qat_scale:.2f}"
+    )
     assert qat_diff.mean() < 0.75 * plain_diff.mean() and qat_diff.max() < 0.8 * plain_diff.max()
     # 8-bit activations through the decoder's handful of Linears in series: well under 1% of the logit
     # scale (measured 0.5%; the plain model's artifact reaches 1%)
@@ -272,8 +287,12 @@ def test_quantization_report_ranks_every_quantized_layer(smoke):
     cfg = QuantReportConfig(valid_sentences=16, activations=True, threshold=0.0)
     report = quantization_report(model, smoke.valid_ex, cfg, progress=False)
     names = [r["name"] for r in report["layers"]]
-    linears = [f"{stack}.{n}" for stack in ("encoder", "decoder")
-               for n, m in getattr(model, stack).named_modules() if isinstance(m, torch.nn.Linear)]
+    linears = [
+        f"{stack}.{n}"
+        for stack in ("encoder", "decoder")
+        for n, m in getattr(model, stack).named_modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
     assert sorted(names) == sorted(linears + ["embedding", "tgt_embed.positions"])
     increases = [r["loss_increase"] for r in report["layers"]]
     assert increases == sorted(increases, reverse=True)
@@ -291,4 +310,3 @@ def test_quantization_report_ranks_every_quantized_layer(smoke):
     text = format_report(report, top=5)
     assert names[0] in text and "all layers at once" in text and "keep in float" in text
     assert f"... {len(names) - 5} more layers" in text
-

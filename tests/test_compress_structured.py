@@ -1,5 +1,6 @@
 """Structured pruning through torch-pruning: exact on known-dead structures, loads with weights_only=True,
 exports through the parity gate with the per-layer widths."""
+
 from __future__ import annotations
 
 import copy
@@ -79,8 +80,12 @@ def test_pruning_removes_exactly_the_dead_structures(smoke_run: Path):
 def test_pruned_model_saves_as_config_and_weights(smoke_run: Path, tmp_path: Path):
     model = load_model(smoke_run / "model.pt")
     batch, examples = _batch(smoke_run)
-    pruned, _ = prune_structured(model, StructuredConfig(heads=0.5, ffn=0.5, conv=0.5, importance="taylor",
-                                                         taylor_batches=2), examples, log=lambda _: None)
+    pruned, _ = prune_structured(
+        model,
+        StructuredConfig(heads=0.5, ffn=0.5, conv=0.5, importance="taylor", taylor_batches=2),
+        examples,
+        log=lambda _: None,
+    )
     path = tmp_path / "model.pt"
     checkpoint.save_atomic(checkpoint.model_record(pruned), path)
     torch.load(path, weights_only=True)  # plain data only
@@ -94,9 +99,13 @@ def test_iterative_steps_call_finetune_between(smoke_run: Path):
     model = load_model(smoke_run / "model.pt")
     _, examples = _batch(smoke_run)
     seen = []
-    pruned, records = prune_structured(model, StructuredConfig(heads=0.0, ffn=0.5, conv=0.0, iterative_steps=2),
-                                       examples, finetune=lambda m, step: seen.append((step, m.encoder[0].ffn.fc1.out_features)),
-                                       log=lambda _: None)
+    pruned, records = prune_structured(
+        model,
+        StructuredConfig(heads=0.0, ffn=0.5, conv=0.0, iterative_steps=2),
+        examples,
+        finetune=lambda m, step: seen.append((step, m.encoder[0].ffn.fc1.out_features)),
+        log=lambda _: None,
+    )
     assert seen == [(1, 96), (2, 64)]
     assert [r["params_after"] for r in records] == sorted((r["params_after"] for r in records), reverse=True)
     assert pruned.cfg.encoder_ffn == [64, 64]
@@ -110,12 +119,22 @@ def test_pruned_model_exports_through_the_parity_gate(smoke_run: Path, tmp_path:
     shutil.copytree(smoke_run / "tokenizer", run / "tokenizer")
     cfg = load_config(smoke_run / "config.yaml")
     _, examples = _batch(smoke_run)
-    pruned, _ = prune_structured(load_model(smoke_run / "model.pt"),
-                                 StructuredConfig(heads=0.5, ffn=0.5, conv=0.25), examples, log=lambda _: None)
+    pruned, _ = prune_structured(
+        load_model(smoke_run / "model.pt"),
+        StructuredConfig(heads=0.5, ffn=0.5, conv=0.25),
+        examples,
+        log=lambda _: None,
+    )
     checkpoint.save_atomic(checkpoint.model_record(pruned), run / "model.pt")
     (run / "config.yaml").write_text(__import__("yaml").safe_dump(to_dict(dataclasses.replace(cfg, model=pruned.cfg))))
-    manifests = export_run(load_config(run / "config.yaml"), RunPaths(run), ["tflite", "onnx"], ["fp32"],
-                           progress=False, log=lambda *_: None)
+    manifests = export_run(
+        load_config(run / "config.yaml"),
+        RunPaths(run),
+        ["tflite", "onnx"],
+        ["fp32"],
+        progress=False,
+        log=lambda *_: None,
+    )
     for manifest in manifests:
         # the exported graph's MACs equal the analytic count of the pruned widths (checked in export) ...
         assert manifest["macs"] == count_macs(pruned.cfg)["macs"]
@@ -142,6 +161,7 @@ def test_dynamic_convolution_channels_are_refused(smoke_run: Path):
 
 def test_head_pruning_of_sparse_attention_is_refused():
     from conftest import tiny_model
+
     from lite.sparse.patterns import HeadPattern
 
     model = tiny_model(encoder_patterns=[[HeadPattern(kind="local", window=4)]])

@@ -1,4 +1,5 @@
 """Tests for lite.data: help-page extraction and alignment, corpus splits, user corpus loaders."""
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,12 @@ from lite.data import (
     corpus_is_complete,
     extract_paragraphs,
     filter_long,
+    libreoffice,
     load_split,
     read_parallel,
     read_tsv,
     split_sentences,
 )
-from lite.data import libreoffice
 
 # --------------------------------------------------------------------------- help fixtures
 
@@ -42,18 +43,32 @@ PAGE = """<!DOCTYPE html>
 <footer><div id="DEBUG" class="debug"><h3 class="bug">Help content debug info:</h3>
 <p id="par_id99" dir="auto">This page is: debug</p></div></footer>
 </body></html>
-"""
+"""  # noqa: E501 - LibreOffice writes each paragraph on one line; the fixture keeps that
 
-EN = dict(lang="en-US", h1="Load/Save options", choose="Choose", mac="LibreOffice - Preferences",
-          default="Tools - Options", rest="Load/Save",
-          two="Specifies general settings. Click OK to close the dialog.",
-          mismatch="Saves the file. The old one is kept.",
-          calc="Choose Sheet - Insert Cells.", writer="Choose Table - Insert.")
-DE = dict(lang="de", h1="Optionen Laden/Speichern", choose="Wählen Sie", mac="LibreOffice – Einstellungen",
-          default="Extras – Optionen", rest="Laden/Speichern",
-          two="Legt allgemeine Einstellungen fest. Klicken Sie auf OK, um den Dialog zu schließen.",
-          mismatch="Speichert die Datei, die alte bleibt erhalten.",
-          calc="Wählen Sie Tabelle – Zellen einfügen.", writer="Wählen Sie Tabelle – Einfügen.")
+EN = dict(
+    lang="en-US",
+    h1="Load/Save options",
+    choose="Choose",
+    mac="LibreOffice - Preferences",
+    default="Tools - Options",
+    rest="Load/Save",
+    two="Specifies general settings. Click OK to close the dialog.",
+    mismatch="Saves the file. The old one is kept.",
+    calc="Choose Sheet - Insert Cells.",
+    writer="Choose Table - Insert.",
+)
+DE = dict(
+    lang="de",
+    h1="Optionen Laden/Speichern",
+    choose="Wählen Sie",
+    mac="LibreOffice – Einstellungen",
+    default="Extras – Optionen",
+    rest="Laden/Speichern",
+    two="Legt allgemeine Einstellungen fest. Klicken Sie auf OK, um den Dialog zu schließen.",
+    mismatch="Speichert die Datei, die alte bleibt erhalten.",
+    calc="Wählen Sie Tabelle – Zellen einfügen.",
+    writer="Wählen Sie Tabelle – Einfügen.",
+)
 
 
 def write_help(root: Path, pages: dict[str, str]) -> Path:
@@ -86,17 +101,23 @@ def test_extract_paragraphs_numbers_repeated_ids() -> None:
 def test_split_sentences_rules() -> None:
     assert split_sentences("One here. Two there! 3 items? Yes.") == ["One here.", "Two there!", "3 items?", "Yes."]
     assert split_sentences("Use e.g. Writer. Then save.") == ["Use e.g. Writer.", "Then save."]
-    assert split_sentences("Wählen Sie z. B. Dateien aus. Dann OK.", "de") == ["Wählen Sie z. B. Dateien aus.", "Dann OK."]
+    assert split_sentences("Wählen Sie z. B. Dateien aus. Dann OK.", "de") == [
+        "Wählen Sie z. B. Dateien aus.",
+        "Dann OK.",
+    ]
     assert split_sentences("Am 1. Januar. Nein.", "de") == ["Am 1. Januar.", "Nein."]
-    assert split_sentences("Wählen Sie Format – Zeichen… (Diagramme)", "de") == ["Wählen Sie Format – Zeichen… (Diagramme)"]
+    assert split_sentences("Wählen Sie Format – Zeichen… (Diagramme)", "de") == [
+        "Wählen Sie Format – Zeichen… (Diagramme)"
+    ]
     assert split_sentences("lowercase. after") == ["lowercase. after"]
 
 
 def test_build_from_help_dirs_exact_pairs(tmp_path: Path) -> None:
     en = write_help(tmp_path / "en-US", {"text/shared/a.html": PAGE.format(**EN)})
     de = write_help(tmp_path / "de", {"text/shared/a.html": PAGE.format(**DE)})
-    out = build_from_help_dirs(en, de, tmp_path / "out", name="fixture", tgt_lang="de",
-                               valid_fraction=0.0, test_fraction=0.0)
+    out = build_from_help_dirs(
+        en, de, tmp_path / "out", name="fixture", tgt_lang="de", valid_fraction=0.0, test_fraction=0.0
+    )
     src = (out / "train.en").read_text(encoding="utf-8").splitlines()
     tgt = (out / "train.de").read_text(encoding="utf-8").splitlines()
     assert list(zip(src, tgt)) == [
@@ -125,7 +146,9 @@ def _many_pages(root: Path, lang: str, n: int) -> Path:
         shared = shared_en if lang == "en" else shared_de
         pages[f"text/module{i % 3}/page{i:03d}.html"] = (
             f'<p id="par_id1">{own}</p><p id="par_id2">{shared}</p><p id="par_id3">'
-            + (f"Topic {i}" if lang == "en" else f"Thema {i}") + "</p>")
+            + (f"Topic {i}" if lang == "en" else f"Thema {i}")
+            + "</p>"
+        )
     return write_help(root, pages)
 
 
@@ -218,6 +241,7 @@ def test_real_docs_en_de(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- user corpora
+
 
 def write(path: Path, data: str | bytes) -> Path:
     path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))

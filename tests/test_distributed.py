@@ -1,4 +1,5 @@
 """Several training processes: torchrun + DistributedDataParallel (gloo on loopback) on real pairs."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,11 @@ import time
 
 import pytest
 import torch
-
 from conftest import ROOT, lite
+from test_train import prepared_run
+
 from lite.config import load_config
 from lite.train import train
-from test_train import prepared_run
 
 STEPS = dict(update_freq=2, max_steps=4, validate_every=100, checkpoint_every=2, average_last=1)
 
@@ -82,15 +83,29 @@ def _free_port() -> int:
 
 def test_a_killed_rank_ends_the_job_with_a_clear_error(tmp_path, small_corpus, small_tokenizer):
     """Rank 1 is SIGKILLed mid-training: rank 0 must not hang in the gradient all-reduce."""
-    paths, _ = prepared_run(tmp_path, "killed", small_corpus, small_tokenizer,
-                            **(STEPS | {"max_steps": 100000, "dist_timeout_s": 30}))
+    paths, _ = prepared_run(
+        tmp_path, "killed", small_corpus, small_tokenizer, **(STEPS | {"max_steps": 100000, "dist_timeout_s": 30})
+    )
     port = _free_port()
     procs = []
     for rank in (0, 1):  # what torchrun does: the same command with the rendezvous in the environment
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port))
-        procs.append(subprocess.Popen([sys.executable, "-m", "lite", "train", str(paths.root), "--quiet"], cwd=ROOT,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "lite", "train", str(paths.root), "--quiet"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
     deadline = time.monotonic() + 300
     while not (paths.metrics.is_file() and '"event": "train"' in paths.metrics.read_text()):
         assert time.monotonic() < deadline and procs[0].poll() is None, procs[0].stderr.read().decode()[-2000:]

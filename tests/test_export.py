@@ -1,5 +1,6 @@
 """`lite export` end to end on the smoke run: parity gate (pass and a forced failure), the model folder,
 and the torch-free on-device translator with its bad-input cases."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, lite
+
 from export.errors import ExportError
 from export.manifest import ModelFolderError, read_manifest
 from export.runtime import Translator
@@ -44,8 +45,11 @@ def weight_bytes(folder) -> int:
         return sum(b.DataLength() or b.Size() for b in buffers)  # inline data, or stored after the flatbuffer
     import onnx
 
-    return sum(len(t.raw_data) for part in ("encoder", "decoder")
-               for t in onnx.load(str(folder / f"{part}.onnx")).graph.initializer)
+    return sum(
+        len(t.raw_data)
+        for part in ("encoder", "decoder")
+        for t in onnx.load(str(folder / f"{part}.onnx")).graph.initializer
+    )
 
 
 def test_int8_folders_store_int8_weights_and_still_translate(exported):
@@ -103,15 +107,26 @@ def test_gate_names_each_missed_criterion_including_the_fp32_comparison():
     from export.parity import failures
     from lite.config import ParityThresholds
 
-    figures = {"max_logit_diff": 1.9, "top1": 0.9612, "bleu_drop": 0.4, "bleu_fp32": 22.3, "bleu_drop_vs_fp32": 0.6,
-               "fp32_reference": {"artifact": "tflite-fp32"}}
+    figures = {
+        "max_logit_diff": 1.9,
+        "top1": 0.9612,
+        "bleu_drop": 0.4,
+        "bleu_fp32": 22.3,
+        "bleu_drop_vs_fp32": 0.6,
+        "fp32_reference": {"artifact": "tflite-fp32"},
+    }
     assert failures(figures, ParityThresholds(2.5, 0.95, 0.7, 0.5)) == ["BLEU drop vs tflite-fp32 0.60 > 0.5"]
     assert failures(figures, ParityThresholds(1.5, 0.97, 0.3, 0.6)) == [
-        "max logit difference 1.9 > 1.5", "top-1 agreement 0.9612 < 0.97", "BLEU drop 0.40 > 0.3"]
+        "max logit difference 1.9 > 1.5",
+        "top-1 agreement 0.9612 < 0.97",
+        "BLEU drop 0.40 > 0.3",
+    ]
     assert failures(figures, ParityThresholds(2.5, 0.95, 0.7)) == []  # no fp32 criterion: not checked
     # a threshold that compares with fp32 but no comparison was made must not pass
     unmeasured = {k: v for k, v in figures.items() if not k.startswith(("bleu_fp32", "bleu_drop_vs", "fp32"))}
-    assert failures(unmeasured, ParityThresholds(2.5, 0.95, 0.7, 0.5)) == ["BLEU drop vs the fp32 artifact not measured"]
+    assert failures(unmeasured, ParityThresholds(2.5, 0.95, 0.7, 0.5)) == [
+        "BLEU drop vs the fp32 artifact not measured"
+    ]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -127,16 +142,19 @@ def test_runtime_greedy_and_beam_search_match_pytorch(exported, docs_corpus, fmt
         assert translator.greedy(ids) == greedy(model, torch.tensor([ids]), DecodeConfig())[0], line
 
 
-TORCH_FREE = ("import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
-              "from lite.cli import main\n"
-              "code = main(sys.argv[1:])\n"
-              "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules if sys.modules[m]), 'torch loaded'\n"
-              "sys.exit(code)\n")
+TORCH_FREE = (
+    "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+    "from lite.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules if sys.modules[m]), 'torch loaded'\n"
+    "sys.exit(code)\n"
+)
 
 
 def torch_free(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", TORCH_FREE, "translate", *args], input=stdin,
-                          capture_output=True, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", TORCH_FREE, "translate", *args], input=stdin, capture_output=True, cwd=ROOT, timeout=300
+    )
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

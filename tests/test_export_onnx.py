@@ -3,6 +3,7 @@ op gate, self-contained files, quantized sizes, and the graph MAC count against 
 
 Tiny random models built here (no training): each export takes ~5-10 s, the file ~1 minute.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,18 @@ SIZES = [(1, 7, 9), (3, 20, 25)]  # (batch, src_len, cache_len)
 
 
 def tiny_config(arch: str) -> ModelConfig:
-    return ModelConfig(arch=arch, embed_dim=32, ffn_dim=64, encoder_layers=2, decoder_layers=2, attention_heads=2,
-                       encoder_kernels=[3, 5], decoder_kernels=[3, 5], vocab_size=200, max_positions=64)
+    return ModelConfig(
+        arch=arch,
+        embed_dim=32,
+        ffn_dim=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        attention_heads=2,
+        encoder_kernels=[3, 5],
+        decoder_kernels=[3, 5],
+        vocab_size=200,
+        max_positions=64,
+    )
 
 
 def tiny_model(arch: str) -> EncoderDecoder:
@@ -49,12 +60,23 @@ def exports(tmp_path_factory):
             calibration = None
             if precision == "int8":
                 rng = np.random.default_rng(0)
-                pairs = [(rng.integers(3, 200, rng.integers(3, 11)).tolist() + [2],
-                          rng.integers(3, 200, rng.integers(3, 14)).tolist() + [2]) for _ in range(8)]
+                pairs = [
+                    (
+                        rng.integers(3, 200, rng.integers(3, 11)).tolist() + [2],
+                        rng.integers(3, 200, rng.integers(3, 14)).tolist() + [2],
+                    )
+                    for _ in range(8)
+                ]
                 calibration = calibration_inputs(model, pairs, SAMPLE_SRC, SAMPLE_SLOTS, max_decoder_samples=32)
             out = tmp_path_factory.mktemp(f"{arch}-{precision}")
-            info = convert_onnx(model, out, precision=precision, max_src_len=SAMPLE_SRC, target_slots=SAMPLE_SLOTS,
-                                calibration=calibration)
+            info = convert_onnx(
+                model,
+                out,
+                precision=precision,
+                max_src_len=SAMPLE_SRC,
+                target_slots=SAMPLE_SLOTS,
+                calibration=calibration,
+            )
             made[arch, precision] = model, info
         return made[arch, precision]
 
@@ -64,8 +86,10 @@ def exports(tmp_path_factory):
 def sessions(info) -> tuple:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    return tuple(ort.InferenceSession(info["files"][part], options, providers=["CPUExecutionProvider"])
-                 for part in ("encoder", "decoder"))
+    return tuple(
+        ort.InferenceSession(info["files"][part], options, providers=["CPUExecutionProvider"])
+        for part in ("encoder", "decoder")
+    )
 
 
 def run(session, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -88,8 +112,11 @@ def decode_both(model, info, batch: int, src_len: int, slots: int, steps: int = 
     for name, value in memory.items():
         yield name, value.numpy(), onnx_memory[name]
     repeat = {k: v.repeat(batch, *([1] * (v.dim() - 1))) for k, v in memory.items()}
-    state = {k: torch.zeros(v.shape) for k, v in decoder_sample(model, batch, src_len, slots).items()
-             if k.startswith(("self_", "conv_"))}
+    state = {
+        k: torch.zeros(v.shape)
+        for k, v in decoder_sample(model, batch, src_len, slots).items()
+        if k.startswith(("self_", "conv_"))
+    }
     onnx_state = {k: v.numpy() for k, v in state.items()}
     token = torch.randint(3, model.cfg.vocab_size, (batch, 1), generator=g, dtype=torch.int32)
     for pos in range(steps):
@@ -135,8 +162,9 @@ def test_names_types_and_dynamic_axes(exports, arch):
     assert [i.name for i in dec.input] == list(sample)
     assert [o.name for o in dec.output] == [output_name(n) for n in dec_names]
     assert dec.output[0].name == "logits" and all(o.name.endswith("_next") for o in dec.output[1:])
-    assert {n.removesuffix("_next") for n in [o.name for o in dec.output[1:]]} == \
-        {n for n in cache_shapes(model, 1, 1, 1) if n.startswith(("self_", "conv_"))}
+    assert {n.removesuffix("_next") for n in [o.name for o in dec.output[1:]]} == {
+        n for n in cache_shapes(model, 1, 1, 1) if n.startswith(("self_", "conv_"))
+    }
     by_name = {i.name: i for i in dec.input}
     assert by_name["token"].type.tensor_type.elem_type == onnx.TensorProto.INT32
     assert dims(by_name["token"]) == ["batch", 1]
@@ -162,8 +190,12 @@ def test_files_are_self_contained_and_standard(exports):
 
 
 def _model_with(node: onnx.NodeProto) -> onnx.ModelProto:
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(node.domain, 1)])
 
 
@@ -231,8 +263,11 @@ def _uncounted_decoder_conv(model: EncoderDecoder, decoder_path: str, steps: int
     if "ReduceSum" not in check_onnx_ops(decoder_path):
         return 0
     cfg = model.cfg
-    return sum(steps * k * block.mixer.conv.output.in_features
-               for k, block in zip(cfg.decoder_kernels, model.decoder)) if cfg.arch == "lsra" else 0
+    return (
+        sum(steps * k * block.mixer.conv.output.in_features for k, block in zip(cfg.decoder_kernels, model.decoder))
+        if cfg.arch == "lsra"
+        else 0
+    )
 
 
 @pytest.mark.parametrize("arch", ["lsra", "transformer"])
@@ -243,8 +278,9 @@ def test_graph_macs_equal_the_analytic_count(exports, arch, src_len, steps):
     projections live in the encoder graph (once per source, as in the analytic count)."""
     model, info = exports(arch)
     enc = onnx_macs(info["files"]["encoder"], dims={"src_len": src_len}, logits=[])
-    dec = onnx_macs(info["files"]["decoder"], dims={"batch": 1, "src_len": src_len, "cache_len": steps},
-                    logits=["logits"])
+    dec = onnx_macs(
+        info["files"]["decoder"], dims={"batch": 1, "src_len": src_len, "cache_len": steps}, logits=["logits"]
+    )
     assert dec["macs_total"] - dec["macs_excluding_output_projection"] == 32 * 200  # logits [1, 200] from d=32
     assert enc["macs_total"] == enc["macs_excluding_output_projection"]
     graph = enc["macs_excluding_output_projection"] + steps * dec["macs_excluding_output_projection"]
@@ -270,8 +306,10 @@ def test_sparse_decoder_heads_at_dynamic_slot_counts(tmp_path):
     from lite.sparse.patterns import HeadPattern
 
     torch.manual_seed(0)
-    cfg = dataclasses.replace(tiny_config("lsra"), decoder_patterns=[[HeadPattern(kind="local", window=4),
-                                                                       HeadPattern(kind="local", window=2, dilation=3)]])
+    cfg = dataclasses.replace(
+        tiny_config("lsra"),
+        decoder_patterns=[[HeadPattern(kind="local", window=4), HeadPattern(kind="local", window=2, dilation=3)]],
+    )
     model = EncoderDecoder(cfg).eval()
     info = convert_onnx(model, tmp_path, precision="fp32", max_src_len=SAMPLE_SRC, target_slots=SAMPLE_SLOTS)
     for batch, src_len, slots in SIZES:

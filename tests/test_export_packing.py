@@ -1,6 +1,7 @@
 """export.pack: xz on the smoke run: the packed folder passes the gate as it ships, translates exactly
 like its unpacked twin (also without torch), its manifest and artifacts.json count the bytes on disk,
 pruned zeros shrink on disk, and a damaged .xz is a one-line error naming the file."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import ROOT
+
 from export.manifest import ModelFolderError, read_manifest, write_manifest
 from export.packing import PACKINGS, pack_file, read_graph
 from export.runtime import Translator
@@ -58,7 +59,12 @@ def test_packed_folder_ships_xz_graphs_and_counts_their_bytes(packed_run):
     manifest = read_manifest(folder)
     assert manifest["pack"] == "xz"
     assert manifest["graphs"] == {"encoder": "encoder.onnx.xz", "decoder": "decoder.onnx.xz"}
-    assert sorted(p.name for p in folder.iterdir()) == ["decoder.onnx.xz", "encoder.onnx.xz", "manifest.json", "spm.model"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "decoder.onnx.xz",
+        "encoder.onnx.xz",
+        "manifest.json",
+        "spm.model",
+    ]
     for role, name in manifest["graphs"].items():
         on_disk = (folder / name).stat().st_size
         assert manifest["files"][name]["bytes"] == on_disk
@@ -94,11 +100,14 @@ def test_packed_folder_translates_exactly_like_the_unpacked_one(packed_run, docs
             logits = [t.step(state, np.array([token]), pos) for t, state in zip((ours, theirs), states)]
             assert np.array_equal(*logits)
     # the torch-free command reads the packed folder too (lzma is standard library)
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from lite.cli import main\n"
-            "sys.exit(main(sys.argv[1:]))\n")
-    done = subprocess.run([sys.executable, "-c", code, "translate", "--model", str(packed), "--beam", "1", "-"],
-                          input="\n".join(lines[:4]).encode() + b"\n", capture_output=True, cwd=ROOT, timeout=300)
+    code = "import sys; sys.modules['torch'] = None\nfrom lite.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "translate", "--model", str(packed), "--beam", "1", "-"],
+        input="\n".join(lines[:4]).encode() + b"\n",
+        capture_output=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode().splitlines() == list(Translator(plain).translate(lines[:4], beam=1))
 
@@ -132,7 +141,7 @@ def test_damaged_xz_is_a_one_line_error_naming_the_file(packed_run, tmp_path):
     shutil.copytree(packed_run / FOLDER, broken)
     graph = broken / "decoder.onnx.xz"
     good = graph.read_bytes()
-    for damaged in (good[:len(good) // 2], good[:4000] + bytes([good[4000] ^ 0x10]) + good[4001:]):
+    for damaged in (good[: len(good) // 2], good[:4000] + bytes([good[4000] ^ 0x10]) + good[4001:]):
         graph.write_bytes(damaged)
         with pytest.raises(ModelFolderError, match="decoder.onnx.xz: checksum mismatch"):
             Translator(broken)
@@ -173,7 +182,13 @@ def test_pack_setting_is_validated_and_part_of_the_reuse_settings(tmp_path):
 def test_second_export_reuses_the_packed_folder(packed_run):
     before = (packed_run / FOLDER / "manifest.json").read_bytes()
     logged: list[str] = []
-    export_run(load_config(packed_run / "config.yaml"), RunPaths(packed_run), ["onnx"], ["fp32"],
-               progress=False, log=logged.append)
+    export_run(
+        load_config(packed_run / "config.yaml"),
+        RunPaths(packed_run),
+        ["onnx"],
+        ["fp32"],
+        progress=False,
+        log=logged.append,
+    )
     assert any("up to date" in line for line in logged)
     assert (packed_run / FOLDER / "manifest.json").read_bytes() == before

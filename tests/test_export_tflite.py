@@ -2,6 +2,7 @@
 the TFLite signatures against the PyTorch graphs they were converted from, the builtin-op gate, the
 quantized precisions (size, agreement, caches that do not drift) and the graph MAC count against the
 analytic one."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,9 @@ from lite.config import ModelConfig
 from lite.models.seq2seq import EncoderDecoder
 
 SRC_LENS, SLOTS, BATCHES = [8, 16], 12, [1, 2]
-TINY = dict(embed_dim=32, ffn_dim=64, encoder_layers=2, decoder_layers=2, attention_heads=2, vocab_size=200,
-            max_positions=64)
+TINY = dict(
+    embed_dim=32, ffn_dim=64, encoder_layers=2, decoder_layers=2, attention_heads=2, vocab_size=200, max_positions=64
+)
 
 
 def tiny_model(arch: str) -> EncoderDecoder:
@@ -42,14 +44,17 @@ def source(n: int, length: int, seed: int = 0) -> np.ndarray:
     """[1, length] int32: n ordinary tokens ending in eos, then padding."""
     rng = np.random.default_rng(seed)
     src = np.zeros((1, length), dtype=np.int32)
-    src[0, :n - 1] = rng.integers(3, 200, n - 1)
+    src[0, : n - 1] = rng.integers(3, 200, n - 1)
     src[0, n - 1] = 2
     return src
 
 
 def empty_caches(model: EncoderDecoder, batch: int) -> dict[str, np.ndarray]:
-    return {k: np.zeros(v, dtype=np.float32) for k, v in cache_shapes(model, batch, max(SRC_LENS), SLOTS).items()
-            if k.startswith(("self_", "conv_"))}
+    return {
+        k: np.zeros(v, dtype=np.float32)
+        for k, v in cache_shapes(model, batch, max(SRC_LENS), SLOTS).items()
+        if k.startswith(("self_", "conv_"))
+    }
 
 
 def run_steps(runner, memory: dict, caches: dict, tokens: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -70,8 +75,14 @@ def torch_steps(model: EncoderDecoder, memory: dict, caches: dict, tokens: np.nd
     state = {k: torch.from_numpy(v) for k, v in caches.items()}
     mem = {k: torch.from_numpy(v) for k, v in memory.items()}
     for pos, token in enumerate(tokens):
-        out = step({"token": torch.from_numpy(token[:, None].astype(np.int32)),
-                    "pos": torch.tensor([pos], dtype=torch.int32), **mem, **state})
+        out = step(
+            {
+                "token": torch.from_numpy(token[:, None].astype(np.int32)),
+                "pos": torch.tensor([pos], dtype=torch.int32),
+                **mem,
+                **state,
+            }
+        )
         state = {k: v for k, v in out.items() if k != "logits"}
         outs.append({k: v.numpy() for k, v in out.items()})
     return outs
@@ -99,8 +110,10 @@ def exports(lsra, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     """The LSRA model at every precision, converted once for the whole module."""
     out = tmp_path_factory.mktemp("tflite")
     rng = np.random.default_rng(1)
-    pairs = [(list(rng.integers(3, 200, n)) + [2], list(rng.integers(3, 200, m)) + [2])
-             for n, m in zip(rng.integers(4, 15, 24), rng.integers(3, SLOTS - 2, 24))]
+    pairs = [
+        (list(rng.integers(3, 200, n)) + [2], list(rng.integers(3, 200, m)) + [2])
+        for n, m in zip(rng.integers(4, 15, 24), rng.integers(3, SLOTS - 2, 24))
+    ]
     calibration = calibration_inputs(lsra, pairs, max(SRC_LENS), SLOTS, max_decoder_samples=96)
     made = {}
     for precision in ("fp32", "dynamic-int8", "fp16", "int8"):
@@ -108,9 +121,15 @@ def exports(lsra, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
         # every signature costs seconds to convert: the weight-only precisions get one of each kind;
         # int8 keeps them all (re-padded encoder samples, decoder samples tiled to batch 2)
         full = precision in ("fp32", "int8")
-        info = convert_tflite(lsra, path, precision=precision, src_lens=SRC_LENS if full else SRC_LENS[-1:],
-                              target_slots=SLOTS, batches=BATCHES if full else [1],
-                              calibration=calibration if precision == "int8" else None)
+        info = convert_tflite(
+            lsra,
+            path,
+            precision=precision,
+            src_lens=SRC_LENS if full else SRC_LENS[-1:],
+            target_slots=SLOTS,
+            batches=BATCHES if full else [1],
+            calibration=calibration if precision == "int8" else None,
+        )
         made[precision] = (path, info)
     return made
 
@@ -141,8 +160,10 @@ def test_signatures_names_shapes_and_types(lsra, exports):
 
 
 def test_fp32_equals_the_torch_graphs(lsra, exports):
-    runners = {name: interpreter(exports["fp32"][0]).get_signature_runner(name)
-               for name in ("encode_8", "encode_16", "decode_1", "decode_2")}
+    runners = {
+        name: interpreter(exports["fp32"][0]).get_signature_runner(name)
+        for name in ("encode_8", "encode_16", "decode_1", "decode_2")
+    }
     encoder = EncoderGraph(lsra)
     for s in SRC_LENS:
         src = source(6, s)
@@ -175,8 +196,9 @@ def test_quantized_files_are_smaller(exports):
     assert all(info["size_bytes"] == sizes[p] for p, (_, info) in exports.items())
 
 
-@pytest.mark.parametrize("precision, min_agreement, logit_tol", [("fp16", 1.0, 0.01), ("dynamic-int8", 0.95, 0.2),
-                                                                  ("int8", 0.85, None)])
+@pytest.mark.parametrize(
+    "precision, min_agreement, logit_tol", [("fp16", 1.0, 0.01), ("dynamic-int8", 0.95, 0.2), ("int8", 0.85, None)]
+)
 def test_quantized_decoding_agrees(lsra, exports, precision, min_agreement, logit_tol):
     """Top-1 of each teacher-forced decoder step against PyTorch, on sources of every bucket."""
     path, info = exports[precision]
@@ -205,8 +227,12 @@ def test_int8_caches_do_not_drift(lsra, exports):
     """A written cache slot comes back bit-identical at every later step (float I/O, quantized inside)."""
     runners = interpreter(exports["int8"][0])
     memory = runners.get_signature_runner("encode_16")(inputs_src=source(10, 16))
-    outs = run_steps(runners.get_signature_runner("decode_1"), memory, empty_caches(lsra, 1),
-                     np.random.default_rng(6).integers(3, 200, (SLOTS, 1)))
+    outs = run_steps(
+        runners.get_signature_runner("decode_1"),
+        memory,
+        empty_caches(lsra, 1),
+        np.random.default_rng(6).integers(3, 200, (SLOTS, 1)),
+    )
     for name in ("self_k_0", "self_v_1"):
         first = outs[0][name][:, 0]
         assert np.abs(first).max() > 0
@@ -325,10 +351,17 @@ def test_sparse_decoder_heads_export_like_incremental_decoding(tmp_path):
     from lite.sparse.patterns import HeadPattern
 
     torch.manual_seed(0)
-    cfg = ModelConfig(arch="lsra", **TINY, encoder_kernels=[3, 5], decoder_kernels=[3, 5],
-                      encoder_patterns=[[HeadPattern(kind="local", window=4, global_tokens=[0])]],
-                      decoder_patterns=[[HeadPattern(kind="local", window=4)],
-                                        [HeadPattern(kind="local", window=2, dilation=2), HeadPattern()]])
+    cfg = ModelConfig(
+        arch="lsra",
+        **TINY,
+        encoder_kernels=[3, 5],
+        decoder_kernels=[3, 5],
+        encoder_patterns=[[HeadPattern(kind="local", window=4, global_tokens=[0])]],
+        decoder_patterns=[
+            [HeadPattern(kind="local", window=4)],
+            [HeadPattern(kind="local", window=2, dilation=2), HeadPattern()],
+        ],
+    )
     model = EncoderDecoder(cfg).eval()
     path = tmp_path / "sparse.tflite"
     convert_tflite(model, path, precision="fp32", src_lens=[16], target_slots=SLOTS, batches=[1])
@@ -336,8 +369,11 @@ def test_sparse_decoder_heads_export_like_incremental_decoding(tmp_path):
     src = source(11, 16)
     memory = runners["encode_16"](inputs_src=src)
     tokens = np.random.default_rng(3).integers(3, 200, (9, 1))
-    caches = {k: np.zeros(v, np.float32) for k, v in cache_shapes(model, 1, 16, SLOTS).items()
-              if k.startswith(("self_", "conv_"))}
+    caches = {
+        k: np.zeros(v, np.float32)
+        for k, v in cache_shapes(model, 1, 16, SLOTS).items()
+        if k.startswith(("self_", "conv_"))
+    }
     graph_steps = torch_steps(model, memory, caches, tokens)
     for got, want in zip(run_steps(runners["decode_1"], memory, caches, tokens), graph_steps):
         np.testing.assert_allclose(got["logits"], want["logits"], atol=1e-4, rtol=0)

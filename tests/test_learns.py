@@ -6,6 +6,7 @@ fixed step budget, and lite.decode's greedy search on the test split (sources ne
 training), scored by exact match of whole lines. Training is deterministic at a fixed seed and
 thread count, so the figures quoted below are what CI sees on this torch version.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -39,7 +40,8 @@ def write_config(path: Path, corpus: Path, arch: str) -> Path:
     schedule ends the budget at a small learning rate; with inverse-sqrt the transformer's last
     weights still moved enough to land between 0.96 and 1.00 depending on the seed. One thread: a
     model this small gains little from two, and loses a lot when the other core is busy."""
-    path.write_text(f"""name: learns-{arch}
+    path.write_text(
+        f"""name: learns-{arch}
 data:
   corpus: {corpus}
   src_lang: src
@@ -67,22 +69,32 @@ train:
   validate_every: {MAX_STEPS}
   checkpoint_every: {MAX_STEPS}
   average_last: 1
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    return write_synthetic_corpus(tmp_path_factory.mktemp("shift"), "shift", seed=1, symbols=SYMBOLS,
-                                  min_len=MIN_LEN, max_len=MAX_LEN, sizes=SIZES)
+    return write_synthetic_corpus(
+        tmp_path_factory.mktemp("shift"),
+        "shift",
+        seed=1,
+        symbols=SYMBOLS,
+        min_len=MIN_LEN,
+        max_len=MAX_LEN,
+        sizes=SIZES,
+    )
 
 
 @pytest.fixture(scope="module")
 def spm(corpus: Path, tmp_path_factory) -> Path:
     """One tokenizer for every run, so the runs differ only in the model."""
     pairs = load_split(corpus, "train", "src", "tgt")
-    return train_tokenizer([s for p in pairs for s in p], TokenizerConfig(vocab_size=40),
-                           tmp_path_factory.mktemp("spm") / "spm")
+    return train_tokenizer(
+        [s for p in pairs for s in p], TokenizerConfig(vocab_size=40), tmp_path_factory.mktemp("spm") / "spm"
+    )
 
 
 def exact_match(tmp_path: Path, corpus: Path, spm: Path, arch: str) -> float:
@@ -93,14 +105,19 @@ def exact_match(tmp_path: Path, corpus: Path, spm: Path, arch: str) -> float:
     summary = train(cfg, paths, progress=False)
     assert summary["steps"] == MAX_STEPS and summary["stop_reason"] == "max_steps"
     test = load_split(corpus, "test", "src", "tgt")
-    hyps = translate(load_model(paths.model), Tokenizer(paths.tokenizer), [s for s, _ in test],
-                     DecodeConfig(beam=1, batch_size=len(test)))
+    hyps = translate(
+        load_model(paths.model),
+        Tokenizer(paths.tokenizer),
+        [s for s, _ in test],
+        DecodeConfig(beam=1, batch_size=len(test)),
+    )
     return sum(h == t for h, (_, t) in zip(hyps, test)) / len(test)
 
 
 def test_corpus_is_deterministic_disjoint_and_one_piece_per_symbol(corpus: Path, spm: Path, tmp_path: Path):
-    again = write_synthetic_corpus(tmp_path, "shift", seed=1, symbols=SYMBOLS, min_len=MIN_LEN, max_len=MAX_LEN,
-                                   sizes=SIZES)
+    again = write_synthetic_corpus(
+        tmp_path, "shift", seed=1, symbols=SYMBOLS, min_len=MIN_LEN, max_len=MAX_LEN, sizes=SIZES
+    )
     for name in ("train.src", "train.tgt", "test.src", "test.tgt"):
         assert (again / name).read_bytes() == (corpus / name).read_bytes()
     splits = {s: load_split(corpus, s, "src", "tgt") for s in SIZES}

@@ -1,4 +1,5 @@
 """ListOps generation under the LRA rules, and the sparse LSRA classifier trained on it."""
+
 from __future__ import annotations
 
 import random
@@ -9,8 +10,17 @@ import torch
 
 from eval.listops import ClassifierTraining, macs_per_example, train_and_score
 from lite.config import ModelConfig
-from lite.data.listops import (NUM_CLASSES, VOCAB, ListOpsSpec, build_listops, depth, evaluate, read_split, sample,
-                               tokens)
+from lite.data.listops import (
+    NUM_CLASSES,
+    VOCAB,
+    ListOpsSpec,
+    build_listops,
+    depth,
+    evaluate,
+    read_split,
+    sample,
+    tokens,
+)
 from lite.models.classifier import SequenceClassifier
 from lite.sparse.learned import binarise, learned_cores
 from lite.sparse.patterns import HeadPattern
@@ -56,9 +66,20 @@ def test_splits_are_cached_and_bad_lines_are_named(tmp_path):
         read_split(root / "bad.tsv")
 
 
-BASE = ModelConfig(arch="lsra", embed_dim=32, ffn_dim=64, encoder_layers=2, decoder_layers=0, attention_heads=2,
-                   encoder_kernels=[3, 7], decoder_kernels=[], max_positions=128, vocab_size=len(VOCAB), pad_id=0,
-                   dropout=0.0)
+BASE = ModelConfig(
+    arch="lsra",
+    embed_dim=32,
+    ffn_dim=64,
+    encoder_layers=2,
+    decoder_layers=0,
+    attention_heads=2,
+    encoder_kernels=[3, 7],
+    decoder_kernels=[],
+    max_positions=128,
+    vocab_size=len(VOCAB),
+    pad_id=0,
+    dropout=0.0,
+)
 
 
 def test_local_global_classifier_computes_fewer_macs():
@@ -76,8 +97,10 @@ def test_local_global_classifier_computes_fewer_macs():
 
 def test_learned_classifier_binarises_to_the_same_outputs():
     torch.manual_seed(0)
-    model = SequenceClassifier(replace(BASE, encoder_patterns=[[HeadPattern(kind="dam", block=8),
-                                                                 HeadPattern(kind="degree", window=6)]]), NUM_CLASSES)
+    model = SequenceClassifier(
+        replace(BASE, encoder_patterns=[[HeadPattern(kind="dam", block=8), HeadPattern(kind="degree", window=6)]]),
+        NUM_CLASSES,
+    )
     for core in learned_cores(model):
         core.dam_logits[0].data.normal_(0, 0.2)
     tokens = torch.randint(2, len(VOCAB), (3, 50))
@@ -94,8 +117,9 @@ def test_a_short_budget_learns_short_listops(tmp_path):
     root = build_listops(tmp_path / "short", spec, progress=False)
     train, test = read_split(root / "train.tsv"), read_split(root / "test.tsv")
     cfg = replace(BASE, encoder_patterns=[[HeadPattern(kind="local", window=8, global_tokens=[0])]])
-    result = train_and_score(cfg, train, test, ClassifierTraining(examples=24000, max_tokens=2000, lr=3e-3),
-                             NUM_CLASSES, progress=False)
+    result = train_and_score(
+        cfg, train, test, ClassifierTraining(examples=24000, max_tokens=2000, lr=3e-3), NUM_CLASSES, progress=False
+    )
     assert result["test_accuracy"] > result["majority_class_accuracy"] + 0.1
     assert 0 < result["mean_kept_share"] < 1 and result["examples_seen"] >= 24000
     assert result["stopped_by"] == "examples"

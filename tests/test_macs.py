@@ -1,4 +1,5 @@
 """Analytic MACs: exact hand counts on tiny configs, the paper's published figures, budget fitting."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,18 @@ def test_transformer_by_hand():
 
 
 def test_lsra_lightweight_glu_by_hand():
-    cfg = ModelConfig(arch="lsra", embed_dim=8, ffn_dim=8, encoder_layers=1, decoder_layers=1, attention_heads=2,
-                      conv_type="lightweight", conv_glu=True, encoder_kernels=[3], decoder_kernels=[5])
+    cfg = ModelConfig(
+        arch="lsra",
+        embed_dim=8,
+        ffn_dim=8,
+        encoder_layers=1,
+        decoder_layers=1,
+        attention_heads=2,
+        conv_type="lightweight",
+        conv_glu=True,
+        encoder_kernels=[3],
+        decoder_kernels=[5],
+    )
     # branches are 4 wide. encoder, 2 tokens: attention 4 x (2*4*4) + 2 x (2*2*4) = 160;
     #   GLU value+gate 2 x (2*4*4) = 64, conv 2*3*4 = 24, out Linear 2*4*4 = 32; FFN 2 * 2*8*8 = 256
     # decoder, 3 tokens: attention 4 x (3*4*4) + 2 x (3*3*4) = 264; GLU 2 x (3*4*4) = 96, conv 3*5*4 = 60,
@@ -42,8 +53,18 @@ def test_lsra_lightweight_glu_by_hand():
 
 
 def test_lsra_dynamic_without_glu_by_hand():
-    cfg = ModelConfig(arch="lsra", embed_dim=8, ffn_dim=8, encoder_layers=1, decoder_layers=1, attention_heads=2,
-                      conv_type="dynamic", conv_glu=False, encoder_kernels=[3], decoder_kernels=[5])
+    cfg = ModelConfig(
+        arch="lsra",
+        embed_dim=8,
+        ffn_dim=8,
+        encoder_layers=1,
+        decoder_layers=1,
+        attention_heads=2,
+        conv_type="dynamic",
+        conv_glu=False,
+        encoder_kernels=[3],
+        decoder_kernels=[5],
+    )
     # the GLU becomes one Linear (2*4*4 = 32 / 3*4*4 = 48) and the kernels are predicted:
     #   encoder 2 tokens * 4 channels * 2 heads * 3 taps = 48, decoder 3 * 4 * 2 * 5 = 120
     got = count_macs(cfg, src_len=2, tgt_len=3)
@@ -85,8 +106,13 @@ def test_fit_is_closest_under_budget(family, budget):
     cfg, macs = fit(family, limit)
     assert macs == count_macs(cfg)["macs"] <= limit
     step = 8 if family == "lsra" else 4
-    wider = fit(family, 10 * limit)[0].__class__(**{**cfg.__dict__, "embed_dim": cfg.embed_dim + step,
-                                                  "ffn_dim": (cfg.embed_dim + step) * (1 if family == "lsra" else 4)})
+    wider = fit(family, 10 * limit)[0].__class__(
+        **{
+            **cfg.__dict__,
+            "embed_dim": cfg.embed_dim + step,
+            "ffn_dim": (cfg.embed_dim + step) * (1 if family == "lsra" else 4),
+        }
+    )
     assert count_macs(wider)["macs"] > limit  # the next width up would not fit
     assert macs > 0.9 * limit
 
@@ -101,12 +127,16 @@ def test_fit_parsing_and_errors():
 
 
 def test_macs_and_fit_commands(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "lite", *a], capture_output=True, text=True, cwd=ROOT)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "lite", *a], capture_output=True, text=True, cwd=ROOT)
+
     done = run("macs", "--config", "configs/paper/wmt14-en-fr-lsra-200.yaml", "--json")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["macs"] == count_macs(load_config(ROOT / "configs/paper/wmt14-en-fr-lsra-200.yaml").model)["macs"]
-    assert {"attn_proj", "attn_scores", "attn_values", "glu", "conv_kernel", "conv", "ffn", "cross_proj"} <= set(data["layers"][6])
+    assert {"attn_proj", "attn_scores", "attn_values", "glu", "conv_kernel", "conv", "ffn", "cross_proj"} <= set(
+        data["layers"][6]
+    )
     out = tmp_path / "fit.yaml"
     done = run("fit", "--family", "lsra", "--macs", "100M", "--out", str(out))
     assert done.returncode == 0, done.stderr

@@ -1,6 +1,7 @@
 """The analytic MAC count (eval/macs.py) against two independent counts: a FlopCounterMode trace of
 the real model (eval/macs_trace.py) and a count read from an exported .onnx graph (eval/macs_graph.py).
 Convention in shared/DESIGN.md: 30+30 tokens, no embeddings, no output projection."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -24,9 +25,14 @@ ALL_CONFIGS = sorted(CONFIG_DIR.glob("*.yaml")) + sorted(CONFIG_DIR.glob("paper/
 # The dynamo export of the dynamic-convolution model spends ~18 s of ~26 s in the onnxscript optimizer
 # (31 shifted slices per layer), so that route is a slow test; the fast suite counts the same config
 # through the TorchScript route in test_graph_counts_torchscript_export.
-GRAPH_CONFIGS = ["default.yaml", "smoke.yaml", "default-transformer.yaml", "paper/wmt14-en-fr-transformer-128.yaml",
-                 "paper/iwslt14-de-en-lsra-160.yaml",
-                 pytest.param("paper/wmt14-en-fr-lsra-200.yaml", marks=pytest.mark.slow)]
+GRAPH_CONFIGS = [
+    "default.yaml",
+    "smoke.yaml",
+    "default-transformer.yaml",
+    "paper/wmt14-en-fr-transformer-128.yaml",
+    "paper/iwslt14-de-en-lsra-160.yaml",
+    pytest.param("paper/wmt14-en-fr-lsra-200.yaml", marks=pytest.mark.slow),
+]
 VOCAB = 64  # small vocabulary: tiny files; the counts exclude the output projection anyway
 
 
@@ -170,16 +176,26 @@ def test_graph_counter_on_hand_built_model(tmp_path: Path):
         helper.make_node("Einsum", ["p", "q"], ["e"], name="einsum", equation="...ij,...jk->...ik"),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
-         helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 4, 10]),
-         helper.make_tensor_value_info("p", TensorProto.FLOAT, [2, 3, 4]),
-         helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, 4, 6])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, 5]),
-         helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 10]),
-         helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 3, 6])],
-        initializer=[_weight("w1", [3, 4]), _weight("w2", [5, 4]), _weight("b2", [5]), _weight("wc", [4, 1, 3]),
-                     helper.make_tensor("shape", TensorProto.INT64, [3], [1, 2, 5])],
+        nodes,
+        "tiny",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 4, 10]),
+            helper.make_tensor_value_info("p", TensorProto.FLOAT, [2, 3, 4]),
+            helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, 4, 6]),
+        ],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, 5]),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 10]),
+            helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 3, 6]),
+        ],
+        initializer=[
+            _weight("w1", [3, 4]),
+            _weight("w2", [5, 4]),
+            _weight("b2", [5]),
+            _weight("wc", [4, 1, 3]),
+            helper.make_tensor("shape", TensorProto.INT64, [3], [1, 2, 5]),
+        ],
     )
     counted = onnx_macs(_save(graph, tmp_path))
     per_node = {n["name"]: n["macs"] for n in counted["nodes"]}
@@ -195,14 +211,20 @@ def test_graph_counter_on_hand_built_model(tmp_path: Path):
 def test_projection_rule_looks_only_at_the_named_logits(tmp_path: Path):
     """A second output straight from a projection (an encoder's one-head cross-attention keys, whose
     last dim equals the projection's) is not the vocabulary projection once the logits are named."""
-    nodes = [helper.make_node("MatMul", ["x", "wk"], ["keys"], name="keys_proj"),  # [2,3]x[3,4]: 24
-             helper.make_node("MatMul", ["x", "wv"], ["logits"], name="vocab"),  # [2,3]x[3,5]: 30
-             ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "wk"], ["keys"], name="keys_proj"),  # [2,3]x[3,4]: 24
+        helper.make_node("MatMul", ["x", "wv"], ["logits"], name="vocab"),  # [2,3]x[3,5]: 30
+    ]
     graph = helper.make_graph(
-        nodes, "two-outputs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
-        [helper.make_tensor_value_info("keys", TensorProto.FLOAT, [2, 4]),
-         helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 5])],
-        initializer=[_weight("wk", [3, 4]), _weight("wv", [3, 5])])
+        nodes,
+        "two-outputs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [
+            helper.make_tensor_value_info("keys", TensorProto.FLOAT, [2, 4]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 5]),
+        ],
+        initializer=[_weight("wk", [3, 4]), _weight("wv", [3, 5])],
+    )
     path = _save(graph, tmp_path)
     assert onnx_macs(path)["output_projection"] == ["keys_proj", "vocab"]  # unnamed: both qualify
     named = onnx_macs(path, logits=["logits"])
@@ -212,6 +234,7 @@ def test_projection_rule_looks_only_at_the_named_logits(tmp_path: Path):
 
 def test_graph_counter_quantized_and_transposed_ops(tmp_path: Path):
     """Integer MatMuls (onnxruntime dynamic / QOperator quantization) and ConvTranspose."""
+
     def q8(name, dims):
         n = 1
         for d in dims:
@@ -222,16 +245,25 @@ def test_graph_counter_quantized_and_transposed_ops(tmp_path: Path):
     zero = helper.make_tensor("z", TensorProto.INT8, [], [0])
     nodes = [
         helper.make_node("MatMulInteger", ["a", "wa"], ["ya"], name="mmi"),  # [2,3]x[3,4]: 24
-        helper.make_node("QLinearMatMul", ["a", "s", "z", "wb", "s", "z", "s", "z"], ["yb"], name="qmm"),  # [2,3]x[3,5]: 30
-        helper.make_node("ConvTranspose", ["c", "wc"], ["yc"], name="deconv", kernel_shape=[3]),  # 1*2*5 in x 3 out x 3: 90
+        helper.make_node(
+            "QLinearMatMul", ["a", "s", "z", "wb", "s", "z", "s", "z"], ["yb"], name="qmm"
+        ),  # [2,3]x[3,5]: 30
+        helper.make_node(
+            "ConvTranspose", ["c", "wc"], ["yc"], name="deconv", kernel_shape=[3]
+        ),  # 1*2*5 in x 3 out x 3: 90
     ]
     graph = helper.make_graph(
-        nodes, "quantized",
-        [helper.make_tensor_value_info("a", TensorProto.INT8, [2, 3]),
-         helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 2, 5])],
-        [helper.make_tensor_value_info("ya", TensorProto.INT32, [2, 4]),
-         helper.make_tensor_value_info("yb", TensorProto.INT8, [2, 5]),
-         helper.make_tensor_value_info("yc", TensorProto.FLOAT, [1, 3, 7])],
+        nodes,
+        "quantized",
+        [
+            helper.make_tensor_value_info("a", TensorProto.INT8, [2, 3]),
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 2, 5]),
+        ],
+        [
+            helper.make_tensor_value_info("ya", TensorProto.INT32, [2, 4]),
+            helper.make_tensor_value_info("yb", TensorProto.INT8, [2, 5]),
+            helper.make_tensor_value_info("yc", TensorProto.FLOAT, [1, 3, 7]),
+        ],
         initializer=[q8("wa", [3, 4]), q8("wb", [3, 5]), _weight("wc", [2, 3, 3]), scale, zero],
     )
     counted = onnx_macs(_save(graph, tmp_path))
@@ -253,11 +285,15 @@ def test_graph_counter_names_node_with_symbolic_shape(tmp_path: Path):
 def test_graph_counter_names_node_with_unknown_shape(tmp_path: Path):
     """A shape only known at run time (Reshape to a graph input) cannot be inferred or folded."""
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "target"], ["x2"], name="reshape"),
-         helper.make_node("MatMul", ["x2", "w"], ["y"], name="ffn_in")],
+        [
+            helper.make_node("Reshape", ["x", "target"], ["x2"], name="reshape"),
+            helper.make_node("MatMul", ["x2", "w"], ["y"], name="ffn_in"),
+        ],
         "runtime-shape",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
-         helper.make_tensor_value_info("target", TensorProto.INT64, [2])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("target", TensorProto.INT64, [2]),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
         initializer=[_weight("w", [3, 4])],
     )

@@ -1,6 +1,7 @@
 """A model folder is trusted only as far as its manifest vouches for it: `lite translate --model DIR` on
 tampered copies of the smoke run's exported folders exits 2 with one line naming the file and what was
 expected. Every case copies a folder of the session's `exported` run into tmp_path and changes the copy."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import lite
+
 from export.manifest import read_manifest, write_manifest
 from export.packing import pack_file
 from lite.files import sha256_file
@@ -48,8 +49,10 @@ def _refused(folder: Path, message: str) -> None:
 def _checksum_message(file: Path, listed: dict) -> str:
     size = file.stat().st_size
     found = f"{size} bytes" + (f", sha256 {sha256_file(file)[:16]}..." if size == listed["bytes"] else "")
-    return (f"{file}: checksum mismatch with manifest.json (expected {listed['bytes']} bytes, "
-            f"sha256 {listed['sha256'][:16]}...; found {found}): corrupt or modified file")
+    return (
+        f"{file}: checksum mismatch with manifest.json (expected {listed['bytes']} bytes, "
+        f"sha256 {listed['sha256'][:16]}...; found {found}): corrupt or modified file"
+    )
 
 
 def test_untouched_copy_translates(exported, tmp_path):
@@ -88,34 +91,47 @@ def test_swapped_tokenizer(exported, small_tokenizer, tmp_path):
 def test_manifest_with_empty_files(exported, tmp_path):
     folder = _copy(exported, "tflite-fp32", tmp_path / "m")
     _edit_manifest(folder, lambda m: m.update(files={}))
-    _refused(folder, f"{folder / 'manifest.json'}: \"files\" lists none of the files the runtime loads; "
-                     "expected sha256 and bytes of model.tflite, spm.model")
+    _refused(
+        folder,
+        f'{folder / "manifest.json"}: "files" lists none of the files the runtime loads; '
+        "expected sha256 and bytes of model.tflite, spm.model",
+    )
 
 
 def test_graph_path_escaping_with_dotdot(exported, tmp_path):
     _copy(exported, "tflite-fp32", tmp_path / "other")  # a valid graph where the path points
     folder = _copy(exported, "tflite-fp32", tmp_path / "m")
     _edit_manifest(folder, lambda m: m["graphs"].update(tflite="../other/model.tflite"))
-    _refused(folder, f"{folder / 'manifest.json'}: graphs.tflite = '../other/model.tflite' leaves the model "
-                     f"folder; expected a file name inside {folder}")
+    _refused(
+        folder,
+        f"{folder / 'manifest.json'}: graphs.tflite = '../other/model.tflite' leaves the model "
+        f"folder; expected a file name inside {folder}",
+    )
 
 
 def test_absolute_graph_path(exported, tmp_path):
     elsewhere = _copy(exported, "tflite-fp32", tmp_path / "other") / "model.tflite"
     folder = _copy(exported, "tflite-fp32", tmp_path / "m")
     _edit_manifest(folder, lambda m: m["graphs"].update(tflite=str(elsewhere)))
-    _refused(folder, f"{folder / 'manifest.json'}: graphs.tflite = '{elsewhere}' is an absolute path; "
-                     f"expected a file name inside {folder}")
+    _refused(
+        folder,
+        f"{folder / 'manifest.json'}: graphs.tflite = '{elsewhere}' is an absolute path; "
+        f"expected a file name inside {folder}",
+    )
 
 
 def test_tokenizer_and_file_names_are_held_to_the_same_rules(exported, tmp_path):
     folder = _copy(exported, "tflite-fp32", tmp_path / "m")
     manifest = folder / "manifest.json"
     _edit_manifest(folder, lambda m: m.update(tokenizer="../spm.model"))
-    _refused(folder, f"{manifest}: tokenizer = '../spm.model' leaves the model folder; expected a file name inside {folder}")
+    _refused(
+        folder, f"{manifest}: tokenizer = '../spm.model' leaves the model folder; expected a file name inside {folder}"
+    )
     shutil.copyfile(exported / "export" / "tflite-fp32" / "manifest.json", manifest)
     _edit_manifest(folder, lambda m: m["files"].update({"/etc/hostname": {"sha256": "0" * 64, "bytes": 1}}))
-    _refused(folder, f"{manifest}: files key = '/etc/hostname' is an absolute path; expected a file name inside {folder}")
+    _refused(
+        folder, f"{manifest}: files key = '/etc/hostname' is an absolute path; expected a file name inside {folder}"
+    )
 
 
 def test_symlink_out_of_the_folder(exported, tmp_path):
@@ -123,8 +139,11 @@ def test_symlink_out_of_the_folder(exported, tmp_path):
     folder = _copy(exported, "tflite-fp32", tmp_path / "m")
     (folder / "model.tflite").unlink()
     os.symlink(elsewhere, folder / "model.tflite")
-    _refused(folder, f"{folder / 'manifest.json'}: files key = 'model.tflite' resolves to {elsewhere.resolve()}, "
-                     f"outside the model folder (a symlink?); expected a file name inside {folder}")
+    _refused(
+        folder,
+        f"{folder / 'manifest.json'}: files key = 'model.tflite' resolves to {elsewhere.resolve()}, "
+        f"outside the model folder (a symlink?); expected a file name inside {folder}",
+    )
     # a symlink that stays inside the folder is just a file of the folder
     shutil.move(elsewhere, folder / "real.tflite")
     (folder / "model.tflite").unlink()
@@ -136,8 +155,14 @@ def test_onnx_external_weights_are_listed_and_verified(exported, tmp_path):
     onnx = pytest.importorskip("onnx")
     folder = _copy(exported, "onnx-fp32", tmp_path / "m")
     graph = onnx.load(str(folder / "encoder.onnx"))
-    onnx.save(graph, str(folder / "encoder.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="encoder.onnx.data", size_threshold=1024)
+    onnx.save(
+        graph,
+        str(folder / "encoder.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="encoder.onnx.data",
+        size_threshold=1024,
+    )
     manifest = _rewrite_manifest(folder)
     assert "encoder.onnx.data" in manifest["files"] and _translate(folder)[0] == 0
     data = folder / "encoder.onnx.data"
@@ -146,14 +171,27 @@ def test_onnx_external_weights_are_listed_and_verified(exported, tmp_path):
     data.write_bytes(bytes(weights))
     _refused(folder, _checksum_message(data, manifest["files"]["encoder.onnx.data"]))
     _edit_manifest(folder, lambda m: m["files"].pop("encoder.onnx.data"))
-    _refused(folder, f"{data}: loaded by the runtime (external weights of encoder.onnx) but not listed in "
-                     "manifest.json; expected its sha256 and bytes under \"files\"")
+    _refused(
+        folder,
+        f"{data}: loaded by the runtime (external weights of encoder.onnx) but not listed in "
+        'manifest.json; expected its sha256 and bytes under "files"',
+    )
 
 
-@pytest.mark.parametrize("name, says", [
-    ("../x", "leaves the model folder"), ("a/../../x", "leaves the model folder"), ("..\\x", "leaves the model folder"),
-    ("/etc/passwd", "is an absolute path"), ("C:\\x", "is an absolute path"), ("\\\\server\\x", "is an absolute path"),
-    ("", "is ''"), ("a\0b", "is not a usable path"), (".", "names the folder itself")])
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("../x", "leaves the model folder"),
+        ("a/../../x", "leaves the model folder"),
+        ("..\\x", "leaves the model folder"),
+        ("/etc/passwd", "is an absolute path"),
+        ("C:\\x", "is an absolute path"),
+        ("\\\\server\\x", "is an absolute path"),
+        ("", "is ''"),
+        ("a\0b", "is not a usable path"),
+        (".", "names the folder itself"),
+    ],
+)
 def test_names_that_leave_the_folder(tmp_path, name, says):
     from export.manifest import ModelFolderError, member_path
 
@@ -178,13 +216,21 @@ def test_external_weights_are_found_in_nested_graphs():
         t.external_data.add(key="offset", value="0")
         return t
 
-    branch = helper.make_graph([helper.make_node("Identity", ["w_inner"], ["y"])], "branch", [],
-                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-                               [external("w_inner", "inner.data")])
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["w_inner"], ["y"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [external("w_inner", "inner.data")],
+    )
     node = helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-                              [external("w_outer", "outer.data")])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [external("w_outer", "outer.data")],
+    )
     data = helper.make_model(graph).SerializeToString()
     assert sorted(onnx_external_data(data)) == ["inner.data", "inner.data", "outer.data"]
     assert onnx_external_data(helper.make_model(helper.make_graph([], "g", [], [])).SerializeToString()) == []

@@ -1,16 +1,16 @@
 """Model behaviour: causality, incremental decoding equals the full pass, beam 1 equals greedy."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_model as tiny
 
 from lite.checkpoint import load_model, model_record, save_atomic
-from lite.config import DecodeConfig, ModelConfig
+from lite.config import DecodeConfig
 from lite.decode import beam_search, greedy
 from lite.models.convolution import DynamicConv, LightweightConv
-from lite.models.seq2seq import EncoderDecoder, count_parameters
-
-from conftest import tiny_model as tiny
+from lite.models.seq2seq import count_parameters
 
 VARIANTS = [
     dict(arch="lsra", conv_type="lightweight", conv_glu=True),
@@ -35,7 +35,7 @@ def test_incremental_decoding_equals_full_pass(variant):
     full = model(src, prev)
     memory, pad = model.encode(src)
     cache: dict = {}
-    steps = torch.cat([model.decode(prev[:, i:i + 1], memory, pad, cache) for i in range(prev.shape[1])], dim=1)
+    steps = torch.cat([model.decode(prev[:, i : i + 1], memory, pad, cache) for i in range(prev.shape[1])], dim=1)
     assert (full - steps).abs().max().item() < 1e-5
     assert cache["step"] == prev.shape[1]
 
@@ -61,7 +61,7 @@ def test_causal_convolution_is_causal_and_matches_steps(conv):
     x2[:, 4] += 1.0
     assert torch.equal(layer(x2)[:, :4], y[:, :4])
     padded = torch.cat([torch.zeros(2, 4, 8), x], dim=1)
-    steps = torch.cat([layer.step(padded[:, t:t + 5]) for t in range(7)], dim=1)
+    steps = torch.cat([layer.step(padded[:, t : t + 5]) for t in range(7)], dim=1)
     assert (steps - y).abs().max() < 1e-6
 
 
@@ -98,7 +98,7 @@ def test_beam_search_scores_at_least_greedy():
     @torch.no_grad()
     def logprob(hyp: list[int], row: int) -> float:
         tokens = torch.tensor([[model.cfg.bos_id] + hyp + [model.cfg.eos_id]])
-        lp = torch.log_softmax(model(src[row:row + 1], tokens[:, :-1]), -1)[0]
+        lp = torch.log_softmax(model(src[row : row + 1], tokens[:, :-1]), -1)[0]
         return float(lp.gather(1, tokens[0, 1:, None]).sum())
 
     cfg = DecodeConfig(max_len_a=0.0, max_len_b=6, lenpen=0.0)

@@ -1,4 +1,5 @@
 """README's measured tables equal what the committed JSON says, and every result names its commit."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """The MAC/BLEU budget report, on run folders built by hand: values, "not measured", PASS/FAIL margins,
 the Pareto frontier, the plots and the HTML."""
+
 from __future__ import annotations
 
 import json
@@ -23,11 +24,24 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def _record(bleu: float, decoding: str, beam: int, sentences: int = 1245) -> dict:
     """A results.json record as eval/evaluate.py writes it."""
-    return {"bleu": bleu, "bleu_signature": SIG, "brevity_penalty": 0.98, "length_ratio": 0.98, "chrf": 45.1,
-            "chrf_signature": "nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.6.0",
-            "sentences": sentences, "split": "test", "decoding": decoding, "beam": beam, "lenpen": 1.0,
-            "corpus": "docs-en-de", "pairs": {"split": "test", "read": 1245, "used": sentences},
-            "decode_seconds": 60.0, "seconds_per_sentence": 0.05, "threads": 2}
+    return {
+        "bleu": bleu,
+        "bleu_signature": SIG,
+        "brevity_penalty": 0.98,
+        "length_ratio": 0.98,
+        "chrf": 45.1,
+        "chrf_signature": "nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.6.0",
+        "sentences": sentences,
+        "split": "test",
+        "decoding": decoding,
+        "beam": beam,
+        "lenpen": 1.0,
+        "corpus": "docs-en-de",
+        "pairs": {"split": "test", "read": 1245, "used": sentences},
+        "decode_seconds": 60.0,
+        "seconds_per_sentence": 0.05,
+        "threads": 2,
+    }
 
 
 def _write_json(obj, path: Path) -> None:
@@ -55,28 +69,61 @@ def runs(tmp_path_factory) -> dict:
     cfg = load_config(lite / "config.yaml")
     mcfg = replace(cfg.model, vocab_size=300)  # small vocabulary: a small file, the same MACs
     save_atomic(model_record(EncoderDecoder(mcfg)), lite / "model.pt")
-    _write_json({"test/greedy": _record(15.87, "greedy", 1), "test/beam4-lenpen1": _record(16.23, "beam4-lenpen1", 4)},
-                lite / "results.json")
-    _write_json({"stop_reason": "max_minutes", "steps": 1234, "epochs": 3.5, "wall_seconds": 1200.0,
-                 "target_tokens_per_s": 2900.0, "final_model": "average of 3", "final_valid_ppl": 14.4,
-                 "params": model_summary(mcfg)["params"]}, lite / "train.json")
+    _write_json(
+        {"test/greedy": _record(15.87, "greedy", 1), "test/beam4-lenpen1": _record(16.23, "beam4-lenpen1", 4)},
+        lite / "results.json",
+    )
+    _write_json(
+        {
+            "stop_reason": "max_minutes",
+            "steps": 1234,
+            "epochs": 3.5,
+            "wall_seconds": 1200.0,
+            "target_tokens_per_s": 2900.0,
+            "final_model": "average of 3",
+            "final_valid_ppl": 14.4,
+            "params": model_summary(mcfg)["params"],
+        },
+        lite / "train.json",
+    )
     pruned = replace(mcfg, ffn_dim=256)
     (lite / "export").mkdir()
     (lite / "export/model.int8.tflite").write_bytes(b"\0" * 3_000_000)
     (lite / "export/pruned.onnx").write_bytes(b"\0" * 1_000)
     (lite / "export/pruned.onnx.data").write_bytes(b"\0" * 2_000_000)
-    _write_json([
-        {"name": "int8-tflite", "path": "export/model.int8.tflite", "format": "tflite", "precision": "int8",
-         "size_bytes": 3_000_000, "bleu": {"test/greedy": 15.9}, "latency_ms": {"host-x86": None}},
-        {"name": "pruned-int8-onnx", "path": "export/pruned.onnx", "format": "onnx", "precision": "int8",
-         "model_config": to_dict(pruned),
-         "bleu": {"test/beam4-lenpen1": {"bleu": 14.2, "bleu_signature": SIG, "sentences": 1245}},
-         "latency_ms": {"host-x86": 8.5, "pixel7-cpu": None}, "instructions": {"qemu:cortex-a72": 41_234_567}},
-    ], lite / "artifacts.json")
+    _write_json(
+        [
+            {
+                "name": "int8-tflite",
+                "path": "export/model.int8.tflite",
+                "format": "tflite",
+                "precision": "int8",
+                "size_bytes": 3_000_000,
+                "bleu": {"test/greedy": 15.9},
+                "latency_ms": {"host-x86": None},
+            },
+            {
+                "name": "pruned-int8-onnx",
+                "path": "export/pruned.onnx",
+                "format": "onnx",
+                "precision": "int8",
+                "model_config": to_dict(pruned),
+                "bleu": {"test/beam4-lenpen1": {"bleu": 14.2, "bleu_signature": SIG, "sentences": 1245}},
+                "latency_ms": {"host-x86": 8.5, "pixel7-cpu": None},
+                "instructions": {"qemu:cortex-a72": 41_234_567},
+            },
+        ],
+        lite / "artifacts.json",
+    )
 
     _write_json({"test/beam4-lenpen1": _record(14.5, "beam4-lenpen1", 4)}, tf / "results.json")
-    return {"lite": lite, "base": tf, "lite_cfg": mcfg, "pruned_cfg": pruned,
-            "base_cfg": replace(load_config(tf / "config.yaml").model, vocab_size=8000)}
+    return {
+        "lite": lite,
+        "base": tf,
+        "lite_cfg": mcfg,
+        "pruned_cfg": pruned,
+        "base_cfg": replace(load_config(tf / "config.yaml").model, vocab_size=8000),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -96,20 +143,34 @@ def test_values_in_markdown_and_json(runs, report):
     assert list(rows) == ["lite/model.pt", "lite/int8-tflite", "lite/pruned-int8-onnx", "base/model.pt"]
     md = (out / "report.md").read_text(encoding="utf-8")
     lite_macs = count_macs(runs["lite_cfg"])["macs"]
-    for rid, mcfg in (("lite/model.pt", runs["lite_cfg"]), ("lite/int8-tflite", runs["lite_cfg"]),
-                      ("lite/pruned-int8-onnx", runs["pruned_cfg"]), ("base/model.pt", runs["base_cfg"])):
+    for rid, mcfg in (
+        ("lite/model.pt", runs["lite_cfg"]),
+        ("lite/int8-tflite", runs["lite_cfg"]),
+        ("lite/pruned-int8-onnx", runs["pruned_cfg"]),
+        ("base/model.pt", runs["base_cfg"]),
+    ):
         assert rows[rid]["macs"] == count_macs(mcfg)["macs"]
         assert f"{rows[rid]['macs']:,}" in md
     summary = model_summary(runs["lite_cfg"])
-    assert (rows["lite/model.pt"]["params"], rows["lite/model.pt"]["params_no_embed"]) == (summary["params"], summary["params_no_embed"])
+    assert (rows["lite/model.pt"]["params"], rows["lite/model.pt"]["params_no_embed"]) == (
+        summary["params"],
+        summary["params_no_embed"],
+    )
     assert rows["lite/pruned-int8-onnx"]["macs"] < lite_macs
     # BLEU: the config's decoding (beam 4) is the headline; the int8 row only has greedy
     assert rows["lite/model.pt"]["bleu"]["bleu"] == 16.23 and rows["lite/model.pt"]["bleu"]["signature"] == SIG
     assert rows["lite/model.pt"]["bleu"]["key"] == "test/beam4-lenpen1"
     assert rows["lite/int8-tflite"]["bleu"]["bleu"] == 15.9 and rows["lite/int8-tflite"]["bleu"]["signature"] is None
     assert rows["base/model.pt"]["bleu"]["bleu"] == 14.5
-    for text in ("16.23", "15.87", "15.90", "14.50", "docs-en-de test, 1,245 sentences, beam4-lenpen1",
-                 SIG.replace("|", "\\|"), "signature not recorded"):
+    for text in (
+        "16.23",
+        "15.87",
+        "15.90",
+        "14.50",
+        "docs-en-de test, 1,245 sentences, beam4-lenpen1",
+        SIG.replace("|", "\\|"),
+        "signature not recorded",
+    ):
         assert text in md
     # sizes: model.pt and files on disk; the ONNX row adds its .data sidecar
     assert rows["lite/model.pt"]["size_bytes"] == (runs["lite"] / "model.pt").stat().st_size
@@ -131,13 +192,13 @@ def test_missing_values_are_not_measured(report):
     assert int8["budget"]["max_latency_ms"]["status"] == "unknown"
     assert base["size_bytes"] is None and base["budget"]["max_size_mb"]["status"] == "unknown"
     md = (out / "report.md").read_text(encoding="utf-8")
-    line = next(l for l in md.splitlines() if l.startswith("| lite | lsra | int8-tflite |"))
+    line = next(row for row in md.splitlines() if row.startswith("| lite | lsra | int8-tflite |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    head = next(l for l in md.splitlines() if l.startswith("| run | family |"))
+    head = next(row for row in md.splitlines() if row.startswith("| run | family |"))
     names = [c.strip() for c in head.strip("|").split("|")]
     assert cells[names.index("latency host-x86 (ms)")] == "not measured"
     assert cells[names.index("latency pixel7-cpu (ms)")] == "not measured"
-    base_line = next(l for l in md.splitlines() if l.startswith("| base | transformer | model.pt |"))
+    base_line = next(row for row in md.splitlines() if row.startswith("| base | transformer | model.pt |"))
     assert [c.strip() for c in base_line.strip("|").split("|")][names.index("size on disk")] == "not measured"
 
 
@@ -181,7 +242,9 @@ def test_plots_and_html(report):
     assert page.startswith("<!DOCTYPE html>") and "<table>" in page and "<th>BLEU</th>" in page
     assert "16.23" in page and SIG in page and 'src="bleu_vs_macs.png"' in page and 'class="FAIL"' in page
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]  # nothing half-written left behind
-    assert sorted(rep["files"]) == sorted(["report.md", "report.html", "report.json", "bleu_vs_macs.png", "macs_per_layer.png"])
+    assert sorted(rep["files"]) == sorted(
+        ["report.md", "report.html", "report.json", "bleu_vs_macs.png", "macs_per_layer.png"]
+    )
 
 
 def test_default_out_dir_is_first_run(runs, tmp_path):
@@ -199,11 +262,13 @@ def test_errors_name_the_file(runs, tmp_path):
         collect_run(empty)
     bad = tmp_path / "bad"
     shutil.copytree(runs["base"], bad)
-    (bad / "results.json").write_text("{\"test/greedy\": ", encoding="utf-8")
+    (bad / "results.json").write_text('{"test/greedy": ', encoding="utf-8")
     with pytest.raises(ValueError, match=r"results\.json: not valid JSON"):
         collect_run(bad)
     (bad / "results.json").write_text("{}", encoding="utf-8")
-    _write_json([{"name": "x", "path": "x.tflite", "format": "tflite", "precision": "int8", "latency": {}}],
-                bad / "artifacts.json")
+    _write_json(
+        [{"name": "x", "path": "x.tflite", "format": "tflite", "precision": "int8", "latency": {}}],
+        bad / "artifacts.json",
+    )
     with pytest.raises(ValueError, match=r"artifacts\.json: artifact 0: unknown key\(s\) latency"):
         collect_run(bad)

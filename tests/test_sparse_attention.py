@@ -1,14 +1,14 @@
 """Sparse attention: the block kernel computes exactly what the pattern's definition allows."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_model as sparse_model
 
 from lite.sparse.block_attention import block_sparse_attention
 from lite.sparse.patterns import HeadPattern, compile_layout, reference_mask
-
-from conftest import tiny_model as sparse_model
 
 
 def dense_reference(q, k, v, masks: np.ndarray, key_padding_mask=None, fill=-1e4):
@@ -26,10 +26,14 @@ PATTERNS = {
     "dilated": [HeadPattern(kind="local", window=4, dilation=2)] * 2,
     "random-blocks": [HeadPattern(kind="local", window=8, random_blocks=2, seed=3)] * 2,
     "no-diagonal": [HeadPattern(kind="local", window=8, diagonal=False, global_tokens=[2])] * 2,
-    "blocks": [HeadPattern(kind="blocks", block=4, blocks=[[0], [0, 1], [1, 2, 5], [3], [0, 4], [2, 5, 6]]),
-               HeadPattern(kind="blocks", block=4, blocks=[[1], [1], [2, 3], [3, 4], [4], [5, 9], [6]])],
-    "mixed-heads": [HeadPattern(kind="local", window=8, global_tokens=[1]),
-                    HeadPattern(kind="local", window=4, dilation=2, random_blocks=1, block=4)],
+    "blocks": [
+        HeadPattern(kind="blocks", block=4, blocks=[[0], [0, 1], [1, 2, 5], [3], [0, 4], [2, 5, 6]]),
+        HeadPattern(kind="blocks", block=4, blocks=[[1], [1], [2, 3], [3, 4], [4], [5, 9], [6]]),
+    ],
+    "mixed-heads": [
+        HeadPattern(kind="local", window=8, global_tokens=[1]),
+        HeadPattern(kind="local", window=4, dilation=2, random_blocks=1, block=4),
+    ],
 }
 
 
@@ -41,7 +45,7 @@ def test_block_kernel_equals_masked_dense(name, causal, n):
     gen = torch.Generator().manual_seed(n)
     q, k, v = (torch.randn(2, len(heads), n, 16, generator=gen) for _ in range(3))
     pad = torch.zeros(2, n, dtype=torch.bool)
-    pad[1, n - 6:] = True  # the second sequence is shorter
+    pad[1, n - 6 :] = True  # the second sequence is shorter
     masks = np.stack([reference_mask(h, n, causal) for h in heads])
     layout = compile_layout(heads, n, causal)
     for key_padding_mask in (None, pad):
@@ -70,15 +74,22 @@ def test_reference_mask_definitions():
 
 
 SPARSE_MODELS = {
-    "lsra-local+global": dict(arch="lsra", encoder_patterns=[[HeadPattern(kind="local", window=4, global_tokens=[0])]],
-                              decoder_patterns=[[HeadPattern(kind="local", window=4, random_blocks=1, seed=1)]]),
-    "transformer-mixed": dict(arch="transformer",
-                              encoder_patterns=[[HeadPattern(kind="local", window=4, dilation=2, diagonal=False),
-                                                 HeadPattern()]],  # a dense head: masked dense core
-                              decoder_patterns=[[HeadPattern(kind="local", window=6)],
-                                                [HeadPattern(kind="blocks", block=2, blocks=[[0], [0, 1], [1, 2], [0, 3]])]]),
+    "lsra-local+global": dict(
+        arch="lsra",
+        encoder_patterns=[[HeadPattern(kind="local", window=4, global_tokens=[0])]],
+        decoder_patterns=[[HeadPattern(kind="local", window=4, random_blocks=1, seed=1)]],
+    ),
+    "transformer-mixed": dict(
+        arch="transformer",
+        encoder_patterns=[
+            [HeadPattern(kind="local", window=4, dilation=2, diagonal=False), HeadPattern()]
+        ],  # a dense head: masked dense core
+        decoder_patterns=[
+            [HeadPattern(kind="local", window=6)],
+            [HeadPattern(kind="blocks", block=2, blocks=[[0], [0, 1], [1, 2], [0, 3]])],
+        ],
+    ),
 }
-
 
 
 @pytest.mark.parametrize("name", list(SPARSE_MODELS))
@@ -91,7 +102,7 @@ def test_sparse_model_decodes_incrementally_like_the_full_pass(name):
     full = model(src, prev)
     memory, pad = model.encode(src)
     cache: dict = {}
-    steps = torch.cat([model.decode(prev[:, i:i + 1], memory, pad, cache) for i in range(prev.shape[1])], dim=1)
+    steps = torch.cat([model.decode(prev[:, i : i + 1], memory, pad, cache) for i in range(prev.shape[1])], dim=1)
     assert (full - steps).abs().max().item() < 1e-5
 
 
@@ -114,8 +125,9 @@ def test_patterns_in_yaml_config(tmp_path):
     from lite.config import ConfigError, load_config
 
     path = tmp_path / "c.yaml"
-    path.write_text("model:\n  attention_heads: 4\n  encoder_patterns:\n"
-                    "    - [{kind: local, window: 16, global_tokens: [0]}]\n")
+    path.write_text(
+        "model:\n  attention_heads: 4\n  encoder_patterns:\n    - [{kind: local, window: 16, global_tokens: [0]}]\n"
+    )
     cfg = load_config(path)
     shape = cfg.model.layer_shape("encoder", 2)
     assert [p.window for p in shape.patterns] == [16] * 4 and shape.patterns[0].global_tokens == [0]
@@ -126,7 +138,9 @@ def test_patterns_in_yaml_config(tmp_path):
     path.write_text("model:\n  encoder_patterns:\n    - [{kind: local, widow: 8}]\n")
     with pytest.raises(ConfigError, match=r"model.encoder_patterns\[0\]\[0\]: unknown key\(s\) widow"):
         load_config(path)
-    path.write_text("model:\n  attention_heads: 4\n  encoder_patterns:\n    - [{kind: local, window: 8}, {kind: dense}]\n")
+    path.write_text(
+        "model:\n  attention_heads: 4\n  encoder_patterns:\n    - [{kind: local, window: 8}, {kind: dense}]\n"
+    )
     with pytest.raises(ConfigError, match=r"encoder_patterns\[0\] must have 1 or 4 head patterns"):
         load_config(path)
 
@@ -151,8 +165,9 @@ def test_sparse_encoder_macs_grow_linearly():
     from eval.macs import count_macs
     from lite.config import ModelConfig
 
-    cfg = ModelConfig(vocab_size=100, max_positions=4096,
-                      encoder_patterns=[[HeadPattern(kind="local", window=32, global_tokens=[0])]])
+    cfg = ModelConfig(
+        vocab_size=100, max_positions=4096, encoder_patterns=[[HeadPattern(kind="local", window=32, global_tokens=[0])]]
+    )
     scores = [count_macs(cfg, n, 30)["layers"][0]["attn_scores"] for n in (512, 1024, 2048)]
     assert scores[1] - scores[0] == (scores[2] - scores[1]) // 2  # linear in n (a constant per token)
     dense = ModelConfig(vocab_size=100, max_positions=4096)
@@ -162,8 +177,10 @@ def test_sparse_encoder_macs_grow_linearly():
 def test_representatives_equal_a_direct_computation():
     """ERNIE-Sparse window summaries: every query of a representatives head also sees, per block, the
     mean key/value of the block's real tokens; global query rows do not. Written out naively here."""
-    heads = [HeadPattern(kind="local", window=8, global_tokens=[3], representatives=True),
-             HeadPattern(kind="local", window=8)]
+    heads = [
+        HeadPattern(kind="local", window=8, global_tokens=[3], representatives=True),
+        HeadPattern(kind="local", window=8),
+    ]
     n, d, b = 37, 16, 4
     gen = torch.Generator().manual_seed(4)
     q, k, v = (torch.randn(2, 2, n, d, generator=gen) for _ in range(3))

@@ -1,5 +1,6 @@
 """A local + global attention layer (one head with ERNIE-Sparse representatives) exports to TFLite and
 ONNX without any n x n tensor, and matches PyTorch."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,9 @@ class AttentionLayer(torch.nn.Module):
 def layer_and_input():
     torch.manual_seed(0)
     local = HeadPattern(kind="local", window=128, global_tokens=[0, 1])
-    layer = AttentionLayer([HeadPattern(kind="local", window=128, global_tokens=[0, 1], representatives=True)]
-                           + [local] * (HEADS - 1)).eval()
+    layer = AttentionLayer(
+        [HeadPattern(kind="local", window=128, global_tokens=[0, 1], representatives=True)] + [local] * (HEADS - 1)
+    ).eval()
     return layer, torch.randn(1, N, D)
 
 
@@ -59,12 +61,15 @@ def test_onnx_graph_has_no_n_by_n_tensor(layer_and_input, tmp_path: Path):
 
     layer, x = layer_and_input
     path = tmp_path / "layer.onnx"
-    torch.onnx.export(layer, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=True,
-                      external_data=False)
+    torch.onnx.export(layer, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=True, external_data=False)
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     sizes = []
     for value in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.initializer):
-        dims = value.dims if isinstance(value, onnx.TensorProto) else [d.dim_value for d in value.type.tensor_type.shape.dim]
+        dims = (
+            value.dims
+            if isinstance(value, onnx.TensorProto)
+            else [d.dim_value for d in value.type.tensor_type.shape.dim]
+        )
         sizes.append(int(np.prod(dims)) if dims else 1)
     assert len(sizes) > 50 and max(sizes) < N * N / 2
     out = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
@@ -83,5 +88,6 @@ def test_export_refuses_what_its_graphs_would_not_reproduce():
         _check_sparse_support(ModelConfig(encoder_patterns=local), ["tflite", "onnx"], Path("run/config.yaml"))
     _check_sparse_support(ModelConfig(encoder_patterns=local), ["tflite"], Path("run/config.yaml"))
     with pytest.raises(ExportError, match="still has learned attention patterns"):
-        _check_sparse_support(ModelConfig(encoder_patterns=[[HeadPattern(kind="dam", block=8)]]), ["tflite"],
-                              Path("run/config.yaml"))
+        _check_sparse_support(
+            ModelConfig(encoder_patterns=[[HeadPattern(kind="dam", block=8)]]), ["tflite"], Path("run/config.yaml")
+        )

@@ -1,16 +1,16 @@
 """Learned attention patterns (DAM, learned neighbour degree) and SAR: they train, they binarise into
 fixed patterns that compute exactly what the learned heads computed at eval, and SAR measures only
 the topology."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_model
 
 from lite.sparse.learned import DAM_LOGIT_SCALE, LearnedCore, binarise, kept_share, learned_cores, sparsity_loss
 from lite.sparse.patterns import HeadPattern
 from lite.sparse.sar import dense_topology, sar_term, symmetric_kl
-
-from conftest import tiny_model
 
 DAM = HeadPattern(kind="dam", block=4, penalty=1.0)
 DEGREE = HeadPattern(kind="degree", window=6, penalty=1.0)
@@ -19,7 +19,7 @@ DEGREE = HeadPattern(kind="degree", window=6, penalty=1.0)
 def batch(seed: int = 1, src_len: int = 23, tgt_len: int = 17):
     g = torch.Generator().manual_seed(seed)
     src = torch.randint(4, 60, (3, src_len), generator=g)
-    src[0, src_len - 5:] = 0  # a padded source
+    src[0, src_len - 5 :] = 0  # a padded source
     return src, torch.randint(4, 60, (3, tgt_len), generator=g)
 
 
@@ -30,7 +30,7 @@ def scramble(model) -> None:
         for logits in core.dam_logits:  # logits ~ N(0, 2^2)
             logits.data = torch.randn(logits.shape, generator=g) * 2 / DAM_LOGIT_SCALE
         if core.radius is not None:  # radii 1.4 and 2.6 tokens
-            core.radius.data = torch.tensor([1.4, 2.6])[:len(core.radius)] / core.radius_scale
+            core.radius.data = torch.tensor([1.4, 2.6])[: len(core.radius)] / core.radius_scale
 
 
 @pytest.mark.parametrize("arch", ["lsra", "transformer"])
@@ -116,14 +116,18 @@ def test_learned_patterns_in_yaml_config(tmp_path):
     from lite.config import ConfigError, load_config
 
     path = tmp_path / "c.yaml"
-    path.write_text("model:\n  encoder_patterns:\n    - [{kind: dam, block: 16, penalty: 0.1}]\n"
-                    "  decoder_patterns:\n    - [{kind: degree, window: 32, penalty: 0.1}]\ntrain:\n  sar_weight: 0.5\n")
+    path.write_text(
+        "model:\n  encoder_patterns:\n    - [{kind: dam, block: 16, penalty: 0.1}]\n"
+        "  decoder_patterns:\n    - [{kind: degree, window: 32, penalty: 0.1}]\ntrain:\n  sar_weight: 0.5\n"
+    )
     cfg = load_config(path)
     assert cfg.train.sar_weight == 0.5 and cfg.model.layer_shape("encoder", 0).patterns[0].kind == "dam"
-    for body, message in (("[{kind: dam}]", r"encoder_patterns\[0\]\[0\].block must be >= 1 for a dam pattern"),
-                          ("[{kind: degree, window: 1}]", r"\.window must be >= 2 for a degree pattern"),
-                          ("[{kind: dam, block: 4, global_tokens: [0]}]", r"a dam head takes no global_tokens"),
-                          ("[{kind: degree, window: 8, temperature: 0}]", r"temperature > 0")):
+    for body, message in (
+        ("[{kind: dam}]", r"encoder_patterns\[0\]\[0\].block must be >= 1 for a dam pattern"),
+        ("[{kind: degree, window: 1}]", r"\.window must be >= 2 for a degree pattern"),
+        ("[{kind: dam, block: 4, global_tokens: [0]}]", r"a dam head takes no global_tokens"),
+        ("[{kind: degree, window: 8, temperature: 0}]", r"temperature > 0"),
+    ):
         path.write_text(f"model:\n  encoder_patterns:\n    - {body}\n")
         with pytest.raises(ConfigError, match=message):
             load_config(path)
@@ -131,10 +135,10 @@ def test_learned_patterns_in_yaml_config(tmp_path):
 
 def test_training_ships_the_binarised_model(tmp_path, small_corpus, small_tokenizer):
     """lite train with learned heads and SAR: model.pt holds fixed patterns, the summary their shares."""
+    from test_train import prepared_run
+
     from lite.checkpoint import load_model
     from lite.train import train
-
-    from test_train import prepared_run
 
     paths, cfg = prepared_run(tmp_path, "learned", small_corpus, small_tokenizer, max_steps=6, sar_weight=0.5)
     cfg.model.encoder_patterns = [[HeadPattern(kind="dam", block=8, penalty=0.5)]]

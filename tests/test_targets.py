@@ -4,6 +4,7 @@ Everything runs for real: Debian's arm64 python3, the aarch64 wheels, qemu-aarch
 the instruction-count plugin built with gcc, and an sshd on a loopback port whose Python is the
 emulated one.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -16,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, lite
+
 from eval.bleu import score
 from eval.targets.plugin import read_marks
 from eval.targets.qemu import QemuTarget
@@ -26,8 +27,10 @@ from eval.targets.target import stage_runtime
 from lite.config import load_config
 from lite.data.corpus import load_pairs
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-aarch64") is None and not os.environ.get("CI"),
-                                reason="qemu-user not installed (make setup installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("qemu-aarch64") is None and not os.environ.get("CI"),
+    reason="qemu-user not installed (make setup installs it)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +68,24 @@ def test_wrong_core_and_missing_model_are_one_line_errors(exported, tmp_path):
 
 
 def _count(target: QemuTarget, folder: Path, stage: Path, marks: Path) -> dict:
-    proc = target.popen(["-m", "export.on_device", "protocol", "--model", str(folder), "--ids", "5,9,14,22,31,2",
-                         "--runs", "2", "--marks", "--steps", "10"], stage, marks)
+    proc = target.popen(
+        [
+            "-m",
+            "export.on_device",
+            "protocol",
+            "--model",
+            str(folder),
+            "--ids",
+            "5,9,14,22,31,2",
+            "--runs",
+            "2",
+            "--marks",
+            "--steps",
+            "10",
+        ],
+        stage,
+        marks,
+    )
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     assert json.loads(out)["machine"] == "aarch64"
@@ -88,8 +107,17 @@ def test_instruction_counts_are_deterministic(a72, exported, tmp_path):
 
 
 def test_emulated_evaluation_scores_the_targets_own_outputs(exported, tmp_path):
-    done = lite("evaluate", str(exported), "--target", "qemu:cortex-a72", "--artifact", "tflite-int8",
-                "--limit", "12", "--quiet")
+    done = lite(
+        "evaluate",
+        str(exported),
+        "--target",
+        "qemu:cortex-a72",
+        "--artifact",
+        "tflite-int8",
+        "--limit",
+        "12",
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr.decode()
     record = json.loads((exported / "targets" / "qemu-cortex-a72" / "tflite-int8.json").read_text())
     hyps = (exported / "targets" / "qemu-cortex-a72" / "tflite-int8.test.greedy.hyp").read_text().splitlines()
@@ -108,8 +136,17 @@ def test_emulated_evaluation_scores_the_targets_own_outputs(exported, tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "instructions qemu:cortex-a72" in report and f"{i['sentence']:,}" in report
     assert "qemu:cortex-a72" not in row.get("latency_ms", {})  # emulated wall time is never reported as latency
-    again = lite("evaluate", str(exported), "--target", "qemu:cortex-a72", "--artifact", "tflite-int8",
-                 "--limit", "12", "--quiet")
+    again = lite(
+        "evaluate",
+        str(exported),
+        "--target",
+        "qemu:cortex-a72",
+        "--artifact",
+        "tflite-int8",
+        "--limit",
+        "12",
+        "--quiet",
+    )
     assert again.returncode == 0 and "(cached)" in again.stdout.decode()
 
 
@@ -137,7 +174,8 @@ def sshd(tmp_path):
     (tmp_path / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp_path / 'host'}\nPidFile {tmp_path / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
-        "PermitRootLogin prohibit-password\nKbdInteractiveAuthentication no\n")
+        "PermitRootLogin prohibit-password\nKbdInteractiveAuthentication no\n"
+    )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
     server = subprocess.Popen([sshd, "-D", "-e", "-f", str(tmp_path / "sshd_config")], stderr=subprocess.PIPE)
@@ -156,9 +194,9 @@ def loopback_sshd(sshd, tmp_path, a72):
     """The sshd, with an aarch64 python3 wrapper as the board's Python."""
     board = tmp_path / "python3-aarch64"
     cmd, env = a72.command([], tmp_path)  # the emulated interpreter, as the board's own Python
-    board.write_text("#!/bin/sh\n"
-                     f"export PYTHONPATH=\"$PYTHONPATH:{a72.sysroot.wheels}\" PYTHONHASHSEED=0\n"
-                     f"exec {' '.join(cmd)} \"$@\"\n")
+    board.write_text(
+        f'#!/bin/sh\nexport PYTHONPATH="$PYTHONPATH:{a72.sysroot.wheels}" PYTHONHASHSEED=0\nexec {" ".join(cmd)} "$@"\n'
+    )
     board.chmod(0o755)
     return sshd | {"python": str(board)}
 
@@ -166,9 +204,25 @@ def loopback_sshd(sshd, tmp_path, a72):
 def test_ssh_target_end_to_end_on_loopback(exported, loopback_sshd):
     d = loopback_sshd
     spec = f"ssh://{getpass.getuser()}@127.0.0.1:{d['port']}"
-    done = lite("evaluate", str(exported), "--target", spec, "--artifact", "tflite-int8", "--limit", "6",
-                "--repeats", "3", "--remote-python", d["python"], "--ssh-option", f"IdentityFile={d['key']}",
-                "--ssh-option", f"UserKnownHostsFile={d['known_hosts']}", "--quiet")
+    done = lite(
+        "evaluate",
+        str(exported),
+        "--target",
+        spec,
+        "--artifact",
+        "tflite-int8",
+        "--limit",
+        "6",
+        "--repeats",
+        "3",
+        "--remote-python",
+        d["python"],
+        "--ssh-option",
+        f"IdentityFile={d['key']}",
+        "--ssh-option",
+        f"UserKnownHostsFile={d['known_hosts']}",
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr.decode()
     slug = spec.replace("://", "-").replace(":", "-")
     record = json.loads((exported / "targets" / slug / "tflite-int8.json").read_text())
@@ -181,8 +235,16 @@ def test_ssh_target_end_to_end_on_loopback(exported, loopback_sshd):
 
 
 def test_unreachable_ssh_board_is_a_clear_error(exported):
-    done = lite("evaluate", str(exported), "--target", f"ssh://nobody@127.0.0.1:{_free_port()}",
-                "--artifact", "tflite-int8", "--ssh-option", "ConnectTimeout=3")
+    done = lite(
+        "evaluate",
+        str(exported),
+        "--target",
+        f"ssh://nobody@127.0.0.1:{_free_port()}",
+        "--artifact",
+        "tflite-int8",
+        "--ssh-option",
+        "ConnectTimeout=3",
+    )
     err = done.stderr.decode()
     assert done.returncode == 2 and "cannot run python3" in err and len(err.strip().splitlines()) == 1
 
@@ -192,14 +254,27 @@ def test_unknown_host_key_is_refused(exported, sshd, tmp_path):
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     spec = f"ssh://{getpass.getuser()}@127.0.0.1:{sshd['port']}"
-    done = lite("evaluate", str(exported), "--target", spec, "--artifact", "tflite-int8",
-                "--ssh-option", f"IdentityFile={sshd['key']}", "--ssh-option", f"UserKnownHostsFile={empty}",
-                "--ssh-option", "GlobalKnownHostsFile=/dev/null")
+    done = lite(
+        "evaluate",
+        str(exported),
+        "--target",
+        spec,
+        "--artifact",
+        "tflite-int8",
+        "--ssh-option",
+        f"IdentityFile={sshd['key']}",
+        "--ssh-option",
+        f"UserKnownHostsFile={empty}",
+        "--ssh-option",
+        "GlobalKnownHostsFile=/dev/null",
+    )
     err = done.stderr.decode().splitlines()
     assert done.returncode == 2 and empty.read_text() == ""  # nothing was added either
-    assert err == [f"lite evaluate: error: {spec}: refused: the host key of [127.0.0.1]:{sshd['port']} is not in "
-                   f"known_hosts; check its fingerprint and add it (ssh-keyscan -p {sshd['port']} 127.0.0.1 >> "
-                   "~/.ssh/known_hosts), or name a file holding it with --ssh-option UserKnownHostsFile=FILE"]
+    assert err == [
+        f"lite evaluate: error: {spec}: refused: the host key of [127.0.0.1]:{sshd['port']} is not in "
+        f"known_hosts; check its fingerprint and add it (ssh-keyscan -p {sshd['port']} 127.0.0.1 >> "
+        "~/.ssh/known_hosts), or name a file holding it with --ssh-option UserKnownHostsFile=FILE"
+    ]
 
 
 def test_a_stalled_board_times_out_with_one_line(tmp_path):
@@ -220,7 +295,10 @@ def test_a_stalled_board_times_out_with_one_line(tmp_path):
         with pytest.raises(TargetError) as job:
             _job(target, ["-m", "export.runtime", "--model", "models/x"], tmp_path, "translation")
         assert time.monotonic() - started < 20
-    assert str(probe.value) == (f"{spec}: the connection check did not finish within 2 s (timeout); "
-                                "is the board up and reachable?")
-    assert str(job.value) == (f"{spec}: the job `python3 -m export.runtime` did not finish within 2 s (timeout); "
-                              "is the board up and reachable?")
+    assert str(probe.value) == (
+        f"{spec}: the connection check did not finish within 2 s (timeout); is the board up and reachable?"
+    )
+    assert str(job.value) == (
+        f"{spec}: the job `python3 -m export.runtime` did not finish within 2 s (timeout); "
+        "is the board up and reachable?"
+    )

@@ -1,4 +1,5 @@
 """Training: exact resume, loss goes down on real pairs, checkpoints are plain data."""
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_config(path: Path, corpus: Path, **train_overrides) -> Path:
-    train = {"threads": 1, "max_tokens": 600, "lr": 0.003, "warmup_steps": 4, "max_steps": 10,
-             "validate_every": 5, "checkpoint_every": 4, "average_last": 2, **train_overrides}
+    train = {
+        "threads": 1,
+        "max_tokens": 600,
+        "lr": 0.003,
+        "warmup_steps": 4,
+        "max_steps": 10,
+        "validate_every": 5,
+        "checkpoint_every": 4,
+        "average_last": 2,
+        **train_overrides,
+    }
     lines = "\n".join(f"  {k}: {v}" for k, v in train.items())
-    path.write_text(f"""name: tiny
+    path.write_text(
+        f"""name: tiny
 data:
   corpus: {corpus}
 tokenizer:
@@ -45,7 +56,9 @@ model:
   weight_dropout: 0.1
 train:
 {lines}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -84,19 +97,27 @@ def signal_at(event: str, step: int, signum: int, times: int = 1):
             fired.append(True)
             for _ in range(times):
                 os.kill(os.getpid(), signum)
+
     return hook
 
 
 # (where, step, Ctrl-C presses, the step last.pt holds afterwards): one press finishes the step (or the next
 # one, when it comes after the stop check, as in a checkpoint write) and saves
 # it; a second press stops at once and leaves the last checkpoint (step 4).
-SIGINT_POINTS = [("micro_batch", 6, 1, 6), ("optimizer_step", 6, 1, 6), ("validation", 5, 1, 5),
-                 ("checkpoint", 8, 1, 9), ("optimizer_step", 6, 2, 4), ("micro_batch", 7, 2, 4)]
+SIGINT_POINTS = [
+    ("micro_batch", 6, 1, 6),
+    ("optimizer_step", 6, 1, 6),
+    ("validation", 5, 1, 5),
+    ("checkpoint", 8, 1, 9),
+    ("optimizer_step", 6, 2, 4),
+    ("micro_batch", 7, 2, 4),
+]
 
 
 @pytest.mark.parametrize("event,step,presses,saved", SIGINT_POINTS)
-def test_resume_after_sigint_is_exact(tmp_path, small_corpus, small_tokenizer, uninterrupted,
-                                      event, step, presses, saved):
+def test_resume_after_sigint_is_exact(
+    tmp_path, small_corpus, small_tokenizer, uninterrupted, event, step, presses, saved
+):
     paths, cfg = prepared_run(tmp_path, "run", small_corpus, small_tokenizer, update_freq=2)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, paths, progress=False, on_event=signal_at(event, step, signal.SIGINT, presses))
@@ -125,14 +146,20 @@ train(load_config(Path(sys.argv[1]) / "config.yaml"), RunPaths(Path(sys.argv[1])
 """
 
 
-@pytest.mark.parametrize("event,step", [("micro_batch", 6), ("optimizer_step", 7), ("validation", 10),
-                                        ("checkpoint", 8)])
+@pytest.mark.parametrize(
+    "event,step", [("micro_batch", 6), ("optimizer_step", 7), ("validation", 10), ("checkpoint", 8)]
+)
 def test_resume_after_sigkill_is_exact(tmp_path, small_corpus, small_tokenizer, uninterrupted, event, step):
     """SIGKILL (nothing saved) mid-accumulation, mid-step, during the last validation, and between the
     step checkpoint and last.pt: --resume replays from the last checkpoint to the same weights."""
     paths, cfg = prepared_run(tmp_path, "run", small_corpus, small_tokenizer, update_freq=2)
-    done = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(paths.root), event, str(step)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(paths.root), event, str(step)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert not paths.model.exists()
     summary = train(cfg, paths, resume=True, progress=False)
@@ -157,8 +184,13 @@ def test_same_config_gives_identical_bytes(tmp_path, small_corpus):
         cfg_file = write_config(tmp_path / f"{name}.yaml", small_corpus, threads=2, max_steps=6)
         paths, cfg = open_run(tmp_path / name, cfg_file)
         pairs, _ = load_pairs(cfg.data, "train")
-        train_tokenizer([s for p in pairs for s in p], cfg.tokenizer, paths.tokenizer.with_suffix(""),
-                        cfg.train.seed, cfg.train.threads)
+        train_tokenizer(
+            [s for p in pairs for s in p],
+            cfg.tokenizer,
+            paths.tokenizer.with_suffix(""),
+            cfg.train.seed,
+            cfg.train.threads,
+        )
         train(cfg, paths, progress=False)
         digests.append((sha256_file(paths.tokenizer), sha256_file(paths.model)))
     assert digests[0] == digests[1]
@@ -186,9 +218,18 @@ def test_loss_goes_down_and_summary_is_written(tmp_path, small_corpus, small_tok
     assert summary["final_valid_loss"] <= min(valid) + 1e-6  # the shipped weights are the best candidate
     info = summary["train_pairs"]
     assert info["read"] == 800 and info["used"] + info["dropped_too_long"] == 800
-    assert sorted(p.name for p in paths.checkpoints.glob("step_*.pt")) == [
-        "step_000008.pt", "step_000012.pt", "step_000016.pt", "step_000020.pt", "step_000024.pt", "step_000028.pt",
-        "step_000030.pt"][-5:]
+    assert (
+        sorted(p.name for p in paths.checkpoints.glob("step_*.pt"))
+        == [
+            "step_000008.pt",
+            "step_000012.pt",
+            "step_000016.pt",
+            "step_000020.pt",
+            "step_000024.pt",
+            "step_000028.pt",
+            "step_000030.pt",
+        ][-5:]
+    )
 
 
 def test_learning_rate_schedules():
@@ -204,7 +245,16 @@ def test_learning_rate_schedules():
 def test_early_stopping_on_validation_loss(tmp_path, small_corpus, small_tokenizer):
     """With a learning rate too small to move the loss, the second validation does not improve
     on the first, and patience 1 stops the run there."""
-    paths, cfg = prepared_run(tmp_path, "stuck", small_corpus, small_tokenizer, lr=1e-12, warmup_init_lr=1e-12,
-                              max_steps=50, validate_every=3, patience=1)
+    paths, cfg = prepared_run(
+        tmp_path,
+        "stuck",
+        small_corpus,
+        small_tokenizer,
+        lr=1e-12,
+        warmup_init_lr=1e-12,
+        max_steps=50,
+        validate_every=3,
+        patience=1,
+    )
     summary = train(cfg, paths, progress=False)
     assert summary["stop_reason"] == "early_stopping" and summary["steps"] == 6

@@ -13,6 +13,7 @@ Written to RUN/targets/<target>/<artifact>.json (+ the target's hypotheses) and 
 "targets" -> <target> in that artifact's row of RUN/artifacts.json, where `lite report` reads it.
 A record made from the same manifest with the same settings is reused, so an interrupted matrix resumes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,12 +52,18 @@ def protocol_source(paths: RunPaths, pairs: list[tuple[str, str]], tokenizer_pat
         for i, (src, _) in enumerate(pairs):
             pieces = sp.encode(src)
             if len(pieces) + 1 == SRC_LEN or (cut and len(pieces) + 1 > SRC_LEN):
-                return {"index": i, "text": src, "ids": pieces[:SRC_LEN - 1] + [eos], "truncated": cut}
+                return {"index": i, "text": src, "ids": pieces[: SRC_LEN - 1] + [eos], "truncated": cut}
     raise ValueError(f"{paths.root}: no test sentence has {SRC_LEN} tokens for the instruction-count protocol")
 
 
-def _job(target: Target, args: list[str], stage: Path, what: str, marks: Path | None = None,
-         on_line: Callable[[str], None] | None = None) -> str:
+def _job(
+    target: Target,
+    args: list[str],
+    stage: Path,
+    what: str,
+    marks: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> str:
     """Run `python ARGS` on the target; stdout (streamed to on_line, if given) or TargetRunError."""
     proc = target.popen(args, stage, marks)
     out: list[str] = []
@@ -111,9 +118,18 @@ def select_artifacts(paths: RunPaths, names: list[str] | None) -> list[dict]:
     return chosen
 
 
-def evaluate_on_target(cfg: RunConfig, paths: RunPaths, target: Target, names: list[str] | None = None,
-                       split: str = "test", limit: int | None = None, reference: bool = True, repeats: int = 50,
-                       progress: bool = True, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[dict]:
+def evaluate_on_target(
+    cfg: RunConfig,
+    paths: RunPaths,
+    target: Target,
+    names: list[str] | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    reference: bool = True,
+    repeats: int = 50,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+) -> list[dict]:
     """Run each chosen artifact on `target` (see the module docstring); returns their records."""
     from tqdm import tqdm
 
@@ -126,9 +142,15 @@ def evaluate_on_target(cfg: RunConfig, paths: RunPaths, target: Target, names: l
     out_dir = paths.root.resolve() / "targets" / target.slug
     stage = _stage(out_dir, paths, rows, [s for s, _ in pairs])
     code = [ROOT / f for f in RUNTIME_FILES] + [ROOT / "eval/targets" / f for f in ("insn_count.c", "qemu.py")]
-    settings = {"split": split, "sentences": len(pairs), "limit": limit, "reference": reference,
-                "code_sha256": hashlib.sha256(b"".join(p.read_bytes() for p in code)).hexdigest()[:16],
-                "protocol_ids": source["ids"], "repeats": repeats if not target.counts_instructions else None}
+    settings = {
+        "split": split,
+        "sentences": len(pairs),
+        "limit": limit,
+        "reference": reference,
+        "code_sha256": hashlib.sha256(b"".join(p.read_bytes() for p in code)).hexdigest()[:16],
+        "protocol_ids": source["ids"],
+        "repeats": repeats if not target.counts_instructions else None,
+    }
     uploaded = False
     records = []
     for row in rows:
@@ -146,14 +168,25 @@ def evaluate_on_target(cfg: RunConfig, paths: RunPaths, target: Target, names: l
             uploaded = True
         model = f"models/{row['name']}"
         started = time.monotonic()
-        record: dict = {"target": target.name, "artifact": row["name"], "manifest_sha256": manifest_sha,
-                        "settings": settings, "protocol_source": {k: source[k] for k in ("index", "text", "truncated")}}
+        record: dict = {
+            "target": target.name,
+            "artifact": row["name"],
+            "manifest_sha256": manifest_sha,
+            "settings": settings,
+            "protocol_source": {k: source[k] for k in ("index", "text", "truncated")},
+        }
 
         # 1. translation on the target, against the host runtime on the same sentences
-        bar = tqdm(total=len(pairs), desc=f"{target.name} {row['name']}", unit="sent", disable=not progress,
-                   dynamic_ncols=True)
-        text = _job(target, ["-m", "export.runtime", "--model", model, "--file", "inputs/src.txt", "--beam", "1",
-                             "--threads", "1"], stage, "translation", on_line=lambda _: bar.update())
+        bar = tqdm(
+            total=len(pairs), desc=f"{target.name} {row['name']}", unit="sent", disable=not progress, dynamic_ncols=True
+        )
+        text = _job(
+            target,
+            ["-m", "export.runtime", "--model", model, "--file", "inputs/src.txt", "--beam", "1", "--threads", "1"],
+            stage,
+            "translation",
+            on_line=lambda _: bar.update(),
+        )
         bar.close()
         hyps = text.splitlines()
         translate_seconds = time.monotonic() - started
@@ -163,10 +196,16 @@ def evaluate_on_target(cfg: RunConfig, paths: RunPaths, target: Target, names: l
         refs = [t for _, t in pairs]
         on_target, on_host = score(hyps, refs), score(host_hyps, refs)
         same = sum(a == b for a, b in zip(hyps, host_hyps))
-        record["translation"] = {"sentences": len(pairs), "bleu": on_target["bleu"], "chrf": on_target["chrf"],
-                                 "host_bleu": on_host["bleu"], "identical_lines": same,
-                                 "agreement": round(same / max(len(pairs), 1), 4), "seconds": round(translate_seconds, 1),
-                                 "bleu_signature": on_target.get("bleu_signature")}
+        record["translation"] = {
+            "sentences": len(pairs),
+            "bleu": on_target["bleu"],
+            "chrf": on_target["chrf"],
+            "host_bleu": on_host["bleu"],
+            "identical_lines": same,
+            "agreement": round(same / max(len(pairs), 1), 4),
+            "seconds": round(translate_seconds, 1),
+            "bleu_signature": on_target.get("bleu_signature"),
+        }
         ids = ",".join(map(str, source["ids"]))
         host_tokens = run_protocol(host, source["ids"], STEPS)
 
@@ -174,39 +213,79 @@ def evaluate_on_target(cfg: RunConfig, paths: RunPaths, target: Target, names: l
         if target.counts_instructions:
             marks = out_dir / f"{row['name']}.marks"
             begun = time.monotonic()
-            result = json.loads(_job(target, ["-m", "export.on_device", "protocol", "--model", model, "--ids", ids,
-                                              "--runs", "2", "--marks"], stage, "instruction count", marks=marks))
+            result = json.loads(
+                _job(
+                    target,
+                    ["-m", "export.on_device", "protocol", "--model", model, "--ids", ids, "--runs", "2", "--marks"],
+                    stage,
+                    "instruction count",
+                    marks=marks,
+                )
+            )
             counts = read_marks(marks, 2, result["marks_per_run"])
             cold, warm = counts["runs"]
             record["instructions"] = {
-                "encoder": warm["encoder"], "step_mean": round(float(np.mean(warm["steps"]))),
-                "step_min": min(warm["steps"]), "step_max": max(warm["steps"]), "sentence": warm["sentence"],
-                "cold_sentence": cold["sentence"], "cold_encoder": cold["encoder"], "mark_cost": counts["mark_cost"],
-                "steps": len(warm["steps"]), "tokens_equal_host": result["tokens"] == host_tokens,
+                "encoder": warm["encoder"],
+                "step_mean": round(float(np.mean(warm["steps"]))),
+                "step_min": min(warm["steps"]),
+                "step_max": max(warm["steps"]),
+                "sentence": warm["sentence"],
+                "cold_sentence": cold["sentence"],
+                "cold_encoder": cold["encoder"],
+                "mark_cost": counts["mark_cost"],
+                "steps": len(warm["steps"]),
+                "tokens_equal_host": result["tokens"] == host_tokens,
                 "guest_machine": result["machine"],
-                "seconds": round(time.monotonic() - begun, 1)}
+                "seconds": round(time.monotonic() - begun, 1),
+            }
 
         # 3. reference kernels: bit-identical logits?
         if reference:
             begun = time.monotonic()
             rel = f"out/{row['name']}.reference.npy"
-            _job(target, ["-m", "export.on_device", "protocol", "--model", model, "--ids", ids, "--runs", "1",
-                          "--kernels", "reference", "--logits", rel], stage, "reference-kernel protocol")
+            _job(
+                target,
+                [
+                    "-m",
+                    "export.on_device",
+                    "protocol",
+                    "--model",
+                    model,
+                    "--ids",
+                    ids,
+                    "--runs",
+                    "1",
+                    "--kernels",
+                    "reference",
+                    "--logits",
+                    rel,
+                ],
+                stage,
+                "reference-kernel protocol",
+            )
             local = out_dir / f"{row['name']}.reference.npy"
             target.fetch(rel, stage, local)
             theirs = np.load(local)
             mine: list = []
             run_protocol(Translator(folder, num_threads=1, kernels="reference"), source["ids"], STEPS, logits=mine)
             ours = np.stack(mine)
-            record["reference"] = {"bit_identical": bool(theirs.shape == ours.shape and theirs.tobytes() == ours.tobytes()),
-                                   "max_abs_diff": float(np.abs(theirs - ours).max()) if theirs.shape == ours.shape else None,
-                                   "top1_agreement": float((theirs.argmax(-1) == ours.argmax(-1)).mean()),
-                                   "seconds": round(time.monotonic() - begun, 1)}
+            record["reference"] = {
+                "bit_identical": bool(theirs.shape == ours.shape and theirs.tobytes() == ours.tobytes()),
+                "max_abs_diff": float(np.abs(theirs - ours).max()) if theirs.shape == ours.shape else None,
+                "top1_agreement": float((theirs.argmax(-1) == ours.argmax(-1)).mean()),
+                "seconds": round(time.monotonic() - begun, 1),
+            }
 
         # 4. latency with the board's own clock (an emulator's clock measures the emulator)
         if not target.counts_instructions:
-            result = json.loads(_job(target, ["-m", "export.on_device", "latency", "--model", model, "--ids", ids,
-                                              "--repeats", str(repeats)], stage, "latency"))
+            result = json.loads(
+                _job(
+                    target,
+                    ["-m", "export.on_device", "latency", "--model", model, "--ids", ids, "--repeats", str(repeats)],
+                    stage,
+                    "latency",
+                )
+            )
             record["latency"] = {k: result[k] for k in ("median_ms", "p10_ms", "p90_ms", "min_ms", "runs", "machine")}
             record["latency"]["tokens_equal_host"] = result["tokens"] == host_tokens
 
@@ -220,9 +299,15 @@ def evaluate_on_target(cfg: RunConfig, paths: RunPaths, target: Target, names: l
 def _summarise(paths: RunPaths, name: str, target: Target, record: dict) -> None:
     """The record's headline figures into the artifact's row of RUN/artifacts.json."""
     t = record["translation"]
-    summary = {"bleu": t["bleu"], "host_bleu": t["host_bleu"], "agreement": t["agreement"], "sentences": t["sentences"],
-               "split": record["settings"]["split"], "seconds": record["seconds"],
-               "provenance": provenance(threads=1)}
+    summary = {
+        "bleu": t["bleu"],
+        "host_bleu": t["host_bleu"],
+        "agreement": t["agreement"],
+        "sentences": t["sentences"],
+        "split": record["settings"]["split"],
+        "seconds": record["seconds"],
+        "provenance": provenance(threads=1),
+    }
     if "instructions" in record:
         summary["instructions"] = {k: record["instructions"][k] for k in ("encoder", "step_mean", "sentence")}
     if "reference" in record:
@@ -234,4 +319,5 @@ def _summarise(paths: RunPaths, name: str, target: Target, record: dict) -> None
             row.setdefault("instructions", {})[target.name] = record["instructions"]["sentence"]
         if "latency" in record:
             row.setdefault("latency_ms", {})[target.name] = round(record["latency"]["median_ms"], 2)
+
     update_artifact_row(paths, name, update)

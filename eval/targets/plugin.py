@@ -4,6 +4,7 @@ The guest (export/on_device.py --marks) emits two marks back to back, then per p
 before the encoder, one after it and one after each decoder step. The plugin writes the guest's
 running instruction count at each mark, one per line, then "total N" at exit.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,11 @@ def build(cache: Path) -> Path:
     require_tools("gcc")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    done = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-fvisibility=hidden", "-Wall", "-o", str(tmp), str(SOURCE)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-O2", "-fvisibility=hidden", "-Wall", "-o", str(tmp), str(SOURCE)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise TargetSetupError(f"{SOURCE}: gcc failed: {done.stderr.strip().splitlines()[0] if done.stderr else ''}")
@@ -47,7 +51,7 @@ def read_marks(path: Path, runs: int, marks_per_run: int) -> dict:
     mark_cost = counts[1] - counts[0]  # an empty region: what one mark adds to every region
     out = []
     for r in range(runs):
-        m = counts[2 + r * marks_per_run: 2 + (r + 1) * marks_per_run]
+        m = counts[2 + r * marks_per_run : 2 + (r + 1) * marks_per_run]
         parts = [b - a - mark_cost for a, b in zip(m, m[1:])]
         out.append({"encoder": parts[0], "steps": parts[1:], "sentence": sum(parts)})
     return {"mark_cost": mark_cost, "runs": out}

@@ -5,6 +5,7 @@ the core's own /proc/cpuinfo, and optionally the instruction-count plugin. The g
 files, so upload and fetch are no-ops. Wall time here is emulation speed, not the core's speed: only
 the instruction counts are reported as a property of the core.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,17 +41,29 @@ class QemuTarget(Target):
         if self.sysroot is None:
             self.prepare()
         assert self.sysroot is not None and self.plugin is not None
-        cmd = [shutil.which("qemu-aarch64") or "qemu-aarch64", "-cpu", self.core.name,
-               "-L", str(self.sysroot.core_root(self.core))]
+        cmd = [
+            shutil.which("qemu-aarch64") or "qemu-aarch64",
+            "-cpu",
+            self.core.name,
+            "-L",
+            str(self.sysroot.core_root(self.core)),
+        ]
         if marks is not None:
             cmd += ["-plugin", f"{self.plugin},out={marks}"]
         # -S: no site module, so no host site-packages leak in (x86 wheels would fail to load);
         # -P: the working folder is not on sys.path, so files appearing there cannot change what
         # the import system lists, and with it the instruction count
         cmd += [str(self.sysroot.python), "-S", "-P", *args]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
-               "PYTHONPATH": f"{stage.resolve() / 'runtime'}:{self.sysroot.wheels}", "PYTHONDONTWRITEBYTECODE": "1",
-               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "PYTHONHASHSEED": "0",
+            "PYTHONPATH": f"{stage.resolve() / 'runtime'}:{self.sysroot.wheels}",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
         return cmd, env
 
     def popen(self, args: list[str], stage: Path, marks: Path | None = None) -> subprocess.Popen:

@@ -13,6 +13,7 @@ Timeouts: every ssh call (the check, the upload, each job, each fetch) has one (
 per instance as attributes); when it expires the ssh client is killed and the error names the target
 and the timeout. Keep-alives notice a board that vanished mid-job within about a minute.
 """
+
 from __future__ import annotations
 
 import re
@@ -63,7 +64,12 @@ class _TimedPopen(subprocess.Popen):
 
 class SshTarget(Target):
     counts_instructions = False
-    probe_timeout, upload_timeout, fetch_timeout, job_timeout = PROBE_TIMEOUT, UPLOAD_TIMEOUT, FETCH_TIMEOUT, JOB_TIMEOUT
+    probe_timeout, upload_timeout, fetch_timeout, job_timeout = (
+        PROBE_TIMEOUT,
+        UPLOAD_TIMEOUT,
+        FETCH_TIMEOUT,
+        JOB_TIMEOUT,
+    )
 
     def __init__(self, spec: str, remote_python: str = "python3", ssh_options: list[str] | None = None):
         m = _SPEC.match(spec)
@@ -83,8 +89,21 @@ class SshTarget(Target):
     def _ssh(self, remote_command: str) -> list[str]:
         # the user's options first: for each option OpenSSH keeps the first value it is given, so
         # --ssh-option StrictHostKeyChecking=accept-new (or a keep-alive) overrides the defaults after it
-        return ["ssh", "-p", self.port, *self.options, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
-                "-o", "StrictHostKeyChecking=yes", *KEEPALIVE, self.destination, remote_command]
+        return [
+            "ssh",
+            "-p",
+            self.port,
+            *self.options,
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={CONNECT_TIMEOUT}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            *KEEPALIVE,
+            self.destination,
+            remote_command,
+        ]
 
     def _timed_out(self, what: str, limit: float) -> str:
         return f"{self.name}: {what} did not finish within {limit:g} s (timeout); is the board up and reachable?"
@@ -94,18 +113,24 @@ class SshTarget(Target):
         if "Host key verification failed" in stderr:
             host = self.destination.rpartition("@")[2]
             known = host if self.port == "22" else f"[{host}]:{self.port}"
-            add = (f"add it (ssh-keyscan -p {self.port} {host} >> ~/.ssh/known_hosts), or name a file holding it "
-                   "with --ssh-option UserKnownHostsFile=FILE")
+            add = (
+                f"add it (ssh-keyscan -p {self.port} {host} >> ~/.ssh/known_hosts), or name a file holding it "
+                "with --ssh-option UserKnownHostsFile=FILE"
+            )
             if "HAS CHANGED" in stderr.upper():  # a reinstalled board, or someone in between
-                return (f"the host key of {known} differs from the one in known_hosts; check its fingerprint, "
-                        f"remove the old one (ssh-keygen -R '{known}') and {add}")
+                return (
+                    f"the host key of {known} differs from the one in known_hosts; check its fingerprint, "
+                    f"remove the old one (ssh-keygen -R '{known}') and {add}"
+                )
             return f"the host key of {known} is not in known_hosts; check its fingerprint and {add}"
         return (stderr.strip().splitlines() or ["no output"])[-1].strip()
 
     def prepare(self, log: Callable[[str], None] = lambda _: None) -> None:
         require_tools("ssh", "tar")
-        probe = (f"{shlex.quote(self.python)} -c 'import numpy, sentencepiece, platform; "
-                 f"print(platform.machine(), numpy.__version__)'")
+        probe = (
+            f"{shlex.quote(self.python)} -c 'import numpy, sentencepiece, platform; "
+            f"print(platform.machine(), numpy.__version__)'"
+        )
         try:
             done = subprocess.run(self._ssh(probe), capture_output=True, text=True, timeout=self.probe_timeout)
         except subprocess.TimeoutExpired:
@@ -113,8 +138,10 @@ class SshTarget(Target):
         if done.returncode == 255 and "Host key verification failed" in done.stderr:
             raise TargetSetupError(f"{self.name}: refused: {self._failure(done.stderr)}")
         if done.returncode != 0:
-            raise TargetSetupError(f"{self.name}: cannot run {self.python} with numpy and sentencepiece there "
-                                   f"(exit {done.returncode}: {self._failure(done.stderr)})")
+            raise TargetSetupError(
+                f"{self.name}: cannot run {self.python} with numpy and sentencepiece there "
+                f"(exit {done.returncode}: {self._failure(done.stderr)})"
+            )
         log(f"target: {self.name}: {done.stdout.strip()}")
 
     def upload(self, stage: Path) -> None:
@@ -122,8 +149,13 @@ class SshTarget(Target):
         tar = subprocess.Popen(["tar", "-ch", "-C", str(stage), *parts], stdout=subprocess.PIPE)  # -h: model symlinks
         d = shlex.quote(self.remote_dir)
         try:
-            done = subprocess.run(self._ssh(f"rm -rf {d} && mkdir -p {d}/out && tar -x -C {d}"), stdin=tar.stdout,
-                                  capture_output=True, text=True, timeout=self.upload_timeout)
+            done = subprocess.run(
+                self._ssh(f"rm -rf {d} && mkdir -p {d}/out && tar -x -C {d}"),
+                stdin=tar.stdout,
+                capture_output=True,
+                text=True,
+                timeout=self.upload_timeout,
+            )
         except subprocess.TimeoutExpired:
             tar.kill()
             tar.wait()
@@ -139,18 +171,31 @@ class SshTarget(Target):
     def popen(self, args: list[str], stage: Path, marks: Path | None = None) -> subprocess.Popen:
         if marks is not None:
             raise ValueError(f"{self.name}: instruction counts need an emulated target (qemu:<core>)")
-        command = (f"cd {shlex.quote(self.remote_dir)} && PYTHONPATH=runtime OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
-                   f"TF_CPP_MIN_LOG_LEVEL=2 exec {shlex.quote(self.python)} {shlex.join(args)}")
+        command = (
+            f"cd {shlex.quote(self.remote_dir)} && PYTHONPATH=runtime OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
+            f"TF_CPP_MIN_LOG_LEVEL=2 exec {shlex.quote(self.python)} {shlex.join(args)}"
+        )
         what = f"the job `{self.python} {' '.join(args[:2])}`"
-        return _TimedPopen(self._ssh(command), self.job_timeout, self._timed_out(what, self.job_timeout),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return _TimedPopen(
+            self._ssh(command),
+            self.job_timeout,
+            self._timed_out(what, self.job_timeout),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def fetch(self, rel: str, stage: Path, dest: Path) -> None:
         tmp = dest.with_name(f".{dest.name}.tmp")
         try:
             with open(tmp, "wb") as out:
-                done = subprocess.run(self._ssh(f"cat {shlex.quote(self.remote_dir + '/' + rel)}"), stdout=out,
-                                      stderr=subprocess.PIPE, text=False, timeout=self.fetch_timeout)
+                done = subprocess.run(
+                    self._ssh(f"cat {shlex.quote(self.remote_dir + '/' + rel)}"),
+                    stdout=out,
+                    stderr=subprocess.PIPE,
+                    text=False,
+                    timeout=self.fetch_timeout,
+                )
         except subprocess.TimeoutExpired:
             tmp.unlink(missing_ok=True)
             raise TargetSetupError(self._timed_out(f"fetching {rel}", self.fetch_timeout)) from None

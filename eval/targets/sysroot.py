@@ -11,6 +11,7 @@
 <cache> is $LITE_CACHE_DIR, else $XDG_CACHE_HOME/lite-edge, else ~/.cache/lite-edge.
 No chroot, no binfmt: qemu-aarch64 -L <cores/core> runs <sysroot>/usr/bin/python3.X directly.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -80,8 +81,9 @@ def recipe() -> dict:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            raise TargetSetupError(f"{name} is not installed on the host; the target gets the host's version "
-                                   f"(run `make setup`)") from None
+            raise TargetSetupError(
+                f"{name} is not installed on the host; the target gets the host's version (run `make setup`)"
+            ) from None
     return {"debs": DEBS, "wheels": versions, "schema": 1}
 
 
@@ -102,8 +104,13 @@ def _run(cmd: list[str], what: str, env: dict | None = None) -> str:
 
 
 def require_tools(*tools: str) -> None:
-    hints = {"qemu-aarch64": "apt-get install qemu-user", "apt-get": "a Debian/Ubuntu host",
-             "dpkg-deb": "apt-get install dpkg", "gcc": "apt-get install gcc", "ssh": "apt-get install openssh-client"}
+    hints = {
+        "qemu-aarch64": "apt-get install qemu-user",
+        "apt-get": "a Debian/Ubuntu host",
+        "dpkg-deb": "apt-get install dpkg",
+        "gcc": "apt-get install gcc",
+        "ssh": "apt-get install openssh-client",
+    }
     for tool in tools:
         if shutil.which(tool) is None:
             raise TargetSetupError(f"{tool} not found on PATH ({hints.get(tool, 'install it')}; `make setup` does)")
@@ -118,11 +125,15 @@ def _download_debs(apt: Path) -> list[Path]:
         'APT::Architecture "arm64";\nAPT::Architectures { "arm64"; };\n'
         f'Dir::State "{apt}";\nDir::State::Lists "{apt}/lists";\nDir::State::status "{apt}/status";\n'
         f'Dir::Cache "{apt}/cache";\nDir::Etc::Preferences "/dev/null";\nDir::Etc::PreferencesParts "/dev/null";\n'
-        'Debug::NoLocking "true";\n')  # our own state: no system lock to take (and no root needed)
+        'Debug::NoLocking "true";\n'
+    )  # our own state: no system lock to take (and no root needed)
     env = dict(os.environ, APT_CONFIG=str(apt / "apt.conf"), DEBIAN_FRONTEND="noninteractive")
     _run(["apt-get", "-q", "update"], "apt-get update (arm64 package lists)", env)
-    _run(["apt-get", "-q", "-y", "--download-only", "--no-install-recommends", "install", *DEBS],
-         "apt-get download of the arm64 packages", env)
+    _run(
+        ["apt-get", "-q", "-y", "--download-only", "--no-install-recommends", "install", *DEBS],
+        "apt-get download of the arm64 packages",
+        env,
+    )
     debs = sorted((apt / "cache" / "archives").glob("*.deb"))
     if not debs:
         raise TargetSetupError(f"{apt}: apt downloaded no arm64 packages")
@@ -146,10 +157,26 @@ def _install_wheels(dest: Path, python: str, versions: dict) -> None:
     """pip --platform: aarch64 wheels for the sysroot's Python, never built from source."""
     py = python.removeprefix("python")  # "3.11"
     platforms = ["manylinux2014_aarch64"] + [f"manylinux_2_{v}_aarch64" for v in GLIBC_TAGS]
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-conflicts",
-           "--only-binary=:all:", "--implementation", "cp", "--python-version", py, "--abi", f"cp{py.replace('.', '')}",
-           "--target", str(dest), *[a for p in platforms for a in ("--platform", p)],
-           *[f"{name}=={version}" for name, version in versions.items()]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-warn-conflicts",
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        py,
+        "--abi",
+        f"cp{py.replace('.', '')}",
+        "--target",
+        str(dest),
+        *[a for p in platforms for a in ("--platform", p)],
+        *[f"{name}=={version}" for name, version in versions.items()],
+    ]
     _run(cmd, "pip install of the aarch64 wheels")
 
 

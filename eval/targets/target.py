@@ -3,6 +3,7 @@
 A target runs `python ARGS` in a staged folder (the torch-free runtime, the model folders, the inputs)
 and streams stdout back; the host never imports anything on the target's behalf.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -11,12 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 # The runtime as shipped: export/runtime.py and the standard-library modules it imports.
-RUNTIME_FILES = ["export/__init__.py", "export/runtime.py", "export/manifest.py", "export/packing.py",
-                 "export/on_device.py", "lite/__init__.py", "lite/files.py"]
+RUNTIME_FILES = [
+    "export/__init__.py",
+    "export/runtime.py",
+    "export/manifest.py",
+    "export/packing.py",
+    "export/on_device.py",
+    "lite/__init__.py",
+    "lite/files.py",
+]
 
 
 class Target(ABC):
-    name: str                  # as the user wrote it, e.g. "qemu:cortex-a72"; the key in artifacts.json
+    name: str  # as the user wrote it, e.g. "qemu:cortex-a72"; the key in artifacts.json
     counts_instructions: bool  # whether popen(..., marks=PATH) fills PATH with instruction counts
 
     @property

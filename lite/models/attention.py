@@ -5,6 +5,7 @@ heads with num_heads={q, k, v: H}. The attention core is written out (matmul, ma
 softmax, matmul) so that it exports to ONNX/TFLite builtin ops; heads with sparse patterns
 (lite/sparse) replace it with the block kernel or a masked dense core.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,16 @@ class MultiheadAttention(nn.Module):
     num_heads * head_dim and out_proj maps that back to embed_dim.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, kv_dim: int | None = None,
-                 head_dim: int | None = None, patterns: list[HeadPattern] | None = None, max_len: int = 0):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        kv_dim: int | None = None,
+        head_dim: int | None = None,
+        patterns: list[HeadPattern] | None = None,
+        max_len: int = 0,
+    ):
         super().__init__()
         if patterns is not None and len(patterns) != num_heads:
             raise ValueError(f"{len(patterns)} head patterns for {num_heads} heads")
@@ -47,7 +56,9 @@ class MultiheadAttention(nn.Module):
         # (LearnedCore, max_len positions); both None: every query sees every key it may (dense)
         patterns = patterns or []
         self.learned = LearnedCore(patterns, max_len) if any(is_learned(p) for p in patterns) else None
-        self.sparse = SparseCore(patterns) if self.learned is None and any(p.kind != "dense" for p in patterns) else None
+        self.sparse = (
+            SparseCore(patterns) if self.learned is None and any(p.kind != "dense" for p in patterns) else None
+        )
         self.dense_topology = False  # True: ignore the patterns (SAR's dense pass, lite/sparse/sar.py)
         self.q_proj = nn.Linear(embed_dim, inner)
         self.k_proj = nn.Linear(kv_dim, inner)
@@ -82,7 +93,7 @@ class MultiheadAttention(nn.Module):
         read from and appended to cache["k"], cache["v"]; with static_kv the cache holds the
         projected memory and `key` is not used.
         """
-        q = self._heads(self.q_proj(query)) * (self.head_dim ** -0.5)
+        q = self._heads(self.q_proj(query)) * (self.head_dim**-0.5)
         if static_kv and cache is not None and "k" in cache:
             k, v = cache["k"], cache["v"]
         else:

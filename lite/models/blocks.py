@@ -7,6 +7,7 @@ is what differs between the families:
 - `LSRAMixer`: Long-Short Range Attention, the channels split in half between an attention
   branch (long range) and a convolution branch (local context), outputs concatenated.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,8 +36,9 @@ class FeedForward(nn.Module):
 class AttentionMixer(nn.Module):
     def __init__(self, dim: int, shape: LayerShape, attention_dropout: float, causal: bool):
         super().__init__()
-        self.attn = MultiheadAttention(dim, shape.heads, attention_dropout, head_dim=shape.head_dim,
-                                       patterns=shape.patterns, max_len=shape.max_len)
+        self.attn = MultiheadAttention(
+            dim, shape.heads, attention_dropout, head_dim=shape.head_dim, patterns=shape.patterns, max_len=shape.max_len
+        )
         self.causal = causal
 
     def forward(self, x: Tensor, padding_mask: Tensor | None, cache: Cache | None = None) -> Tensor:
@@ -47,18 +49,40 @@ class AttentionMixer(nn.Module):
 class LSRAMixer(nn.Module):
     """First half of the channels -> attention branch, second half -> convolution branch."""
 
-    def __init__(self, dim: int, shape: LayerShape, attention_dropout: float, causal: bool,
-                 conv_type: str, conv_glu: bool, weight_dropout: float):
+    def __init__(
+        self,
+        dim: int,
+        shape: LayerShape,
+        attention_dropout: float,
+        causal: bool,
+        conv_type: str,
+        conv_glu: bool,
+        weight_dropout: float,
+    ):
         super().__init__()
         self.branch_dim = dim // 2
-        self.attn = MultiheadAttention(self.branch_dim, shape.heads, attention_dropout, head_dim=shape.head_dim,
-                                       patterns=shape.patterns, max_len=shape.max_len)
-        self.conv = ConvBranch(dim - self.branch_dim, shape.kernel, len(shape.conv_channels), conv_type, conv_glu,
-                               causal, weight_dropout, head_channels=shape.conv_channels)
+        self.attn = MultiheadAttention(
+            self.branch_dim,
+            shape.heads,
+            attention_dropout,
+            head_dim=shape.head_dim,
+            patterns=shape.patterns,
+            max_len=shape.max_len,
+        )
+        self.conv = ConvBranch(
+            dim - self.branch_dim,
+            shape.kernel,
+            len(shape.conv_channels),
+            conv_type,
+            conv_glu,
+            causal,
+            weight_dropout,
+            head_channels=shape.conv_channels,
+        )
         self.causal = causal
 
     def forward(self, x: Tensor, padding_mask: Tensor | None, cache: Cache | None = None) -> Tensor:
-        xa, xc = x[..., :self.branch_dim], x[..., self.branch_dim:]
+        xa, xc = x[..., : self.branch_dim], x[..., self.branch_dim :]
         attn_cache = None if cache is None else cache.setdefault("self", {})
         conv_cache = None if cache is None else cache.setdefault("conv", {})
         a = self.attn(xa, key_padding_mask=padding_mask, causal=self.causal, cache=attn_cache)
@@ -70,8 +94,9 @@ def make_mixer(cfg: ModelConfig, shape: LayerShape, causal: bool) -> nn.Module:
     """The token mixer of an encoder (causal=False) or decoder (causal=True) layer of widths `shape`."""
     if cfg.arch == "transformer":
         return AttentionMixer(cfg.embed_dim, shape, cfg.attention_dropout, causal)
-    return LSRAMixer(cfg.embed_dim, shape, cfg.attention_dropout, causal, cfg.conv_type, cfg.conv_glu,
-                     cfg.weight_dropout)
+    return LSRAMixer(
+        cfg.embed_dim, shape, cfg.attention_dropout, causal, cfg.conv_type, cfg.conv_glu, cfg.weight_dropout
+    )
 
 
 class Residual(nn.Module):
@@ -108,15 +133,17 @@ class DecoderBlock(nn.Module):
         super().__init__()
         shape = cfg.layer_shape("decoder", layer)
         self.mixer = make_mixer(cfg, shape, causal=True)
-        self.cross = MultiheadAttention(cfg.embed_dim, shape.cross_heads, cfg.attention_dropout,
-                                        head_dim=shape.cross_head_dim)
+        self.cross = MultiheadAttention(
+            cfg.embed_dim, shape.cross_heads, cfg.attention_dropout, head_dim=shape.cross_head_dim
+        )
         self.ffn = FeedForward(cfg.embed_dim, shape.ffn, cfg.activation_dropout)
         self.mix_res = Residual(cfg.embed_dim, cfg.dropout, cfg.pre_norm)
         self.cross_res = Residual(cfg.embed_dim, cfg.dropout, cfg.pre_norm)
         self.ffn_res = Residual(cfg.embed_dim, cfg.dropout, cfg.pre_norm)
 
-    def forward(self, x: Tensor, memory: Tensor, memory_padding_mask: Tensor | None,
-                cache: Cache | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, memory: Tensor, memory_padding_mask: Tensor | None, cache: Cache | None = None
+    ) -> Tensor:
         """x [B, T, C] target states; with `cache`, T == 1 and earlier steps come from the cache."""
         x = self.mix_res(x, lambda h: self.mixer(h, None, cache))
         cross_cache = None if cache is None else cache.setdefault("cross", {})

@@ -2,6 +2,7 @@
 seq2seq.py, sparse attention heads included, then the mean of the states over the non-pad positions
 -> class logits (mean pooling: a model whose heads see only a local window still pools everything).
 Used for ListOps (lite/data/listops.py, eval/listops.py)."""
+
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -20,12 +21,13 @@ class SequenceClassifier(nn.Module):
         self.cfg = cfg
         self.num_classes = num_classes
         tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
-        nn.init.normal_(tokens.weight, std=cfg.embed_dim ** -0.5)
+        nn.init.normal_(tokens.weight, std=cfg.embed_dim**-0.5)
         self.embed = Embedder(tokens, cfg)
         self.encoder = nn.ModuleList(EncoderBlock(cfg, i) for i in range(cfg.encoder_layers))
         self.norm = nn.LayerNorm(cfg.embed_dim) if cfg.pre_norm else nn.Identity()
-        self.head = nn.Sequential(nn.Linear(cfg.embed_dim, cfg.embed_dim), nn.ReLU(),
-                                  nn.Linear(cfg.embed_dim, num_classes))
+        self.head = nn.Sequential(
+            nn.Linear(cfg.embed_dim, cfg.embed_dim), nn.ReLU(), nn.Linear(cfg.embed_dim, num_classes)
+        )
 
     def rebuilt(self, cfg: ModelConfig) -> "SequenceClassifier":
         """The same classifier with another config (lite.sparse.learned.binarise uses it)."""

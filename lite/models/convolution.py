@@ -7,6 +7,7 @@ head (Wu et al., "Pay Less Attention with Lightweight and Dynamic Convolutions")
 Written with padding + Conv1d / stacked shifted slices, which export to builtin ONNX and
 TFLite ops (the reference as_strided band matrix exported silently wrong; DESIGN.md).
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,8 +44,15 @@ class _HeadedConv(nn.Module):
     Channels are grouped head by head: `head_channels[h]` consecutive channels use kernel h (C / heads
     each unless pruning removed some; a head may keep none)."""
 
-    def __init__(self, channels: int, kernel_size: int, heads: int, causal: bool, weight_dropout: float,
-                 head_channels: list[int] | None = None):
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        heads: int,
+        causal: bool,
+        weight_dropout: float,
+        head_channels: list[int] | None = None,
+    ):
         super().__init__()
         if head_channels is None:
             if channels % heads:
@@ -56,15 +64,25 @@ class _HeadedConv(nn.Module):
         self.head_channels = list(head_channels)
         self.weight_dropout = weight_dropout
         # rebuilt from the config, so not in the state_dict (old checkpoints load unchanged)
-        self.register_buffer("head_of_channel", torch.repeat_interleave(torch.arange(heads), torch.tensor(head_channels)),
-                             persistent=False)
+        self.register_buffer(
+            "head_of_channel",
+            torch.repeat_interleave(torch.arange(heads), torch.tensor(head_channels)),
+            persistent=False,
+        )
 
 
 class LightweightConv(_HeadedConv):
     """Depthwise convolution whose softmax-normalised kernel is shared within each of `heads` channel groups."""
 
-    def __init__(self, channels: int, kernel_size: int, heads: int, causal: bool, weight_dropout: float = 0.0,
-                 head_channels: list[int] | None = None):
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        heads: int,
+        causal: bool,
+        weight_dropout: float = 0.0,
+        head_channels: list[int] | None = None,
+    ):
         super().__init__(channels, kernel_size, heads, causal, weight_dropout, head_channels)
         self.weight = nn.Parameter(torch.empty(heads, kernel_size))
         nn.init.xavier_uniform_(self.weight)
@@ -89,8 +107,15 @@ class LightweightConv(_HeadedConv):
 class DynamicConv(_HeadedConv):
     """Depthwise convolution whose per-head kernel at step t is predicted from the input at t."""
 
-    def __init__(self, channels: int, kernel_size: int, heads: int, causal: bool, weight_dropout: float = 0.0,
-                 head_channels: list[int] | None = None):
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        heads: int,
+        causal: bool,
+        weight_dropout: float = 0.0,
+        head_channels: list[int] | None = None,
+    ):
         super().__init__(channels, kernel_size, heads, causal, weight_dropout, head_channels)
         self.weight_linear = nn.Linear(channels, heads * kernel_size)
         nn.init.xavier_uniform_(self.weight_linear.weight)
@@ -115,7 +140,7 @@ class DynamicConv(_HeadedConv):
         left, right = _padding(self.kernel_size, self.causal)
         t = x.shape[1]
         xp = F.pad(x, (0, 0, left, right))
-        windows = torch.stack([xp[:, k:k + t] for k in range(self.kernel_size)], dim=2)
+        windows = torch.stack([xp[:, k : k + t] for k in range(self.kernel_size)], dim=2)
         return self._combine(windows, self.kernels(x))
 
     def step(self, window: Tensor) -> Tensor:
@@ -126,8 +151,17 @@ class ConvBranch(nn.Module):
     """Linear (or GLU) -> lightweight/dynamic depthwise convolution -> Linear: `dim` in and out, sum(head_channels)
     channels inside (dim unless pruned)."""
 
-    def __init__(self, dim: int, kernel_size: int, heads: int, conv_type: str, glu: bool, causal: bool,
-                 weight_dropout: float = 0.0, head_channels: list[int] | None = None):
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: int,
+        heads: int,
+        conv_type: str,
+        glu: bool,
+        causal: bool,
+        weight_dropout: float = 0.0,
+        head_channels: list[int] | None = None,
+    ):
         super().__init__()
         inner = dim if head_channels is None else sum(head_channels)  # channel-pruned branches are narrower
         self.input = GLU(dim, inner) if glu else nn.Linear(dim, inner)

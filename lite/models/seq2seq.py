@@ -7,6 +7,7 @@
 `ModelConfig.arch` picks the token mixer of every block (see blocks.py); everything else is
 shared so the two families are compared like for like. Token ids are right-padded with pad_id.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ class Embedder(nn.Module):
             self.positions.weight.data.copy_(sinusoidal_table(cfg.max_positions, cfg.embed_dim))
             self.positions.weight.requires_grad_(False)
         else:
-            nn.init.normal_(self.positions.weight, std=cfg.embed_dim ** -0.5)
+            nn.init.normal_(self.positions.weight, std=cfg.embed_dim**-0.5)
         self.scale = math.sqrt(cfg.embed_dim)
         self.dropout = cfg.dropout
 
@@ -58,13 +59,13 @@ class EncoderDecoder(nn.Module):
         self.cfg = cfg
         d = cfg.embed_dim
         src_tokens = nn.Embedding(cfg.vocab_size, d, padding_idx=cfg.pad_id)
-        nn.init.normal_(src_tokens.weight, std=d ** -0.5)
+        nn.init.normal_(src_tokens.weight, std=d**-0.5)
         nn.init.zeros_(src_tokens.weight[cfg.pad_id])
         if cfg.share_embeddings:
             tgt_tokens = src_tokens
         else:
             tgt_tokens = nn.Embedding(cfg.vocab_size, d, padding_idx=cfg.pad_id)
-            nn.init.normal_(tgt_tokens.weight, std=d ** -0.5)
+            nn.init.normal_(tgt_tokens.weight, std=d**-0.5)
         self.src_embed = Embedder(src_tokens, cfg)
         self.tgt_embed = Embedder(tgt_tokens, cfg)
         self.encoder = nn.ModuleList(EncoderBlock(cfg, i) for i in range(cfg.encoder_layers))

@@ -12,6 +12,7 @@ boolean table the size of the scores, O(n * (K*b + g)), built once per length (c
 Written by hand because no library kernel exports to both formats: torch's flex_attention and the
 xformers/DeepSpeed block-sparse kernels lower to custom ops that neither exporter knows.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,9 +36,16 @@ def _tables(layout: BlockLayout, device: torch.device) -> dict[str, Tensor]:
     }
 
 
-def block_sparse_attention(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout,
-                           key_padding_mask: Tensor | None = None, fill: float = -1e4,
-                           dropout: float = 0.0, training: bool = False) -> Tensor:
+def block_sparse_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    layout: BlockLayout,
+    key_padding_mask: Tensor | None = None,
+    fill: float = -1e4,
+    dropout: float = 0.0,
+    training: bool = False,
+) -> Tensor:
     """q (already scaled), k, v [B, H, n, d] -> [B, H, n, d] under `layout` (compile_layout(heads, n, causal)).
 
     key_padding_mask [B, n] True at pads. fill: the bounded score of a masked key; masked keys also
@@ -47,7 +55,9 @@ def block_sparse_attention(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout,
     drop = dict(p=dropout, training=training)
     bsz, heads, n, d = q.shape
     if n != layout.n or heads != layout.key_blocks.shape[0]:
-        raise ValueError(f"layout compiled for n={layout.n}, {layout.key_blocks.shape[0]} heads; got n={n}, {heads} heads")
+        raise ValueError(
+            f"layout compiled for n={layout.n}, {layout.key_blocks.shape[0]} heads; got n={n}, {heads} heads"
+        )
     b, nb = layout.block, layout.num_blocks
     width = layout.key_blocks.shape[2]
     g = len(layout.globals_)
@@ -107,8 +117,9 @@ def _representatives(kp: Tensor, vp: Tensor, pad: Tensor, b: int) -> tuple[Tenso
     return summary(kp), summary(vp), count == 0
 
 
-def masked_softmax_values(scores: Tensor, allowed: Tensor, values: Tensor, fill: float,
-                          p: float = 0.0, training: bool = False) -> Tensor:
+def masked_softmax_values(
+    scores: Tensor, allowed: Tensor, values: Tensor, fill: float, p: float = 0.0, training: bool = False
+) -> Tensor:
     """softmax over the allowed keys (exactly 0 elsewhere) @ values; all-masked rows give 0.
     `scores` is consumed: in eager inference it is overwritten in place, so the softmax holds one
     score-sized buffer instead of three (the peak memory of long sequences)."""
@@ -121,8 +132,16 @@ def masked_softmax_values(scores: Tensor, allowed: Tensor, values: Tensor, fill:
     return probs @ values
 
 
-def _overwrite_global_rows(out: Tensor, q: Tensor, k: Tensor, v: Tensor, t: dict[str, Tensor],
-                           key_padding_mask: Tensor | None, fill: float, drop: dict) -> Tensor:
+def _overwrite_global_rows(
+    out: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    t: dict[str, Tensor],
+    key_padding_mask: Tensor | None,
+    fill: float,
+    drop: dict,
+) -> Tensor:
     """Global queries see every key: g dense rows, written over their positions (for the heads
     where they are global) with a select, not a scatter (scatter breaks TFLite int8)."""
     allowed = t["global_rows"][None]  # [1, H, g, n]

@@ -14,6 +14,7 @@ training loss (`sparsity_loss`): the sparsity/accuracy trade-off. Learned layers
 attention (every pair is computed while the pattern is still moving); once binarised, the heads are
 block-structured and run on the block kernel.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -46,10 +47,12 @@ class LearnedCore(nn.Module):
         self.degree_index = {h: i for i, h in enumerate(h for h, p in enumerate(heads) if p.kind == "degree")}
         self.dam_logits = nn.ParameterList(  # logit = DAM_LOGIT_SCALE * parameter
             nn.Parameter(torch.full((-(-max_len // heads[h].block),) * 2, DAM_INIT_LOGIT / DAM_LOGIT_SCALE))
-            for h in self.dam_index)
+            for h in self.dam_index
+        )
         # radius (tokens) = starting radius * parameter
-        self.register_buffer("radius_scale", torch.tensor([float(max(1, heads[h].radius)) for h in self.degree_index]),
-                             persistent=False)
+        self.register_buffer(
+            "radius_scale", torch.tensor([float(max(1, heads[h].radius)) for h in self.degree_index]), persistent=False
+        )
         self.radius = nn.Parameter(torch.ones(len(self.degree_index))) if self.degree_index else None
         self.penalty_term: Tensor | None = None  # set by each training forward, read by sparsity_loss
         self._fixed: dict[tuple[int, int, bool], Tensor] = {}
@@ -95,13 +98,22 @@ class LearnedCore(nn.Module):
             else:
                 g = (dist <= self.hard_radius(h)).float()
         else:
-            return self._fixed_gate(h, tk, causal)[tk - tq:]
+            return self._fixed_gate(h, tk, causal)[tk - tq :]
         if not p.diagonal:
             g = g * (qpos[:, None] != kpos[None, :])
         return g
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, causal: bool,
-                fill: float, dropout: float = 0.0, training: bool = False) -> Tensor:
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        key_padding_mask: Tensor | None,
+        causal: bool,
+        fill: float,
+        dropout: float = 0.0,
+        training: bool = False,
+    ) -> Tensor:
         tq, tk = q.shape[2], k.shape[2]
         gates = torch.stack([self.gate(h, tq, tk, causal, soft=training) for h in range(len(self.heads))]).to(q.device)
         allowed = torch.ones(tq, tk, dtype=torch.bool, device=q.device)
@@ -126,8 +138,14 @@ class LearnedCore(nn.Module):
             if p.kind == "dam":
                 logits = self.logits(h).detach().numpy()
                 keep = (logits > 0) | np.eye(len(logits), dtype=bool)
-                out.append(HeadPattern(kind="blocks", block=p.block, diagonal=p.diagonal,
-                                       blocks=[np.nonzero(row)[0].tolist() for row in keep]))
+                out.append(
+                    HeadPattern(
+                        kind="blocks",
+                        block=p.block,
+                        diagonal=p.diagonal,
+                        blocks=[np.nonzero(row)[0].tolist() for row in keep],
+                    )
+                )
             elif p.kind == "degree":
                 out.append(HeadPattern(kind="local", window=2 * self.hard_radius(h), diagonal=p.diagonal))
             else:

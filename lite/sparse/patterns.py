@@ -16,6 +16,7 @@ Two kinds are learned during training (lite/sparse/learned.py) and binarised aft
 kinds above: dam (SparseBERT's Differentiable Attention Mask, a gate per block pair -> blocks) and
 degree (Breaking BERT's learned neighbour degree, a soft band radius per head -> local).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,6 +36,7 @@ class HeadPattern:
     list of key blocks per query block: a binarised learned block mask); learned while training:
     dam (a gate per pair of blocks of `block` tokens) and degree (a band whose radius is learned,
     starting at window // 2)."""
+
     kind: str = "dense"
     window: int = 0  # local: a query sees the window // 2 keys on each side (causal: before it), itself included
     dilation: int = 1  # local: only every dilation-th key inside a band dilation times as wide
@@ -120,7 +122,7 @@ def reference_mask(p: HeadPattern, n: int, causal: bool) -> np.ndarray:
     else:
         b = p.block
         table = np.zeros((-(-n // b),) * 2, bool)
-        for q, keys in enumerate(p.blocks[:len(table)]):
+        for q, keys in enumerate(p.blocks[: len(table)]):
             table[q, [k for k in keys if k < len(table)]] = True
         allowed = table[i // b, j // b]
     glob = np.zeros(n, bool)
@@ -160,6 +162,7 @@ class BlockLayout:
     The masks are O(n * (K*b + g)) booleans, built here once per length: the kernel and the exported
     graphs only read them (no n x n tensor, no position arithmetic at run time).
     """
+
     n: int
     block: int
     key_blocks: np.ndarray
@@ -189,8 +192,10 @@ def _causal_and_diagonal(allowed: np.ndarray, dist: np.ndarray, causal: bool, ke
 def compile_layout(heads: list[HeadPattern], n: int, causal: bool) -> BlockLayout:
     """The block tables and masks of a layer whose heads are all block-sparse and share one block size."""
     if not runs_blockwise(heads):
-        raise ValueError("the block kernel needs block-sparse heads (local or blocks) with one block size; "
-                         f"got kinds {[h.kind for h in heads]} and block sizes {sorted({h.block_size() for h in heads})}")
+        raise ValueError(
+            "the block kernel needs block-sparse heads (local or blocks) with one block size; "
+            f"got kinds {[h.kind for h in heads]} and block sizes {sorted({h.block_size() for h in heads})}"
+        )
     b = heads[0].block_size()
     nb = -(-n // b)
     kinds = np.full((len(heads), nb, nb), SKIP, np.int8)
@@ -215,8 +220,8 @@ def compile_layout(heads: list[HeadPattern], n: int, causal: bool) -> BlockLayou
     for h in range(len(heads)):
         for qb in range(nb):
             chosen = np.nonzero(kinds[h, qb])[0]
-            key_blocks[h, qb, :len(chosen)] = chosen
-            slot_kind[h, qb, :len(chosen)] = kinds[h, qb, chosen]
+            key_blocks[h, qb, : len(chosen)] = chosen
+            slot_kind[h, qb, : len(chosen)] = kinds[h, qb, chosen]
     is_global = np.zeros((len(heads), n), bool)
     for h, p in enumerate(heads):
         is_global[h, [t for t in p.global_tokens if t < n]] = True
@@ -241,25 +246,43 @@ def compile_layout(heads: list[HeadPattern], n: int, causal: bool) -> BlockLayou
     qpos = qpos.reshape(1, nb, b, 1)
     # the g global key columns: [H, nb, b, g]
     gpos = np.array(globals_, np.int32).reshape(1, 1, 1, -1)
-    gcols = _causal_and_diagonal(np.broadcast_to(is_global[:, list(globals_)].reshape(len(heads), 1, 1, -1),
-                                                 (len(heads), nb, b, len(globals_))), qpos - gpos, causal, keep_diag)
+    gcols = _causal_and_diagonal(
+        np.broadcast_to(is_global[:, list(globals_)].reshape(len(heads), 1, 1, -1), (len(heads), nb, b, len(globals_))),
+        qpos - gpos,
+        causal,
+        keep_diag,
+    )
     # the g global query rows: [H, g, n]
-    rows = _causal_and_diagonal(np.ones((len(heads), len(globals_), n), bool),
-                                np.array(globals_, np.int32).reshape(1, -1, 1) - np.arange(n, dtype=np.int32),
-                                causal, keep_diag.reshape(-1, 1, 1))
+    rows = _causal_and_diagonal(
+        np.ones((len(heads), len(globals_), n), bool),
+        np.array(globals_, np.int32).reshape(1, -1, 1) - np.arange(n, dtype=np.int32),
+        causal,
+        keep_diag.reshape(-1, 1, 1),
+    )
     parts = [slots, gcols]
     reps = np.array([p.representatives for p in heads])
     if reps.any():
         if causal:
-            raise ValueError("representatives summarise whole blocks, future tokens included: encoder (non-causal) heads only")
+            raise ValueError(
+                "representatives summarise whole blocks, future tokens included: encoder (non-causal) heads only"
+            )
         parts.append(np.broadcast_to(reps.reshape(-1, 1, 1, 1), (len(heads), nb, b, nb)))
     global_row_of = np.zeros(n, np.int64)
     global_row_of[list(globals_)] = np.arange(len(globals_))
-    return BlockLayout(n=n, block=b, key_blocks=key_blocks, key_positions=key_positions,
-                       flat_key_blocks=(np.arange(len(heads))[:, None, None] * nb + key_blocks).reshape(-1),
-                       allowed=np.concatenate(parts, axis=-1), global_rows=rows, is_global=is_global,
-                       globals_=globals_, global_row_of=global_row_of, causal=causal,
-                       representatives=nb if reps.any() else 0)
+    return BlockLayout(
+        n=n,
+        block=b,
+        key_blocks=key_blocks,
+        key_positions=key_positions,
+        flat_key_blocks=(np.arange(len(heads))[:, None, None] * nb + key_blocks).reshape(-1),
+        allowed=np.concatenate(parts, axis=-1),
+        global_rows=rows,
+        is_global=is_global,
+        globals_=globals_,
+        global_row_of=global_row_of,
+        causal=causal,
+        representatives=nb if reps.any() else 0,
+    )
 
 
 def computed_pairs(heads: list[HeadPattern], n: int, causal: bool) -> int:
@@ -273,4 +296,6 @@ def computed_pairs(heads: list[HeadPattern], n: int, causal: bool) -> int:
         return len(heads) * n * n
     layout = compile_layout(heads, n, causal)
     g = len(layout.globals_)
-    return int(np.prod(layout.allowed.shape)) + len(heads) * g * n  # block rows (slots, globals, representatives) + global rows
+    return (
+        int(np.prod(layout.allowed.shape)) + len(heads) * g * n
+    )  # block rows (slots, globals, representatives) + global rows

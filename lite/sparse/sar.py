@@ -2,12 +2,12 @@
 attention topology is pulled towards the one under the dense topology, by adding
 sar_weight * (KL(p_sparse || p_dense) + KL(p_dense || p_sparse)) to the training loss.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
