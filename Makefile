@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup compress tokenizer train evaluate export report test test-all bench bench-headline bench-latency bench-compression bench-attention bench-listops bench-arm bench-ddp help
+.PHONY: setup compress tokenizer train evaluate export report test test-all lint bench bench-headline bench-latency bench-compression bench-attention bench-listops bench-arm bench-ddp help
 
 help:
 	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>] [RECIPE=configs/compress/default.yaml]"
@@ -19,6 +19,7 @@ help:
 	@echo "make report RUN='runs/default runs/default-transformer'   budget report from saved measurements"
 	@echo "make test        the test suite (fast; what .ci/run runs)"
 	@echo "make test-all    also the slow end-to-end tests"
+	@echo "make lint        ruff check + ruff format --check (part of make test)"
 	@echo "make export      TFLite/ONNX folders of RUN/model.pt, each gated on parity with PyTorch"
 	@echo "make bench       benchmarks, JSON under benchmarks/results/"
 	@echo "make bench-headline   default LSRA and Transformer through every make compress stage, timed (~1.5 h; reuses runs)"
@@ -63,10 +64,15 @@ compress: export
 report: setup
 	$(BIN)/lite report $(RUN)
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -x -q -m "not slow"
 
-test-all: setup
+# ruff, pinned in pyproject.toml (dev): lint rules and line length 120 are in [tool.ruff] there.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test-all: setup lint
 	$(BIN)/python -m pytest -x -q
 
 bench: setup
