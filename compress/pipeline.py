@@ -36,10 +36,10 @@ from compress import distill, magnitude, qat, quant_report, structured
 from compress.finetune import FinetuneConfig, finetune, load_examples
 from compress.recipe import Recipe
 from eval.evaluate import evaluate, evaluate_artifact
-from export.errors import ExportError, GateError
 from export.stage import export_run
 from lite import checkpoint
 from lite.config import RunConfig, to_dict
+from lite.errors import ExportError, GateError, RunFolderError
 from lite.files import atomic_path, read_json, write_json_atomic, write_text_atomic
 from lite.models.seq2seq import EncoderDecoder, count_parameters
 from lite.run import RunPaths
@@ -173,7 +173,7 @@ def compress_run(
 ) -> dict:
     """Run every step of `recipe` on RUN's model, export and measure; returns the compress.json record."""
     if not run.model.is_file():
-        raise FileNotFoundError(f"{run.model}: no trained model (run `lite train {run.root}` first)")
+        raise RunFolderError(f"{run.model}: no trained model (run `lite train {run.root}` first)")
     out = output_paths(run, recipe)
     if force and out.root.exists():
         shutil.rmtree(out.root)

@@ -41,12 +41,14 @@ from pathlib import Path
 import onnx
 from onnx import shape_inference
 
+from lite.errors import UnsupportedModelError, UsageError
 
-class GraphShapeError(ValueError):
+
+class GraphShapeError(UnsupportedModelError):
     """A node's tensor shapes are unknown or symbolic, so its MACs cannot be counted."""
 
 
-class UnsupportedOpError(ValueError):
+class UnsupportedOpError(UnsupportedModelError):
     """A node multiplies matrices in a way this counter has no formula for."""
 
 
@@ -363,7 +365,7 @@ def onnx_macs(path: Path, dims: dict[str, int] | None = None, logits: Collection
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such ONNX file")
+        raise UsageError(f"{path}: no such ONNX file")
     try:
         return _count(_load(path, fold=False, dims=dims), logits) | {"constant_folded": False}
     except GraphShapeError as first:

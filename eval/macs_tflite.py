@@ -31,6 +31,8 @@ from __future__ import annotations
 from math import prod
 from pathlib import Path
 
+from lite.errors import UsageError
+
 
 class GraphShapeError(ValueError):
     """A counted op's tensor shapes are unknown or dynamic, so its MACs cannot be counted."""
@@ -211,7 +213,7 @@ def read_flatbuffer(path: Path):
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such TFLite file")
+        raise UsageError(f"{path}: no such TFLite file")
     data = path.read_bytes()
     if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
         raise ValueError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")

@@ -21,15 +21,12 @@ import json
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from lite.errors import ModelFolderError
 from lite.files import sha256_file, write_json_atomic
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
 GRAPH_ROLES = {"tflite": ("tflite",), "onnx": ("encoder", "decoder")}  # the "graphs" keys each format needs
-
-
-class ModelFolderError(ValueError):
-    """A model folder is missing, incomplete, corrupt or not ours; the message names the file."""
 
 
 def write_manifest(folder: Path, record: dict[str, Any]) -> dict[str, Any]:

@@ -31,8 +31,8 @@ from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from export.manifest import ModelFolderError  # noqa: E402
 from export.runtime import Translator  # noqa: E402
+from lite.errors import ModelFolderError  # noqa: E402
 
 STEPS = 30  # decoder steps per sentence, the paper's 30 target tokens
 MARK_FD = 0x4C495445  # "LITE"; must match eval/targets/insn_count.c

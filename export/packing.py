@@ -18,7 +18,7 @@ from __future__ import annotations
 import lzma
 from pathlib import Path
 
-from export.manifest import ModelFolderError
+from lite.errors import ModelFolderError
 from lite.files import atomic_path
 
 PACKINGS = ("none", "xz")  # the values of export.pack

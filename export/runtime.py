@@ -24,8 +24,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from export.manifest import ModelFolderError, onnx_external_data, read_manifest, require_listed
+from export.manifest import onnx_external_data, read_manifest, require_listed
 from export.packing import is_packed, read_graph
+from lite.errors import ModelFolderError, UsageError
 
 BATCH_LINES = 32  # lines read (and flushed) together when streaming
 
@@ -338,7 +339,7 @@ def run(
     else:
         name = file or "stdin"
         if file and not Path(file).is_file():
-            raise FileNotFoundError(f"{file}: input file not found")
+            raise UsageError(f"{file}: input file not found")
         stream = open(file, "rb") if file else sys.stdin.buffer
         sources = read_lines(stream, name)
     for batch in _batches(sources, BATCH_LINES):  # reading and writing by batch keeps a pipe flowing

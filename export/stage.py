@@ -27,7 +27,6 @@ import torch
 
 from eval.macs import count_macs
 from export.calibration import calibration_inputs
-from export.errors import ExportError, GateError
 from export.graphs import cache_shapes
 from export.manifest import read_manifest, write_manifest
 from export.packing import pack_file
@@ -36,6 +35,7 @@ from export.runtime import Translator
 from lite.checkpoint import load_model
 from lite.config import RunConfig, to_dict
 from lite.data.corpus import load_pairs
+from lite.errors import ExportError, GateError, RunFolderError
 from lite.files import read_json, sha256_file, write_json_atomic
 from lite.models.seq2seq import EncoderDecoder
 from lite.provenance import provenance
@@ -403,7 +403,7 @@ def export_run(
     Stops at the first failure with ExportError (GateError for a missed parity gate), keeping the
     artifacts already published."""
     if not paths.model.is_file():
-        raise FileNotFoundError(f"{paths.model}: no trained model (run `lite train {paths.root}` first)")
+        raise RunFolderError(f"{paths.model}: no trained model (run `lite train {paths.root}` first)")
     formats = formats or cfg.export.formats
     precisions = precisions or cfg.export.precisions
     model = load_model(paths.model)

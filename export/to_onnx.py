@@ -43,8 +43,8 @@ import numpy as np
 import onnx
 import torch
 
-from export.errors import ExportError
 from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes, decoder_sample, encoder_sample
+from lite.errors import ExportError
 from lite.models.seq2seq import EncoderDecoder
 
 PRECISIONS = ("fp32", "dynamic-int8", "int8", "fp16")

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.errors import ExportError
 from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes, decoder_sample, encoder_sample
+from lite.errors import ExportError
 from lite.files import atomic_path
 from lite.models.seq2seq import EncoderDecoder
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from lite.config import model_config_from_dict, to_dict
+from lite.errors import RunFolderError
 from lite.files import atomic_path
 from lite.models.seq2seq import EncoderDecoder
 
@@ -19,7 +20,7 @@ def save_atomic(obj: dict, path: Path) -> None:
 
 def load(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise RunFolderError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged file

@@ -474,24 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from eval.targets.errors import TargetError
-    from lite.config import ConfigError
-    from lite.data.errors import DataError
-    from lite.distributed import DistributedError
+    from lite.errors import LiteError
 
     try:
         return args.func(args)
-    except (
-        ConfigError,
-        DataError,
-        TargetError,
-        DistributedError,
-        FileNotFoundError,
-        FileExistsError,
-        ValueError,
-    ) as exc:
+    except (LiteError, FileNotFoundError, ValueError) as exc:  # ValueError: until every user error is a LiteError
         print(f"lite {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code if isinstance(exc, LiteError) else 2
     except KeyboardInterrupt:
         print(
             f"lite {args.command}: interrupted (training: rerun with --resume; it continues exactly "

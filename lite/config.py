@@ -14,14 +14,11 @@ from typing import Any
 
 import yaml
 
+from lite.errors import ConfigError
 from lite.sparse.patterns import HeadPattern, check_pattern, runs_blockwise
 
 FORMATS = ("tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
-
-
-class ConfigError(ValueError):
-    """A config file or field is wrong; the message names the file and the field."""
 
 
 @dataclass

@@ -19,15 +19,13 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lite.errors import DistributedError
+
 if TYPE_CHECKING:
     import torch
 
 # torch is imported inside the functions: `lite` imports DistributedError for every command, and
 # `lite translate --model` must run where torch does not exist
-
-
-class DistributedError(RuntimeError):
-    """A collective failed or timed out (a process died or stopped answering); one line for the user."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from lite.config import TokenizerConfig
+from lite.errors import RunFolderError
 from lite.files import atomic_path, write_text_atomic
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -61,7 +62,7 @@ class Tokenizer:
     def __init__(self, model_path: Path | str):
         self.path = Path(model_path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: sentencepiece model not found (run the tokenizer stage first)")
+            raise RunFolderError(f"{self.path}: sentencepiece model not found (run the tokenizer stage first)")
         self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
         self.pad_id, self.bos_id, self.eos_id = self.sp.pad_id(), self.sp.bos_id(), self.sp.eos_id()
 

@@ -40,6 +40,7 @@ from lite import checkpoint, distributed
 from lite.batching import Batch, collate, encode_pairs, make_batches
 from lite.config import RunConfig, TrainConfig, to_dict
 from lite.data.corpus import load_pairs
+from lite.errors import RunFolderError
 from lite.files import write_json_atomic, write_text_atomic
 from lite.models.seq2seq import EncoderDecoder, count_parameters
 from lite.provenance import provenance
@@ -261,7 +262,7 @@ def _train(
             for stale in paths.checkpoints.glob(".*.tmp-*"):  # a write killed half-way
                 stale.unlink()
     elif paths.last.is_file():
-        raise FileExistsError(f"{paths.last}: a checkpoint exists; pass --resume to continue or use a new run folder")
+        raise RunFolderError(f"{paths.last}: a checkpoint exists; pass --resume to continue or use a new run folder")
     # DDP broadcasts rank 0's weights at wrap time and all-reduces gradients in backward
     net = (
         DDP(model, device_ids=[world.device.index] if world.device.type == "cuda" else None)

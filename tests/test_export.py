@@ -12,12 +12,12 @@ import pytest
 import torch
 from conftest import ROOT, lite
 
-from export.errors import ExportError
-from export.manifest import ModelFolderError, read_manifest
+from export.manifest import read_manifest
 from export.runtime import Translator
 from lite.checkpoint import load_model
 from lite.config import DecodeConfig, load_config
 from lite.decode import beam_search, greedy
+from lite.errors import ExportError, ModelFolderError
 from lite.run import RunPaths
 
 FORMATS = ("tflite", "onnx")

@@ -11,11 +11,11 @@ import pytest
 from conftest import lite, tiny_model
 
 from eval.macs_graph import onnx_macs
-from export.errors import ExportError
 from export.manifest import read_manifest
 from export.stage import export_run
 from export.to_onnx import _sort_topologically, convert_onnx
 from lite.config import load_config
+from lite.errors import ExportError
 from lite.run import RunPaths
 
 pytest.importorskip("onnxruntime")

@@ -16,12 +16,13 @@ import torch
 import yaml
 from conftest import ROOT
 
-from export.manifest import ModelFolderError, read_manifest, write_manifest
+from export.manifest import read_manifest, write_manifest
 from export.packing import PACKINGS, pack_file, read_graph
 from export.runtime import Translator
 from export.stage import _settings, export_run
 from lite.checkpoint import load_model
 from lite.config import ConfigError, load_config
+from lite.errors import ModelFolderError
 from lite.run import RunPaths
 
 FOLDER = "export/onnx-fp32"  # ONNX: two graph files to pack, and the faster of the two converters

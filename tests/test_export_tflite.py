@@ -16,10 +16,10 @@ import torch
 from eval.macs import count_macs
 from eval.macs_tflite import tflite_macs
 from export.calibration import calibration_inputs
-from export.errors import ExportError
 from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes
 from export.to_tflite import check_builtin_ops, convert_tflite
 from lite.config import ModelConfig
+from lite.errors import ExportError
 from lite.models.seq2seq import EncoderDecoder
 
 SRC_LENS, SLOTS, BATCHES = [8, 16], 12, [1, 2]

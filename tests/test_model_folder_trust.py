@@ -193,7 +193,8 @@ def test_onnx_external_weights_are_listed_and_verified(exported, tmp_path):
     ],
 )
 def test_names_that_leave_the_folder(tmp_path, name, says):
-    from export.manifest import ModelFolderError, member_path
+    from export.manifest import member_path
+    from lite.errors import ModelFolderError
 
     with pytest.raises(ModelFolderError, match=f"^{tmp_path / 'manifest.json'}: graphs.tflite") as err:
         member_path(tmp_path, name, "graphs.tflite")

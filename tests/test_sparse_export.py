@@ -78,9 +78,9 @@ def test_onnx_graph_has_no_n_by_n_tensor(layer_and_input, tmp_path: Path):
 
 
 def test_export_refuses_what_its_graphs_would_not_reproduce():
-    from export.errors import ExportError
     from export.stage import _check_sparse_support
     from lite.config import ModelConfig
+    from lite.errors import ExportError
 
     local = [[HeadPattern(kind="local", window=8)]]
     _check_sparse_support(ModelConfig(decoder_patterns=local), ["tflite", "onnx"], Path("run/config.yaml"))

@@ -279,9 +279,9 @@ def test_unknown_host_key_is_refused(exported, sshd, tmp_path):
 
 def test_a_stalled_board_times_out_with_one_line(tmp_path):
     """A board that accepts the connection and then says nothing: each ssh call ends at its timeout."""
-    from eval.targets.errors import TargetError
     from eval.targets.evaluate import _job
     from eval.targets.ssh import SshTarget
+    from lite.errors import TargetError
 
     with socket.socket() as silent:  # listens, never answers: ssh waits for a banner that never comes
         silent.bind(("127.0.0.1", 0))

@@ -16,6 +16,7 @@ import torch
 
 from lite.config import load_config
 from lite.data.corpus import load_pairs
+from lite.errors import RunFolderError
 from lite.files import sha256_file
 from lite.provenance import config_sha256
 from lite.run import RunPaths, open_run
@@ -122,7 +123,7 @@ def test_resume_after_sigint_is_exact(
     with pytest.raises(KeyboardInterrupt):
         train(cfg, paths, progress=False, on_event=signal_at(event, step, signal.SIGINT, presses))
     assert torch.load(paths.last, weights_only=True)["state"]["step"] == saved
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(RunFolderError, match="--resume"):
         train(cfg, paths, progress=False)
     summary = train(cfg, paths, resume=True, progress=False)
     assert summary["steps"] == 10 and summary["stop_reason"] == "max_steps"

@@ -12,8 +12,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from eval.targets.errors import TargetSetupError
 from eval.targets.sysroot import require_tools
+from lite.errors import TargetSetupError
 
 SOURCE = Path(__file__).with_name("insn_count.c")
 

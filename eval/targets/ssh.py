@@ -24,9 +24,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from eval.targets.errors import TargetRunError, TargetSetupError
 from eval.targets.sysroot import require_tools
 from eval.targets.target import Target
+from lite.errors import TargetRunError, TargetSetupError
 
 _SPEC = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>[^@/:]+)(?::(?P<port>\d+))?/?$")
 CONNECT_TIMEOUT = 15  # seconds; an unreachable board fails instead of hanging

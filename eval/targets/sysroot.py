@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eval.targets.cores import Core, cpuinfo
-from eval.targets.errors import TargetSetupError
+from lite.errors import TargetSetupError
 from lite.files import write_json_atomic
 
 DEBS = ["python3", "libstdc++6", "libgomp1"]  # the interpreter; the C++ runtime and OpenMP the wheels link

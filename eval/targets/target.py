@@ -19,6 +19,7 @@ RUNTIME_FILES = [
     "export/packing.py",
     "export/on_device.py",
     "lite/__init__.py",
+    "lite/errors.py",
     "lite/files.py",
 ]
 

@@ -3,7 +3,7 @@
 Only the standard library (and tqdm for progress) is used here, so data preparation works
 before torch is installed and on machines that only run the exported model.
 """
-from lite.data.errors import DataError
+from lite.errors import DataError
 from lite.data.libreoffice import (
     KNOWN_CORPORA,
     build_docs_corpus,

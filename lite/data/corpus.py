@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from lite.config import DataConfig
-from lite.data.errors import DataError
+from lite.errors import DataError
 from lite.data.libreoffice import KNOWN_CORPORA, build_docs_corpus
 from lite.data.parallel import filter_long, load_split
 

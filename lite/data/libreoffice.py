@@ -23,7 +23,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from lite.data.errors import DataError
+from lite.errors import DataError
 from lite.files import sha256_file
 
 # Bump when extraction, filtering or splitting changes: a cached corpus built by an older

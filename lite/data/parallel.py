@@ -14,7 +14,7 @@ import itertools
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from lite.data.errors import DataError
+from lite.errors import DataError
 
 Pair = tuple[str, str]
 
