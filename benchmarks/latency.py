@@ -42,12 +42,12 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eval.macs import count_macs  # noqa: E402
 from export.on_device import measure, run_protocol  # noqa: E402 - the protocol every target runs
 from export.runtime import Translator  # noqa: E402
 from lite.checkpoint import load_model  # noqa: E402
 from lite.data.parallel import load_split  # noqa: E402
 from lite.files import write_json_atomic  # noqa: E402
+from lite.metrics.macs import count_macs  # noqa: E402
 from lite.provenance import command_line, relative, stamped  # noqa: E402
 from lite.tokenizer import Tokenizer  # noqa: E402
 

@@ -188,8 +188,8 @@ class _Scorer:
         return total / max(tokens, 1)
 
     def _bleu(self) -> float:
-        from eval.bleu import score
         from lite.decode import greedy
+        from lite.metrics.bleu import score
 
         hyps = [self.tokenizer.decode(h) for src in self.sources for h in greedy(self.model, src, self.decode_cfg)]
         return float(score(hyps, self.references)["bleu"])

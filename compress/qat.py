@@ -249,7 +249,7 @@ def _column_factors(f: np.ndarray, w: np.ndarray) -> np.ndarray | None:
 
 def _fully_connected_weights(path: Path) -> list[np.ndarray]:
     """The float32 weight of every FULLY_CONNECTED op in a .tflite file (as float64)."""
-    from eval.macs_tflite import read_flatbuffer
+    from export.macs_tflite import read_flatbuffer
 
     schema, fb = read_flatbuffer(path)
     data = path.read_bytes()

@@ -14,12 +14,12 @@ from dataclasses import replace
 
 import torch
 
-from eval.bleu import score
 from lite.checkpoint import load_model
 from lite.config import RunConfig
 from lite.data.corpus import load_pairs
 from lite.decode import translate
 from lite.files import read_json, sha256_file, write_json_atomic, write_text_atomic
+from lite.metrics.bleu import score
 from lite.provenance import provenance
 from lite.run import RunPaths, artifact_row, update_artifact_row
 from lite.tokenizer import Tokenizer

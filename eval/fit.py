@@ -13,8 +13,8 @@ import re
 
 import yaml
 
-from eval.macs import count_macs
 from lite.config import ModelConfig
+from lite.metrics.macs import count_macs
 
 PAPER_KERNELS = [3, 7, 15, 31, 31, 31]
 

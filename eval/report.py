@@ -4,7 +4,7 @@ Reads ONLY files the other stages saved; it never trains, decodes or re-scores a
 
     RUN/config.yaml        the run config (lite.config.load_config): model family, corpus, budget
     RUN/model.pt           the trained PyTorch model; its "model_config" gives the analytic MACs and
-                           parameters (eval.macs.model_summary) and its size on disk is the fp32 size.
+                           parameters (lite.metrics.macs.model_summary) and its size on disk is the fp32 size.
                            Without model.pt, config.yaml's model section is used (vocab_size from
                            tokenizer.vocab_size) and the size is "not measured".
     RUN/results.json       BLEU per "split/decoding" with the sacrebleu signature (eval/evaluate.py)
@@ -101,7 +101,7 @@ ARTIFACT_KEYS = {
 }
 REQUIRED_KEYS = ("name", "path", "format", "precision")
 BUDGETS = ("max_macs", "max_size_mb", "max_latency_ms", "min_bleu")
-# the per-layer parts of eval.macs, in the order they are stacked in the plot
+# the per-layer parts of lite.metrics.macs, in the order they are stacked in the plot
 MAC_PARTS = (
     "attn_proj",
     "attn_scores",
@@ -146,8 +146,8 @@ _SUMMARY_CACHE: dict[str, dict] = {}
 
 
 def _summary(mcfg: ModelConfig) -> dict:
-    """eval.macs.model_summary, cached per config (building the model to count params takes a moment)."""
-    from eval.macs import model_summary
+    """lite.metrics.macs.model_summary, cached per config (building the model to count params takes a moment)."""
+    from lite.metrics.macs import model_summary
 
     key = json.dumps(to_dict(mcfg), sort_keys=True)
     if key not in _SUMMARY_CACHE:
@@ -281,7 +281,7 @@ def _row(
     notes: str | None,
 ) -> dict:
     summary = _summary(mcfg)
-    analytic_src = f"eval.macs.count_macs({mcfg_source})"
+    analytic_src = f"lite.metrics.macs.count_macs({mcfg_source})"
     macs = macs_given if macs_given is not None else summary["macs"]
     headline = _headline_bleu(bleu, _decoding_name(cfg))
     row = {
@@ -310,7 +310,7 @@ def _row(
         "model_config": to_dict(mcfg),
         "sources": {
             "macs": macs_source if macs_given is not None else analytic_src,
-            "params": f"eval.macs.model_summary({mcfg_source})",
+            "params": f"lite.metrics.macs.model_summary({mcfg_source})",
             "size": size_source,
             "bleu": None if headline is None else headline["source"],
             "latency_ms": None,
@@ -738,7 +738,7 @@ def plot_bleu_vs_macs(rows: list[dict], frontier: list[dict], budgets: list[dict
 
 
 def plot_macs_per_layer(panels: list[dict], path: Path) -> None:
-    """panels: [{"title", "layers": eval.macs layer breakdowns}], one stacked-bar panel each."""
+    """panels: [{"title", "layers": lite.metrics.macs layer breakdowns}], one stacked-bar panel each."""
     from matplotlib.figure import Figure
 
     n = max(len(panels), 1)
@@ -785,7 +785,7 @@ def plot_macs_per_layer(panels: list[dict], path: Path) -> None:
     ordered = [p for p in parts if p in handles]
     if ordered:
         fig.legend([handles[p] for p in ordered], ordered, loc="outside right center", fontsize=8, title="part")
-    fig.suptitle("MACs per layer by part (eval.macs, 30+30 tokens)")
+    fig.suptitle("MACs per layer by part (lite.metrics.macs, 30+30 tokens)")
     _save_figure(fig, path)
 
 
@@ -1167,7 +1167,7 @@ def build_report(runs: list[Path]) -> dict:
     notes += _comparability_notes([r for r in rows if r["bleu"] is not None])
     return {
         "mac_convention": "mult-adds of one forward pass, 30-token source + 30-token target, without embeddings "
-        "or the output projection (eval/macs.py)",
+        "or the output projection (lite/metrics/macs.py)",
         "runs": [{k: v for k, v in c.items() if k != "rows" and k != "notes"} for c in collected],
         "rows": rows,
         "pareto": [

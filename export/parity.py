@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eval.bleu import score
 from export.runtime import Translator
 from lite.config import ParityThresholds
+from lite.metrics.bleu import score
 from lite.models.seq2seq import EncoderDecoder
 
 CHUNK = 16  # sentences per batched PyTorch pass

@@ -25,7 +25,6 @@ from typing import Callable
 
 import torch
 
-from eval.macs import count_macs
 from export.calibration import calibration_inputs
 from export.graphs import cache_shapes
 from export.manifest import read_manifest, write_manifest
@@ -37,6 +36,7 @@ from lite.config import RunConfig, to_dict
 from lite.data.corpus import load_pairs
 from lite.errors import ExportError, GateError, RunFolderError
 from lite.files import read_json, sha256_file, write_json_atomic
+from lite.metrics.macs import count_macs
 from lite.models.seq2seq import EncoderDecoder
 from lite.provenance import provenance
 from lite.run import RunPaths
@@ -63,13 +63,13 @@ def _graph_macs(folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig) -
     paper convention. TFLite (static): encode_<max_src_len> + max_target_len decoder steps over all
     cache slots, compared with the analytic count at those lengths."""
     if fmt == "onnx":
-        from eval.macs_graph import onnx_macs
+        from export.macs_onnx import onnx_macs
 
         s = t = 30
         enc = onnx_macs(folder / "encoder.onnx", dims={"src_len": s}, logits=[])
         dec = onnx_macs(folder / "decoder.onnx", dims={"batch": 1, "src_len": s, "cache_len": t}, logits=["logits"])
     else:
-        from eval.macs_tflite import tflite_macs
+        from export.macs_tflite import tflite_macs
 
         s, t = cfg.export.max_src_len, cfg.export.max_target_len
         enc = tflite_macs(folder / "model.tflite", f"encode_{s}")

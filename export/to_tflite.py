@@ -342,8 +342,8 @@ def _check_signatures(path: Path, got: dict, expected: dict) -> None:
 
 
 def _read(path: Path):
-    """(schema, flatbuffer root) of a .tflite file (eval/macs_tflite.py reads it), a failure as ExportError."""
-    from eval.macs_tflite import read_flatbuffer
+    """(schema, flatbuffer root) of a .tflite file (export/macs_tflite.py reads it), a failure as ExportError."""
+    from export.macs_tflite import read_flatbuffer
 
     try:
         return read_flatbuffer(path)

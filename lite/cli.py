@@ -256,8 +256,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 def _cmd_macs(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from eval.macs import model_summary
     from lite.config import load_config
+    from lite.metrics.macs import model_summary
 
     cfg = load_config(args.config)
     # the vocabulary only changes the parameter count with embeddings; it comes from the tokenizer section

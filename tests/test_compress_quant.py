@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 from compress import qat
 from compress.qat import QATConfig, convert_qat, prepare_qat
 from compress.quant_report import QuantReportConfig, format_report, quantization_report
-from eval.macs_tflite import read_flatbuffer
+from export.macs_tflite import read_flatbuffer
 from export.runtime import Translator
 from export.stage import export_one
 from lite.batching import collate, encode_pairs, make_batches

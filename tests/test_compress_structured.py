@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from compress.structured import StructuredConfig, prune_structured
-from eval.macs import count_macs
 from lite import checkpoint
 from lite.batching import collate, encode_pairs
 from lite.checkpoint import load_model
 from lite.config import ConfigError, load_config, to_dict
 from lite.data.corpus import load_pairs
+from lite.metrics.macs import count_macs
 from lite.models.seq2seq import EncoderDecoder
 from lite.run import RunPaths
 from lite.tokenizer import Tokenizer

@@ -38,7 +38,7 @@ def weight_bytes(folder) -> int:
     """Bytes of the constant tensors (weights) in a folder's graphs; the rest of a file is graph
     structure (for the tiny smoke model, tensor names and quantization parameters are most of it)."""
     if (folder / "model.tflite").is_file():
-        from eval.macs_tflite import read_flatbuffer
+        from export.macs_tflite import read_flatbuffer
 
         _, model = read_flatbuffer(folder / "model.tflite")
         buffers = [model.Buffers(i) for i in range(model.BuffersLength())]

@@ -14,13 +14,13 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from eval.macs import count_macs
-from eval.macs_graph import onnx_macs
 from export.calibration import calibration_inputs
 from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes, decoder_sample
+from export.macs_onnx import onnx_macs
 from export.to_onnx import CACHE_OUTPUT_SUFFIX, check_onnx_ops, convert_onnx, output_name
 from lite.config import ModelConfig
 from lite.errors import ExportError
+from lite.metrics.macs import count_macs
 from lite.models.seq2seq import EncoderDecoder
 
 ort = pytest.importorskip("onnxruntime")

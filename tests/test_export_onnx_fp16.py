@@ -10,7 +10,7 @@ import onnx
 import pytest
 from conftest import lite, tiny_model
 
-from eval.macs_graph import onnx_macs
+from export.macs_onnx import onnx_macs
 from export.manifest import read_manifest
 from export.stage import export_run
 from export.to_onnx import _sort_topologically, convert_onnx

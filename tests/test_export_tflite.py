@@ -1,4 +1,4 @@
-"""export/to_tflite.py and eval/macs_tflite.py on tiny randomly initialised models (LSRA and Transformer):
+"""export/to_tflite.py and export/macs_tflite.py on tiny randomly initialised models (LSRA and Transformer):
 the TFLite signatures against the PyTorch graphs they were converted from, the builtin-op gate, the
 quantized precisions (size, agreement, caches that do not drift) and the graph MAC count against the
 analytic one."""
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from eval.macs import count_macs
-from eval.macs_tflite import tflite_macs
 from export.calibration import calibration_inputs
 from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes
+from export.macs_tflite import tflite_macs
 from export.to_tflite import check_builtin_ops, convert_tflite
 from lite.config import ModelConfig
 from lite.errors import ExportError
+from lite.metrics.macs import count_macs
 from lite.models.seq2seq import EncoderDecoder
 
 SRC_LENS, SLOTS, BATCHES = [8, 16], 12, [1, 2]

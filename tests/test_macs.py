@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from eval.fit import fit, parse_count, parse_layers
-from eval.macs import count_macs, model_summary
 from lite.config import ModelConfig, load_config
+from lite.metrics.macs import count_macs, model_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,5 @@
-"""The analytic MAC count (eval/macs.py) against two independent counts: a FlopCounterMode trace of
-the real model (eval/macs_trace.py) and a count read from an exported .onnx graph (eval/macs_graph.py).
+"""The analytic MAC count (lite/metrics/macs.py) against two independent counts: a FlopCounterMode trace of
+the real model (eval/macs_trace.py) and a count read from an exported .onnx graph (export/macs_onnx.py).
 Convention in shared/DESIGN.md: 30+30 tokens, no embeddings, no output projection."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper
 
-from eval.macs import count_macs
-from eval.macs_graph import GraphShapeError, UnsupportedOpError, export_for_counting, onnx_macs
 from eval.macs_trace import MacCounter, UncountedOpError, trace_macs
+from export.macs_onnx import GraphShapeError, UnsupportedOpError, export_for_counting, onnx_macs
 from lite.config import load_config
+from lite.metrics.macs import count_macs
 from lite.models.seq2seq import EncoderDecoder
 from lite.sparse.patterns import computed_pairs, runs_blockwise
 

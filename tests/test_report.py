@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.macs import count_macs, model_summary
 from eval.report import collect_run, write_report
 from lite.checkpoint import model_record, save_atomic
 from lite.config import load_config, to_dict
+from lite.metrics.macs import count_macs, model_summary
 from lite.models.seq2seq import EncoderDecoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,8 +178,8 @@ def test_values_in_markdown_and_json(runs, report):
     assert rows["lite/pruned-int8-onnx"]["size_bytes"] == 2_001_000
     assert rows["lite/pruned-int8-onnx"]["instructions"] == {"qemu:cortex-a72": 41_234_567}
     assert "41,234,567" in md
-    assert rows["lite/model.pt"]["sources"]["macs"] == "eval.macs.count_macs(model.pt model_config)"
-    assert rows["base/model.pt"]["sources"]["macs"].startswith("eval.macs.count_macs(config.yaml model")
+    assert rows["lite/model.pt"]["sources"]["macs"] == "lite.metrics.macs.count_macs(model.pt model_config)"
+    assert rows["base/model.pt"]["sources"]["macs"].startswith("lite.metrics.macs.count_macs(config.yaml model")
     assert saved["runs"][0]["train"]["steps"] == 1234 and saved["runs"][1]["train"] is None
     assert "max_minutes (stopped by the clock: not reproducible)" in md
 

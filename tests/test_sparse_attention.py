@@ -162,8 +162,8 @@ def test_mac_count_is_what_the_kernel_multiplies(name):
 
 
 def test_sparse_encoder_macs_grow_linearly():
-    from eval.macs import count_macs
     from lite.config import ModelConfig
+    from lite.metrics.macs import count_macs
 
     cfg = ModelConfig(
         vocab_size=100, max_positions=4096, encoder_patterns=[[HeadPattern(kind="local", window=32, global_tokens=[0])]]

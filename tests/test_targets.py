@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, lite
 
-from eval.bleu import score
 from eval.targets.plugin import read_marks
 from eval.targets.qemu import QemuTarget
 from eval.targets.sysroot import prepare
 from eval.targets.target import stage_runtime
 from lite.config import load_config
 from lite.data.corpus import load_pairs
+from lite.metrics.bleu import score
 
 pytestmark = pytest.mark.skipif(
     shutil.which("qemu-aarch64") is None and not os.environ.get("CI"),

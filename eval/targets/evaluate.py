@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bleu import score
 from eval.targets.plugin import read_marks
 from eval.targets.target import RUNTIME_FILES, Target, stage_runtime
 from export.on_device import STEPS, run_protocol
@@ -35,6 +34,7 @@ from lite.config import RunConfig
 from lite.data.corpus import load_pairs
 from lite.errors import TargetRunError
 from lite.files import read_json, sha256_file, write_json_atomic, write_text_atomic
+from lite.metrics.bleu import score
 from lite.provenance import provenance
 from lite.run import RunPaths, artifact_row, update_artifact_row
 

@@ -202,7 +202,7 @@ def _node_macs(node: onnx.NodeProto, shapes: _Shapes) -> int:
     if op in _UNSUPPORTED:
         raise UnsupportedOpError(
             f"node {node.name!r} ({node.domain or 'ai.onnx'}::{op}) multiplies matrices; "
-            "eval/macs_graph.py has no formula for it"
+            "export/macs_onnx.py has no formula for it"
         )
     for a in node.attribute:  # If / Loop / Scan: a matrix op inside a body runs an unknown number of times
         bodies = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)

@@ -1,6 +1,6 @@
 """Graph-based MAC count of one signature of a .tflite file, from the static tensor shapes stored in it.
 
-The TFLite counterpart of eval/macs_graph.py (same convention, shared/DESIGN.md): only ops that
+The TFLite counterpart of export/macs_onnx.py (same convention, shared/DESIGN.md): only ops that
 multiply matrices count; elementwise work, normalisation, softmax, gathers and embedding lookups
 count zero, and bias additions are not counted. Works on float, fp16-weight and int8 files alike
 (QUANTIZE / DEQUANTIZE count zero, int8 weights have the float shapes). A counted tensor with an
@@ -173,7 +173,7 @@ def _op_macs(g: _Graph, i: int, matrix_subgraphs: list[str]) -> int:
     if name == "MUL" and g.reduced_only_by_sum(outs[0]):
         return prod(g.shape(i, outs[0]))
     if name in _UNSUPPORTED:
-        raise UnsupportedOpError(f"{g.label(i)} multiplies matrices; eval/macs_tflite.py has no formula for it")
+        raise UnsupportedOpError(f"{g.label(i)} multiplies matrices; export/macs_tflite.py has no formula for it")
     if name in _CALLS_SUBGRAPHS and matrix_subgraphs:
         raise UnsupportedOpError(
             f"{g.label(i)} calls subgraphs and the file has matrix ops outside the "
