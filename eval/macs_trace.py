@@ -1,6 +1,6 @@
 """Trace-based MAC count: run the real model once under torch.utils.flop_counter.FlopCounterMode.
 
-An independent cross-check of the analytic count in lite/metrics/macs.py (shared/DESIGN.md, "MAC
+An independent cross-check of the analytic count in lite/metrics/macs.py (docs/design.md, "MAC
 convention"): one eval-mode forward of a [1, src_len] source and a [1, tgt_len] previous-target
 tensor through the real EncoderDecoder, FLOPs read from the aten ops that actually ran, MACs =
 FLOPs / 2. Embedding lookups are gathers (aten.embedding) with no formula, so they count zero, as

@@ -1,7 +1,7 @@
 """Graph-based MAC count: read an exported .onnx file (one a user may not have built) and count
 the multiply-accumulates of every node from its tensor shapes.
 
-The third, independent cross-check of the MAC convention (shared/DESIGN.md): only ops that
+The third, independent cross-check of the MAC convention (docs/design.md): only ops that
 multiply matrices count; elementwise work, normalisation, softmax and gathers (embedding lookups)
 count zero. Shapes come from the file and onnx.shape_inference; a node whose shapes cannot be
 determined raises GraphShapeError naming the node, never a silent zero.

@@ -1,6 +1,6 @@
 """Graph-based MAC count of one signature of a .tflite file, from the static tensor shapes stored in it.
 
-The TFLite counterpart of export/macs_onnx.py (same convention, shared/DESIGN.md): only ops that
+The TFLite counterpart of export/macs_onnx.py (same convention, docs/design.md): only ops that
 multiply matrices count; elementwise work, normalisation, softmax, gathers and embedding lookups
 count zero, and bias additions are not counted. Works on float, fp16-weight and int8 files alike
 (QUANTIZE / DEQUANTIZE count zero, int8 weights have the float shapes). A counted tensor with an

@@ -1,6 +1,6 @@
 """The analytic MAC count (lite/metrics/macs.py) against two independent counts: a FlopCounterMode trace of
 the real model (eval/macs_trace.py) and a count read from an exported .onnx graph (export/macs_onnx.py).
-Convention in shared/DESIGN.md: 30+30 tokens, no embeddings, no output projection."""
+Convention in docs/design.md: 30+30 tokens, no embeddings, no output projection."""
 
 from __future__ import annotations
 

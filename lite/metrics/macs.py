@@ -1,4 +1,4 @@
-"""Analytic MAC count under the Lite Transformer convention (shared/DESIGN.md):
+"""Analytic MAC count under the Lite Transformer convention (docs/design.md):
 
 mult-adds of one forward pass with a 30-token source and a 30-token target, encoder plus
 decoder, excluding embedding lookups and the output (vocabulary) projection; attention score
