@@ -26,13 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.readme import arm_table  # noqa: E402
-from eval.targets.cores import CORES  # noqa: E402
-from eval.targets.evaluate import evaluate_on_target  # noqa: E402
-from eval.targets.qemu import QemuTarget  # noqa: E402
-from lite.files import write_json_atomic, write_text_atomic  # noqa: E402
-from lite.provenance import command_line, relative, stamped  # noqa: E402
-from lite.run import open_run  # noqa: E402
+from benchmarks.readme import arm_table
+from eval.targets.cores import CORES
+from eval.targets.evaluate import evaluate_on_target
+from eval.targets.qemu import QemuTarget
+from lite.files import write_json_atomic, write_text_atomic
+from lite.provenance import command_line, relative, stamped
+from lite.run import open_run
 
 
 def main() -> None:

@@ -25,13 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from export.manifest import read_manifest  # noqa: E402
-from export.packing import pack_bytes, read_graph  # noqa: E402
-from lite.checkpoint import load_model  # noqa: E402
-from lite.files import read_json, write_json_atomic  # noqa: E402
-from lite.metrics.macs import count_macs  # noqa: E402
-from lite.models.seq2seq import count_parameters  # noqa: E402
-from lite.provenance import relative, stamped  # noqa: E402
+from export.manifest import read_manifest
+from export.packing import pack_bytes, read_graph
+from lite.checkpoint import load_model
+from lite.files import read_json, write_json_atomic
+from lite.metrics.macs import count_macs
+from lite.models.seq2seq import count_parameters
+from lite.provenance import relative, stamped
 
 RESULTS = ROOT / "benchmarks" / "results" / "compression.json"
 

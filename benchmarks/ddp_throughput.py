@@ -27,8 +27,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lite.files import write_json_atomic  # noqa: E402
-from lite.provenance import command_line, stamped  # noqa: E402
+from lite.files import write_json_atomic
+from lite.provenance import command_line, stamped
 
 
 def run(nproc: int, steps: int, threads: int, workdir: Path, tokenizer: Path) -> dict:

@@ -29,13 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eval.evaluate import decoding_name  # noqa: E402
-from lite.config import load_config  # noqa: E402
-from lite.files import read_json, write_json_atomic  # noqa: E402
-from lite.metrics.macs import count_macs, model_summary  # noqa: E402
-from lite.provenance import config_sha256, relative, stamped  # noqa: E402
-from lite.run import RunPaths  # noqa: E402
-from lite.tokenizer import Tokenizer  # noqa: E402
+from eval.evaluate import decoding_name
+from lite.config import load_config
+from lite.files import read_json, write_json_atomic
+from lite.metrics.macs import count_macs, model_summary
+from lite.provenance import config_sha256, relative, stamped
+from lite.run import RunPaths
+from lite.tokenizer import Tokenizer
 
 OUT = ROOT / "benchmarks" / "results" / "headline.json"
 STAGES = ("tokenizer", "train", "evaluate", "export", "compress")

@@ -27,29 +27,29 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # before numpy/torch start pools
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import importlib.metadata  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import datetime
+import importlib.metadata
+import json
+import platform
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from export.on_device import measure, run_protocol  # noqa: E402 - the protocol every target runs
-from export.runtime import Translator  # noqa: E402
-from lite.checkpoint import load_model  # noqa: E402
-from lite.data.parallel import load_split  # noqa: E402
-from lite.files import write_json_atomic  # noqa: E402
-from lite.metrics.macs import count_macs  # noqa: E402
-from lite.provenance import command_line, relative, stamped  # noqa: E402
-from lite.tokenizer import Tokenizer  # noqa: E402
+from export.runtime import Translator
+from lite.checkpoint import load_model
+from lite.data.parallel import load_split
+from lite.files import write_json_atomic
+from lite.metrics.macs import count_macs
+from lite.provenance import command_line, relative, stamped
+from lite.tokenizer import Tokenizer
 
 SRC_LEN = STEPS = 30  # the paper's convention: 30 source tokens (eos included) and 30 target tokens
 EXPORTS = [

@@ -33,13 +33,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eval.listops import ClassifierTraining, train_and_score  # noqa: E402
-from lite.config import ModelConfig  # noqa: E402
-from lite.data.corpus import data_root  # noqa: E402
-from lite.data.listops import NUM_CLASSES, VOCAB, ListOpsSpec, build_listops, read_split  # noqa: E402
-from lite.files import read_json, write_json_atomic  # noqa: E402
-from lite.provenance import stamped  # noqa: E402
-from lite.sparse.patterns import HeadPattern  # noqa: E402
+from eval.listops import ClassifierTraining, train_and_score
+from lite.config import ModelConfig
+from lite.data.corpus import data_root
+from lite.data.listops import NUM_CLASSES, VOCAB, ListOpsSpec, build_listops, read_split
+from lite.files import read_json, write_json_atomic
+from lite.provenance import stamped
+from lite.sparse.patterns import HeadPattern
 
 RESULTS = ROOT / "benchmarks" / "results"
 BASE = ModelConfig(

@@ -24,15 +24,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lite.batching import collate, encode_pairs, make_batches  # noqa: E402
-from lite.config import load_config  # noqa: E402
-from lite.data.corpus import load_pairs  # noqa: E402
-from lite.files import write_json_atomic  # noqa: E402
-from lite.metrics.macs import count_macs  # noqa: E402
-from lite.models.seq2seq import EncoderDecoder, count_parameters  # noqa: E402
-from lite.provenance import command_line, relative, stamped  # noqa: E402
-from lite.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
-from lite.train import batch_loss  # noqa: E402
+from lite.batching import collate, encode_pairs, make_batches
+from lite.config import load_config
+from lite.data.corpus import load_pairs
+from lite.files import write_json_atomic
+from lite.metrics.macs import count_macs
+from lite.models.seq2seq import EncoderDecoder, count_parameters
+from lite.provenance import command_line, relative, stamped
+from lite.tokenizer import Tokenizer, train_tokenizer
+from lite.train import batch_loss
 
 
 def measure(config: Path, steps: int, warmup: int, threads: int, tokenizer: Tokenizer, examples) -> dict:

@@ -23,16 +23,16 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # before numpy starts a BLAS pool: one thread,
     os.environ.setdefault(_var, "1")  # so one instruction counter sees all the work
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from export.runtime import Translator  # noqa: E402
-from lite.errors import ModelFolderError  # noqa: E402
+from export.runtime import Translator
+from lite.errors import ModelFolderError
 
 STEPS = 30  # decoder steps per sentence, the paper's 30 target tokens
 MARK_FD = 0x4C495445  # "LITE"; must match eval/targets/insn_count.c

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import readme  # noqa: E402
+from benchmarks import readme  # noqa: E402 - importable only once the root is on sys.path
 
 RESULTS = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
 
