@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lite.errors import UnsupportedModelError
 from lite.models.attention import MultiheadAttention
 from lite.models.blocks import LSRAMixer
 from lite.models.convolution import ConvBranch, DynamicConv, LightweightConv
@@ -110,7 +111,9 @@ class DecoderStepGraph(nn.Module):
         for i, block in enumerate(self.model.decoder):
             attn = block.mixer.attn
             if attn.learned is not None:
-                raise ValueError(f"decoder layer {i} still has learned attention patterns: binarise the model first")
+                raise UnsupportedModelError(
+                    f"decoder layer {i} still has learned attention patterns: binarise the model first"
+                )
             if attn.sparse is not None:
                 table = attn.sparse.mask(model.cfg.max_positions, causal=True)
                 self.register_buffer(f"slot_table_{i}", table, persistent=False)

@@ -31,14 +31,14 @@ from __future__ import annotations
 from math import prod
 from pathlib import Path
 
-from lite.errors import UsageError
+from lite.errors import UnsupportedModelError, UsageError
 
 
-class GraphShapeError(ValueError):
+class GraphShapeError(UnsupportedModelError):
     """A counted op's tensor shapes are unknown or dynamic, so its MACs cannot be counted."""
 
 
-class UnsupportedOpError(ValueError):
+class UnsupportedOpError(UnsupportedModelError):
     """An op multiplies matrices in a way this counter has no formula for."""
 
 
@@ -208,7 +208,7 @@ def _output_projection(g: _Graph, logits: int | None, macs: dict[int, int]) -> i
 
 def read_flatbuffer(path: Path):
     """(schema module, flatbuffer root) of a .tflite file, read lazily (tensors and weights are not
-    copied). FileNotFoundError if absent, ValueError if it is not a TFLite flatbuffer."""
+    copied). UsageError if it is absent or not a TFLite flatbuffer."""
     from ai_edge_litert import schema_py_generated as schema
 
     path = Path(path)
@@ -216,7 +216,7 @@ def read_flatbuffer(path: Path):
         raise UsageError(f"{path}: no such TFLite file")
     data = path.read_bytes()
     if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
-        raise ValueError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
+        raise UsageError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
     return schema, schema.Model.GetRootAs(data, 0)
 
 

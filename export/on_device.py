@@ -32,7 +32,7 @@ from collections.abc import Callable
 import numpy as np
 
 from export.runtime import Translator
-from lite.errors import ModelFolderError
+from lite.errors import LiteError, UsageError
 
 STEPS = 30  # decoder steps per sentence, the paper's 30 target tokens
 MARK_FD = 0x4C495445  # "LITE"; must match eval/targets/insn_count.c
@@ -98,9 +98,9 @@ def _ids(text: str) -> list[int]:
     try:
         ids = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"--ids: expected comma-separated token ids, got {text!r}") from None
+        raise UsageError(f"--ids: expected comma-separated token ids, got {text!r}") from None
     if not ids:
-        raise ValueError("--ids: no token ids given")
+        raise UsageError("--ids: no token ids given")
     return ids
 
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 "steps": args.steps,
                 "marks_per_run": args.steps + 2 if args.marks else 0,
             }
-    except (ModelFolderError, ValueError, FileNotFoundError) as exc:
+    except LiteError as exc:
         print(f"on_device: error: {exc}", file=sys.stderr)
         return 2
     result |= {"machine": os.uname().machine, "kernels": args.kernels, "threads": args.threads}

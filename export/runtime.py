@@ -26,7 +26,7 @@ import numpy as np
 
 from export.manifest import onnx_external_data, read_manifest, require_listed
 from export.packing import is_packed, read_graph
-from lite.errors import ModelFolderError, UsageError
+from lite.errors import LiteError, ModelFolderError, UsageError
 
 BATCH_LINES = 32  # lines read (and flushed) together when streaming
 
@@ -86,7 +86,7 @@ class TFLiteBackend:
     def step(self, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
         runner = self.runners.get(f"decode_{batch}")
         if runner is None:
-            raise ValueError(
+            raise UsageError(
                 f"this model folder has decoder batch sizes {self.batches}; beam {batch} needs "
                 f"decode_{batch} (export with decode.beam: {batch})"
             )
@@ -308,7 +308,7 @@ def read_lines(stream: TextIO | Any, name: str) -> Iterator[str]:
         try:
             yield raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
-            raise ValueError(f"{name}: line {number} is not valid UTF-8 ({exc.reason})") from None
+            raise UsageError(f"{name}: line {number} is not valid UTF-8 ({exc.reason})") from None
 
 
 def _batches(lines: Iterator[str], size: int) -> Iterator[list[str]]:
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args.model, args.text, args.file, args.beam, args.lenpen, args.threads)
-    except (ModelFolderError, FileNotFoundError, ValueError) as exc:
+    except LiteError as exc:
         print(f"translate: error: {exc}", file=sys.stderr)
         return 2
 

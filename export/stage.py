@@ -34,7 +34,7 @@ from export.runtime import Translator
 from lite.checkpoint import load_model
 from lite.config import RunConfig, to_dict
 from lite.data.corpus import load_pairs
-from lite.errors import ExportError, GateError, RunFolderError
+from lite.errors import GateError, GraphMacMismatchError, RunFolderError, UnsupportedModelError
 from lite.files import read_json, sha256_file, write_json_atomic
 from lite.metrics.macs import count_macs
 from lite.models.seq2seq import EncoderDecoder
@@ -77,7 +77,7 @@ def _graph_macs(folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig) -
     graph = enc["macs_excluding_output_projection"] + t * dec["macs_excluding_output_projection"]
     analytic = count_macs(model.cfg, s, t)["macs"]
     if graph != analytic:
-        raise ExportError(
+        raise GraphMacMismatchError(
             f"{folder}: graph MACs {graph:,} differ from the analytic {analytic:,} "
             f"({s} source tokens, {t} steps): the exported graph computes something else"
         )
@@ -328,13 +328,13 @@ def _check_sparse_support(model_cfg, formats: list[str], where: Path) -> None:
     """Refuse, before any work, the sparse models the exported graphs would not reproduce."""
     rows = (model_cfg.encoder_patterns or []) + (model_cfg.decoder_patterns or [])
     if any(is_learned(p) for row in rows for p in row):
-        raise ExportError(
+        raise UnsupportedModelError(
             f"{where}: the model still has learned attention patterns (dam/degree); training "
             "binarises them into model.pt - export that, or call lite.sparse.learned.binarise"
         )
     if model_cfg.encoder_patterns and "onnx" in formats:
         # the block layout is compiled per source length; the ONNX encoder has a dynamic one
-        raise ExportError(
+        raise UnsupportedModelError(
             f"{where}: model.encoder_patterns export to TFLite (fixed source lengths) only; "
             "set export.formats: [tflite]"
         )

@@ -44,10 +44,10 @@ import onnx
 import torch
 
 from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes, decoder_sample, encoder_sample
-from lite.errors import ExportError
+from lite.config import PRECISIONS
+from lite.errors import ConversionError, UsageError
 from lite.models.seq2seq import EncoderDecoder
 
-PRECISIONS = ("fp32", "dynamic-int8", "int8", "fp16")
 STANDARD_DOMAINS = ("", "ai.onnx")
 GRAPHS = ("encoder", "decoder")
 # suffix of the updated-cache outputs of decoder.onnx: input "self_k_0" -> output "self_k_0_next"
@@ -84,7 +84,7 @@ def check_onnx_ops(path: Path, *, allow_onnxruntime_contrib: bool = False) -> di
         for node in nodes:
             key = node.op_type if node.domain in STANDARD_DOMAINS else f"{node.domain}::{node.op_type}"
             if node.domain not in allowed and (node.domain, node.op_type) not in local:
-                raise ExportError(
+                raise ConversionError(
                     f"{path}: node {node.name or '(unnamed)'!r} uses op {node.domain}::{node.op_type}, "
                     f"outside the standard ONNX domains"
                 )
@@ -119,12 +119,12 @@ def convert_onnx(
     "seconds": {"export", "quantize", "total"}, "quantization": {...}, "ops": {graph: op counts}}.
     """
     if precision not in PRECISIONS:
-        raise ExportError(f"unknown ONNX precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"unknown ONNX precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if precision == "int8" and not calibration:
-        raise ExportError("int8 ONNX export needs calibration samples (export.calibration.calibration_inputs)")
+        raise UsageError("int8 ONNX export needs calibration samples (export.calibration.calibration_inputs)")
     limit = model.cfg.max_positions
     if not (1 <= max_src_len <= limit and 1 <= target_slots <= limit):
-        raise ExportError(
+        raise UsageError(
             f"max_src_len={max_src_len} and target_slots={target_slots} must lie in 1..{limit} "
             "(model.cfg.max_positions)"
         )
@@ -171,7 +171,7 @@ def convert_onnx(
     for path in files.values():
         stray = path.with_name(path.name + ".data")
         if stray.exists():
-            raise ExportError(f"{stray}: external weight file written; the .onnx must be self-contained")
+            raise ConversionError(f"{stray}: external weight file written; the .onnx must be self-contained")
     ops = {name: check_onnx_ops(path) for name, path in files.items()}
     opset = next(
         o.version
@@ -241,7 +241,7 @@ def _export(graph: torch.nn.Module, kwargs: dict, axes: dict, path: Path) -> Non
                 verbose=False,
             )
     except Exception as exc:  # noqa: BLE001 - any exporter failure is an export failure of this file
-        raise ExportError(
+        raise ConversionError(
             f"{path}: torch.onnx.export(dynamo=True) failed: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
@@ -386,7 +386,7 @@ def _quantize_static(src: Path, dst: Path, samples: list[dict]) -> dict:
     )
 
     if not samples:
-        raise ExportError(f"{dst}: no calibration samples for static int8")
+        raise ConversionError(f"{dst}: no calibration samples for static int8")
     reader = type("Reader", (_Reader, CalibrationDataReader), {})(samples)
     # The tied embedding lookup reads the output projection's weight W^T (see _share_tied_embedding).
     # Quantized as a Gather, onnxruntime gives its output the weight's per-channel parameters and the
@@ -491,7 +491,7 @@ def _to_float16(src: Path, dst: Path, sample: dict[str, np.ndarray]) -> dict:
         session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
         session.run(None, sample)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise ExportError(
+        raise ConversionError(
             f"{dst}: onnxruntime CPU cannot run the float16 graph: "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from exc
@@ -512,7 +512,7 @@ def _sort_topologically(graph: onnx.GraphProto, where: Path) -> None:
                 rest.append(node)
         if len(rest) == len(pending):
             missing = next(i for i in rest[0].input if i not in known)
-            raise ExportError(
+            raise ConversionError(
                 f"{where}: node {rest[0].name or '(unnamed)'!r} reads {missing!r}, "
                 "which no node, input or initializer of the graph provides"
             )

@@ -37,11 +37,10 @@ import numpy as np
 import torch
 
 from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes, decoder_sample, encoder_sample
-from lite.errors import ExportError
+from lite.config import PRECISIONS
+from lite.errors import ConversionError, ExportError, UsageError
 from lite.files import atomic_path
 from lite.models.seq2seq import EncoderDecoder
-
-PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
 
 # Ops kept float in the int8 file (ai-edge-quantizer "no_quantize"); everything else it supports is
 # static int8. INPUT / OUTPUT are the signature's own tensors: callers keep feeding float caches and
@@ -70,13 +69,13 @@ def int8_recipe() -> list[dict]:
 
 def _check_args(precision: str, src_lens: list[int], target_slots: int, batches: list[int]) -> None:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if not src_lens or any(s < 1 for s in src_lens) or len(set(src_lens)) != len(src_lens):
-        raise ValueError(f"src_lens {src_lens}: expected distinct positive lengths")
+        raise UsageError(f"src_lens {src_lens}: expected distinct positive lengths")
     if not batches or any(b < 1 for b in batches) or len(set(batches)) != len(batches):
-        raise ValueError(f"batches {batches}: expected distinct positive batch sizes")
+        raise UsageError(f"batches {batches}: expected distinct positive batch sizes")
     if target_slots < 1:
-        raise ValueError(f"target_slots {target_slots}: expected a positive slot count")
+        raise UsageError(f"target_slots {target_slots}: expected a positive slot count")
 
 
 class _SharedWeightWarnings(logging.Filter):
@@ -176,10 +175,10 @@ def _calibration_data(
     """{signature: samples named like its inputs} from calibration_inputs()' (encoder, decoder) samples."""
     enc, dec = calibration
     if not enc or not dec:
-        raise ValueError("int8 calibration needs encoder and decoder samples (export.calibration.calibration_inputs)")
+        raise UsageError("int8 calibration needs encoder and decoder samples (export.calibration.calibration_inputs)")
     recorded = (dec[0]["src_keep"].shape[1], dec[0]["self_k_0"].shape[1])
     if recorded != (max(src_lens), target_slots):
-        raise ValueError(
+        raise UsageError(
             f"decoder calibration samples were recorded at src_len {recorded[0]} with {recorded[1]} "
             f"cache slots; this export needs src_len {max(src_lens)} and {target_slots} slots"
         )
@@ -249,7 +248,7 @@ def convert_tflite(
     samples) from export.calibration.calibration_inputs at src_len max(src_lens) and target_slots.
     Returns {"precision", "recipe", "signatures": {name: {"inputs": {name: [shape, dtype]}, "outputs": ...}},
     "ops": {op: count}, "size_bytes", "seconds"} (+ "calibration_samples": {signature: n} for int8).
-    Raises ValueError for bad arguments, and ExportError naming `path` if a converter fails, the file
+    Raises UsageError for bad arguments, and ExportError naming `path` if a converter fails, the file
     holds a non-builtin op, or a signature tensor is missing or has another shape or a type other than
     float32/int32 (the file is then removed).
     """
@@ -257,7 +256,7 @@ def convert_tflite(
     _check_args(precision, src_lens, target_slots, batches)
     src_lens, batches = sorted(src_lens), sorted(batches)
     if precision == "int8" and calibration is None:
-        raise ValueError("precision int8 needs calibration samples (export.calibration.calibration_inputs)")
+        raise UsageError("precision int8 needs calibration samples (export.calibration.calibration_inputs)")
     calibration_data = (
         _calibration_data(model, calibration, src_lens, target_slots, batches) if precision == "int8" else None
     )
@@ -271,7 +270,7 @@ def convert_tflite(
                 if precision != "fp32":
                     data, recipe = _quantize(data, precision, calibration_data)
         except Exception as exc:  # noqa: BLE001 - any converter failure becomes one error naming the file
-            raise ExportError(
+            raise ConversionError(
                 f"{path}: TFLite {precision} conversion failed "
                 f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
                 + _log_tail(log)
@@ -331,7 +330,7 @@ def _check_signatures(path: Path, got: dict, expected: dict) -> None:
                     problems.append(f"{name} {kind[:-1]} {tensor}: {have.get(tensor, 'missing')} instead of {spec}")
             problems += [f"{name} has an unexpected {kind[:-1]} {t}" for t in have if t not in want[kind]]
     if problems:
-        raise ExportError(
+        raise ConversionError(
             f"{path}: signatures differ from the graphs: "
             + "; ".join(problems[:8])
             + (f" (+{len(problems) - 8} more)" if len(problems) > 8 else "")
@@ -347,8 +346,8 @@ def _read(path: Path):
 
     try:
         return read_flatbuffer(path)
-    except (FileNotFoundError, ValueError) as exc:
-        raise ExportError(str(exc)) from None
+    except UsageError as exc:
+        raise ConversionError(str(exc)) from None
 
 
 def _names(enum_class) -> dict[int, str]:
@@ -372,7 +371,7 @@ def check_builtin_ops(path: Path) -> dict[str, int]:
                 custom = (code.CustomCode() or b"").decode(errors="replace")
                 kind = "a Flex (select TensorFlow) op" if custom.startswith("Flex") else "a custom op"
                 where = (subgraph.Name() or b"").decode() or f"subgraph {g}"
-                raise ExportError(
+                raise ConversionError(
                     f"{path}: {kind} {custom!r} in {where} (operator {i}); only builtin ops "
                     "run on a stock LiteRT runtime"
                 )
@@ -418,7 +417,7 @@ def _check_signature_tensors(path: Path) -> None:
         for kind in ("inputs", "outputs"):
             named = sorted(_signature_tensors(sig, kind).values())
             if named != sorted(declared[kind]):
-                raise ExportError(
+                raise ConversionError(
                     f"{path}: signature {sig.SignatureKey().decode()} names {kind} tensors {named} "
                     f"but its subgraph declares {sorted(declared[kind])}"
                 )

@@ -19,7 +19,7 @@ from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes, decoder_
 from export.macs_onnx import onnx_macs
 from export.to_onnx import CACHE_OUTPUT_SUFFIX, check_onnx_ops, convert_onnx, output_name
 from lite.config import ModelConfig
-from lite.errors import ExportError
+from lite.errors import ExportError, UsageError
 from lite.metrics.macs import count_macs
 from lite.models.seq2seq import EncoderDecoder
 
@@ -248,9 +248,9 @@ def test_fp16_runs_or_says_why(exports):
 
 
 def test_int8_needs_calibration(tmp_path):
-    with pytest.raises(ExportError, match="calibration"):
+    with pytest.raises(UsageError, match="calibration"):
         convert_onnx(tiny_model("lsra"), tmp_path, precision="int8", max_src_len=8, target_slots=8)
-    with pytest.raises(ExportError, match="precision"):
+    with pytest.raises(UsageError, match="precision"):
         convert_onnx(tiny_model("lsra"), tmp_path, precision="int4", max_src_len=8, target_slots=8)
 
 
