@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,20 @@ from lite.errors import ConfigError
 from lite.sparse.patterns import HeadPattern, check_pattern, runs_blockwise
 
 FORMATS = ("tflite", "onnx")
-PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
+
+
+class Precision(StrEnum):
+    """How an exported graph stores its numbers; the one list of them. fp32 is the reference the others'
+    parity gates compare with. dynamic-int8: int8 weights, activations quantized at run time; int8: int8
+    weights and activations with ranges calibrated on training sentences."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    DYNAMIC_INT8 = "dynamic-int8"
+    INT8 = "int8"
+
+
+PRECISIONS = tuple(p.value for p in Precision)  # for messages and membership tests on plain strings
 
 
 @dataclass
@@ -268,6 +282,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected float, got {value!r}") from None
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)
+    if hint is dict and not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
     if hint in (int, float, str, bool):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
             raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
