@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import torch
 
+from lite.artifacts import ArtifactRow, find_row, update_row
 from lite.checkpoint import load_model
 from lite.config import RunConfig
 from lite.data.corpus import load_pairs
@@ -21,7 +22,7 @@ from lite.decode import translate
 from lite.files import read_json, sha256_file, write_json_atomic, write_text_atomic
 from lite.metrics.bleu import score
 from lite.provenance import provenance
-from lite.run import RunPaths, artifact_row, update_artifact_row
+from lite.run import RunPaths
 from lite.tokenizer import Tokenizer
 
 
@@ -94,14 +95,14 @@ def evaluate_artifact(
 
     from export.runtime import Translator
 
-    row = artifact_row(paths, name)
-    folder = paths.root / row["path"]
+    row = find_row(paths.root, name)
+    folder = paths.root / row.path
     translator = Translator(folder, num_threads=threads)
     beam = translator.decode_cfg["beam"] if beam is None else beam
     lenpen = translator.decode_cfg["lenpen"] if lenpen is None else lenpen
     decoding = decoding_name(beam, lenpen)
     manifest_sha = sha256_file(folder / "manifest.json")
-    cached = (row.get("bleu") or {}).get(f"{split}/{decoding}")
+    cached = (row.bleu or {}).get(f"{split}/{decoding}")
     if isinstance(cached, dict) and cached.get("manifest_sha256") == manifest_sha:
         return cached | {"cached": True, "split": split, "decoding": decoding}
     pairs, info = load_pairs(cfg.data, split)
@@ -131,8 +132,8 @@ def evaluate_artifact(
         "provenance": provenance(cfg, seed=cfg.train.seed, threads=threads),
     }
 
-    def store(row: dict) -> None:
-        row.setdefault("bleu", {})[f"{split}/{decoding}"] = {k: v for k, v in record.items() if k != "pairs"}
+    def store(row: ArtifactRow) -> None:
+        row.bleu = (row.bleu or {}) | {f"{split}/{decoding}": {k: v for k, v in record.items() if k != "pairs"}}
 
-    update_artifact_row(paths, name, store)
+    update_row(paths.root, name, store)
     return record

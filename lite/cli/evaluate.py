@@ -30,11 +30,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def _artifacts(args: argparse.Namespace, cfg, paths) -> int:
     """--artifact NAME...: exported folders scored through the on-device runtime."""
     from eval.evaluate import evaluate_artifact
-    from lite.files import read_json
+    from lite.artifacts import read_rows
 
     names = args.artifact
     if names == ["all"]:
-        names = [r["name"] for r in read_json(paths.root / "artifacts.json", []) if r.get("format") != "pytorch"]
+        names = [r.name for r in read_rows(paths.root) if r.format != "pytorch"]
     for name in names:
         record = evaluate_artifact(cfg, paths, name, args.split, args.beam, args.lenpen, progress=not args.quiet)
         print(
