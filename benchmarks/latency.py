@@ -13,7 +13,7 @@ their encoder bucket and cache slots). Missing folders are reported as "not expo
 Compute limit: peak single-core fp32 matmul rate (torch.mm and numpy @, n = 512..2048, best run,
 MAC/s = n^3 / s). Lower bounds per sentence = MACs / peak, with the paper MACs (manifest "macs":
 30+30 tokens, no embeddings or output projection) and with the work the protocol really needs
-(+ 30 steps x embed_dim x vocab output projection). Targets (issue): each TFLite artifact >= 3x
+(+ 30 steps x embed_dim x vocab output projection). Targets: each TFLite artifact >= 3x
 faster than PyTorch eager and <= 3x the lower bound with output projection; PASS/FAIL as measured.
 
     python benchmarks/latency.py [--runs runs/default runs/default-transformer] [--warmup 5] [--repeats 50]

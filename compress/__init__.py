@@ -1,1 +1,1 @@
-"""Compression: structured and fine-grained pruning, quantization, distillation (issue 5)."""
+"""Compression: structured and fine-grained pruning, quantization, distillation."""
