@@ -15,6 +15,7 @@ the keys that have a value.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,7 @@ class ArtifactRow:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check(entry: Any, path: Path, index: int) -> ArtifactRow:
@@ -126,7 +127,11 @@ def artifacts_path(root: Path) -> Path:
 def read_rows(root: Path) -> list[ArtifactRow]:
     """The rows of ROOT/artifacts.json; none when the file does not exist."""
     path = artifacts_path(root)
-    return parse_rows(read_json(path, []), path)
+    try:
+        data = read_json(path, [])
+    except ValueError as exc:  # damaged JSON or UTF-8: the message already names the file
+        raise RunFolderError(str(exc)) from None
+    return parse_rows(data, path)
 
 
 def write_rows(root: Path, rows: list[ArtifactRow]) -> None:
