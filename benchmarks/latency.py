@@ -193,7 +193,7 @@ def versions() -> dict:
     return out
 
 
-TARGET_NAME = "host-x86-1thread"  # the latency_ms key in artifacts.json (eval/report.py)
+TARGET_NAME = "host-x86-1thread"  # the latency_ms key in artifacts.json (eval/report/)
 
 
 def record_latency(results: list[dict]) -> None:
