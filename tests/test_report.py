@@ -14,6 +14,7 @@ import yaml
 from eval.report import collect_run, write_report
 from lite.checkpoint import model_record, save_atomic
 from lite.config import load_config, to_dict
+from lite.errors import RunFolderError
 from lite.metrics.macs import count_macs, model_summary
 from lite.models.seq2seq import EncoderDecoder
 
@@ -270,5 +271,5 @@ def test_errors_name_the_file(runs, tmp_path):
         [{"name": "x", "path": "x.tflite", "format": "tflite", "precision": "int8", "latency": {}}],
         bad / "artifacts.json",
     )
-    with pytest.raises(ValueError, match=r"artifacts\.json: artifact 0: unknown key\(s\) latency"):
+    with pytest.raises(RunFolderError, match=r"artifacts\.json: artifact 0: unknown key\(s\) latency"):
         collect_run(bad)

@@ -13,30 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from eval.report.budget import budget_checks, verdict
+from lite.artifacts import ArtifactRow, artifacts_path, read_rows
 from lite.config import ConfigError, ModelConfig, RunConfig, load_config, model_config_from_dict, to_dict
 from lite.files import read_json
 from lite.run import RunPaths
 
-FORMATS = ("pytorch", "onnx", "tflite")
-PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
-ARTIFACT_KEYS = {
-    "name",
-    "path",
-    "format",
-    "precision",
-    "size_bytes",
-    "macs",
-    "macs_method",
-    "model_config",
-    "source_model",
-    "bleu",
-    "latency_ms",
-    "instructions",
-    "targets",
-    "notes",
-    "provenance",
-}
-REQUIRED_KEYS = ("name", "path", "format", "precision")
 # what of train.json a run record keeps
 TRAIN_KEYS = (
     "stop_reason",
@@ -159,50 +140,6 @@ def _headline_bleu(records: dict[str, dict], preferred: str) -> dict | None:
     return records[tests[0]] if tests else None
 
 
-def _check_artifacts(data: Any, path: Path) -> list[dict]:
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of artifacts, got {type(data).__name__}")
-    names = set()
-    for i, entry in enumerate(data):
-        where = f"{path}: artifact {i}"
-        if not isinstance(entry, dict):
-            raise ValueError(f"{where}: expected an object, got {type(entry).__name__}")
-        unknown = sorted(set(entry) - ARTIFACT_KEYS)
-        if unknown:
-            raise ValueError(
-                f"{where}: unknown key(s) {', '.join(unknown)} (expected: {', '.join(sorted(ARTIFACT_KEYS))})"
-            )
-        for key in REQUIRED_KEYS:
-            if not isinstance(entry.get(key), str) or not entry[key]:
-                raise ValueError(f'{where}: "{key}" is required (a non-empty string)')
-        where = f"{path}: artifact {entry['name']!r}"
-        if entry["name"] in names:
-            raise ValueError(f"{where}: duplicate name")
-        names.add(entry["name"])
-        if entry["format"] not in FORMATS:
-            raise ValueError(f"{where}: format must be one of {', '.join(FORMATS)}, got {entry['format']!r}")
-        if entry["precision"] not in PRECISIONS:
-            raise ValueError(f"{where}: precision must be one of {', '.join(PRECISIONS)}, got {entry['precision']!r}")
-        for key in ("size_bytes", "macs"):
-            v = entry.get(key)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise ValueError(f'{where}: "{key}" must be a non-negative integer or null, got {v!r}')
-        for key in ("latency_ms", "instructions"):
-            v = entry.get(key, {})
-            if v is None:
-                continue
-            if not isinstance(v, dict) or any(x is not None and not _is_number(x) for x in v.values()):
-                raise ValueError(f'{where}: "{key}" must map target names to numbers or null')
-        if not isinstance(entry.get("targets", {}), dict):
-            raise ValueError(f'{where}: "targets" must map target names to records')
-        if entry.get("model_config") is not None and not isinstance(entry["model_config"], dict):
-            raise ValueError(f'{where}: "model_config" must be an object (a ModelConfig)')
-        for key in ("macs_method", "source_model", "notes"):
-            if entry.get(key) is not None and not isinstance(entry[key], str):
-                raise ValueError(f'{where}: "{key}" must be a string')
-    return data
-
-
 def rel(path: Path, base: Path) -> str:
     """`path` relative to `base`; as given when there is no relative path (another drive on Windows)."""
     try:
@@ -289,10 +226,6 @@ class _Run:
     cfg: RunConfig
     notes: list[str]
 
-    @property
-    def artifacts_path(self) -> Path:
-        return self.root / "artifacts.json"
-
 
 def _open_run(root: Path) -> _Run:
     paths = RunPaths(root)
@@ -334,24 +267,19 @@ def _run_model(run: _Run) -> tuple[Model, Size]:
     return Model(mcfg, source), Size(None, None)
 
 
-def _read_artifacts(run: _Run) -> list[dict]:
-    path = run.artifacts_path
-    return _check_artifacts(read_json(path), path) if path.is_file() else []
+def _entry_bleu(run: _Run, entry: ArtifactRow, source: str) -> dict[str, dict]:
+    where = f"{artifacts_path(run.root)}: artifact {entry.name!r} bleu"
+    return _bleu_records(entry.bleu or {}, where, run.cfg.data.corpus, source)
 
 
-def _entry_bleu(run: _Run, entry: dict, source: str) -> dict[str, dict]:
-    where = f"{run.artifacts_path}: artifact {entry['name']!r} bleu"
-    return _bleu_records(entry.get("bleu") or {}, where, run.cfg.data.corpus, source)
-
-
-def _model_row(run: _Run, model: Model, size: Size, results: dict[str, dict], entry: dict | None) -> dict:
+def _model_row(run: _Run, model: Model, size: Size, results: dict[str, dict], entry: ArtifactRow | None) -> dict:
     """The row of model.pt; an artifacts.json entry whose path is model.pt adds its measurements (e.g. host
     latency) and its BLEU records, which results.json's (with signatures) override."""
     bleu, latency, instructions, notes = dict(results), {}, {}, None
     if entry is not None:
-        bleu = _entry_bleu(run, entry, f"artifacts.json {entry['name']!r} bleu") | results
-        latency, instructions = entry.get("latency_ms") or {}, entry.get("instructions") or {}
-        notes = entry.get("notes")
+        bleu = _entry_bleu(run, entry, f"artifacts.json {entry.name!r} bleu") | results
+        latency, instructions = entry.latency_ms or {}, entry.instructions or {}
+        notes = entry.notes
     row = _row(
         run.name,
         run.cfg,
@@ -370,64 +298,63 @@ def _model_row(run: _Run, model: Model, size: Size, results: dict[str, dict], en
         notes=notes,
     )
     if entry is not None:
-        row["sources"]["latency_ms"] = row["sources"]["instructions"] = f"artifacts.json {entry['name']!r}"
+        row["sources"]["latency_ms"] = row["sources"]["instructions"] = f"artifacts.json {entry.name!r}"
     return row
 
 
-def _artifact_model(run: _Run, entry: dict, label: str, run_model: Model) -> Model:
+def _artifact_model(run: _Run, entry: ArtifactRow, label: str, run_model: Model) -> Model:
     """The entry's own "model_config", else its "source_model" checkpoint's, else the run's model."""
-    if entry.get("model_config") is not None:
-        where = f"{run.artifacts_path}: artifact {entry['name']!r} model_config"
-        return Model(_parse_model_config(entry["model_config"], where), f"{label} model_config")
-    if entry.get("source_model"):
-        src = run.root / entry["source_model"]
+    if entry.model_config is not None:
+        where = f"{artifacts_path(run.root)}: artifact {entry.name!r} model_config"
+        return Model(_parse_model_config(entry.model_config, where), f"{label} model_config")
+    if entry.source_model:
+        src = run.root / entry.source_model
         return Model(
             _parse_model_config(_model_config_of(src), f"{src} model_config"), f"{rel(src, run.root)} model_config"
         )
     return run_model
 
 
-def _artifact_size(run: _Run, entry: dict, label: str) -> Size:
+def _artifact_size(run: _Run, entry: ArtifactRow, label: str) -> Size:
     """The file on disk; "size_bytes" (and a note) when it is not in the run folder."""
-    size = _file_size(run.root / entry["path"], entry["format"])
+    size = _file_size(run.root / entry.path, entry.format)
     if size is None:
-        given = entry.get("size_bytes")
-        run.notes.append(f"{run.name}/{entry['name']}: {entry['path']} not found in the run folder")
+        given = entry.size_bytes
+        run.notes.append(f"{run.name}/{entry.name}: {entry.path} not found in the run folder")
         return Size(given, None if given is None else f"{label} size_bytes (file not found)")
-    if entry.get("size_bytes") is not None and entry["size_bytes"] != size:
+    if entry.size_bytes is not None and entry.size_bytes != size:
         run.notes.append(
-            f"{run.name}/{entry['name']}: size_bytes {entry['size_bytes']:,} in artifacts.json "
+            f"{run.name}/{entry.name}: size_bytes {entry.size_bytes:,} in artifacts.json "
             f"but {size:,} bytes on disk (the report uses the file on disk)"
         )
-    return Size(size, f"size on disk of {entry['path']}")
+    return Size(size, f"size on disk of {entry.path}")
 
 
-def _artifact_row(run: _Run, entry: dict, run_model: Model) -> dict:
-    label = f"artifacts.json {entry['name']!r}"
+def _artifact_row(run: _Run, entry: ArtifactRow, run_model: Model) -> dict:
+    label = f"artifacts.json {entry.name!r}"
     model = _artifact_model(run, entry, label, run_model)
     size = _artifact_size(run, entry, label)
     row = _row(
         run.name,
         run.cfg,
-        artifact=entry["name"],
-        path=run.root / entry["path"],
+        artifact=entry.name,
+        path=run.root / entry.path,
         root=run.root,
-        fmt=entry["format"],
-        precision=entry["precision"],
+        fmt=entry.format,
+        precision=entry.precision,
         model=model,
         size=size,
-        macs_given=entry.get("macs"),
-        macs_source=f"{label} macs" + (f" ({entry['macs_method']})" if entry.get("macs_method") else ""),
+        macs_given=entry.macs,
+        macs_source=f"{label} macs" + (f" ({entry.macs_method})" if entry.macs_method else ""),
         bleu=_entry_bleu(run, entry, f"{label} bleu"),
-        latency=entry.get("latency_ms") or {},
-        instructions=entry.get("instructions") or {},
-        notes=entry.get("notes"),
+        latency=entry.latency_ms or {},
+        instructions=entry.instructions or {},
+        notes=entry.notes,
     )
     row["sources"]["latency_ms"] = row["sources"]["instructions"] = label
-    if entry.get("macs") is not None and entry["macs"] != row["macs_analytic"]:
+    if entry.macs is not None and entry.macs != row["macs_analytic"]:
         run.notes.append(
-            f"{run.name}/{entry['name']}: graph MACs {entry['macs']:,} differ from the analytic "
-            f"{row['macs_analytic']:,}"
+            f"{run.name}/{entry.name}: graph MACs {entry.macs:,} differ from the analytic {row['macs_analytic']:,}"
         )
     return row
 
@@ -448,7 +375,7 @@ def _run_record(run: _Run, train: dict | None, rows: list[dict]) -> dict:
             "model": "model.pt" if paths.model.is_file() else None,
             "results": "results.json" if paths.results.is_file() else None,
             "train": "train.json" if train is not None else None,
-            "artifacts": "artifacts.json" if run.artifacts_path.is_file() else None,
+            "artifacts": "artifacts.json" if artifacts_path(run.root).is_file() else None,
         },
         "rows": rows,
         "notes": run.notes,
@@ -463,9 +390,9 @@ def collect_run(run: Path) -> dict:
     results = _read_results(run)
     train = _read_train(run)
     model, size = _run_model(run)
-    artifacts = _read_artifacts(run)
+    artifacts = read_rows(run.root)
     model_pt = run.paths.model.resolve()
-    model_entry = next((a for a in artifacts if (run.root / a["path"]).resolve() == model_pt), None)
+    model_entry = next((a for a in artifacts if (run.root / a.path).resolve() == model_pt), None)
     rows = [_model_row(run, model, size, results, model_entry)]
     rows += [_artifact_row(run, entry, model) for entry in artifacts if entry is not model_entry]
     if train is not None and "params" in train and train["params"] != rows[0]["params"]:
