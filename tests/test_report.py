@@ -257,14 +257,16 @@ def test_default_out_dir_is_first_run(runs, tmp_path):
 
 
 def test_errors_name_the_file(runs, tmp_path):
+    with pytest.raises(RunFolderError, match=r"missing: not a run folder"):
+        collect_run(tmp_path / "missing")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ValueError, match=r"config\.yaml"):
+    with pytest.raises(RunFolderError, match=r"config\.yaml"):
         collect_run(empty)
     bad = tmp_path / "bad"
     shutil.copytree(runs["base"], bad)
     (bad / "results.json").write_text('{"test/greedy": ', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"results\.json: not valid JSON"):
+    with pytest.raises(RunFolderError, match=r"results\.json: not valid JSON"):
         collect_run(bad)
     (bad / "results.json").write_text("{}", encoding="utf-8")
     _write_json(

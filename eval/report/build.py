@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from eval.report.collect import collect_run
+from lite.errors import UsageError
 
 MAC_CONVENTION = (
     "mult-adds of one forward pass, 30-token source + 30-token target, without embeddings "
@@ -66,7 +67,7 @@ def _name_by_path_when_shared(collected: list[dict]) -> None:
 def build_report(runs: list[Path]) -> dict:
     """Collect every run and put the rows together (no files written)."""
     if not runs:
-        raise ValueError("no run folders given")
+        raise UsageError("no run folders given")
     collected = [collect_run(Path(r)) for r in runs]
     _name_by_path_when_shared(collected)
     rows = [row for c in collected for row in c["rows"]]

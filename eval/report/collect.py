@@ -1,6 +1,8 @@
 """Reading one run folder into report rows: the model.pt row, then one row per artifacts.json entry.
 
-Nothing is recomputed except the analytic MAC and parameter counts of a model config.
+Nothing is recomputed except the analytic MAC and parameter counts of a model config. A missing run folder
+or config.yaml and a malformed file in the folder are RunFolderErrors naming the file; a bad model config
+(config.yaml, a checkpoint's or an artifact's) is a ConfigError naming where it was read.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from eval.report.budget import budget_checks, verdict
-from lite.artifacts import ArtifactRow, artifacts_path, read_rows
-from lite.config import ConfigError, ModelConfig, RunConfig, load_config, model_config_from_dict, to_dict
+from lite.artifacts import ArtifactRow, artifacts_path, parse_rows
+from lite.config import ModelConfig, RunConfig, load_config, model_config_from_dict, to_dict
+from lite.errors import ConfigError, RunFolderError
 from lite.files import read_json
 from lite.run import RunPaths
 
@@ -57,12 +60,23 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _read_json(path: Path, default: Any = None) -> Any:
+    """lite.files.read_json, a damaged file being a RunFolderError (the same one-line message)."""
+    try:
+        return read_json(path, default)
+    except ValueError as exc:
+        raise RunFolderError(str(exc)) from None
+
+
 def _model_config_of(checkpoint_path: Path) -> dict:
     from lite.checkpoint import load
 
-    record = load(checkpoint_path)  # ValueError naming the file when unreadable
+    try:
+        record = load(checkpoint_path)  # RunFolderError when missing
+    except ValueError as exc:  # unreadable: the message names the file
+        raise RunFolderError(str(exc)) from None
     if not isinstance(record, dict) or not isinstance(record.get("model_config"), dict):
-        raise ValueError(f'{checkpoint_path}: no "model_config" in the checkpoint')
+        raise RunFolderError(f'{checkpoint_path}: no "model_config" in the checkpoint')
     return record["model_config"]
 
 
@@ -70,7 +84,7 @@ def _parse_model_config(data: dict, where: str) -> ModelConfig:
     try:
         return model_config_from_dict(data)
     except ConfigError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 _SUMMARY_CACHE: dict[str, dict] = {}
@@ -105,7 +119,7 @@ def _bleu_records(raw: dict, where: str, corpus: str, default_source: str) -> di
     or an artifact's "bleu" (numbers or records); null values are kept out (not measured)."""
     out = {}
     if not isinstance(raw, dict):
-        raise ValueError(f'{where}: expected a mapping of "split/decoding" to BLEU')
+        raise RunFolderError(f'{where}: expected a mapping of "split/decoding" to BLEU')
     for key, value in raw.items():
         split, _, decoding = key.partition("/")
         if value is None:
@@ -113,7 +127,7 @@ def _bleu_records(raw: dict, where: str, corpus: str, default_source: str) -> di
         if _is_number(value):
             value = {"bleu": value}
         if not isinstance(value, dict) or not (_is_number(value.get("bleu")) or value.get("bleu") is None):
-            raise ValueError(f'{where}[{key!r}]: expected a BLEU number or a record with a numeric "bleu"')
+            raise RunFolderError(f'{where}[{key!r}]: expected a BLEU number or a record with a numeric "bleu"')
         if value.get("bleu") is None:
             continue
         out[key] = {
@@ -230,18 +244,18 @@ class _Run:
 def _open_run(root: Path) -> _Run:
     paths = RunPaths(root)
     if not root.is_dir():
-        raise ValueError(f"{root}: not a run folder (no such directory)")
+        raise RunFolderError(f"{root}: not a run folder (no such directory)")
     if not paths.config.is_file():
-        raise ValueError(f"{paths.config}: no config.yaml in the run folder (not a run folder?)")
-    cfg = load_config(paths.config)  # ConfigError (a ValueError) names file and field
+        raise RunFolderError(f"{paths.config}: no config.yaml in the run folder (not a run folder?)")
+    cfg = load_config(paths.config)  # ConfigError naming file and field
     return _Run(root.resolve().name, root, paths, cfg, [])
 
 
 def _read_results(run: _Run) -> dict[str, dict]:
     """BLEU records of results.json; none (and a note) when the run was not evaluated."""
-    raw = read_json(run.paths.results, {})
+    raw = _read_json(run.paths.results, {})
     if not isinstance(raw, dict):
-        raise ValueError(f'{run.paths.results}: expected a JSON object of "split/decoding" records')
+        raise RunFolderError(f'{run.paths.results}: expected a JSON object of "split/decoding" records')
     results = _bleu_records(raw, str(run.paths.results), run.cfg.data.corpus, "results.json")
     if not run.paths.results.is_file():
         run.notes.append(f"{run.name}: no results.json (BLEU not measured; run `lite evaluate`)")
@@ -249,9 +263,9 @@ def _read_results(run: _Run) -> dict[str, dict]:
 
 
 def _read_train(run: _Run) -> dict | None:
-    train = read_json(run.paths.train_summary)
+    train = _read_json(run.paths.train_summary)
     if train is not None and not isinstance(train, dict):
-        raise ValueError(f"{run.paths.train_summary}: expected a JSON object")
+        raise RunFolderError(f"{run.paths.train_summary}: expected a JSON object")
     return train
 
 
@@ -265,6 +279,12 @@ def _run_model(run: _Run) -> tuple[Model, Size]:
     source = "config.yaml model" + ("" if cfg.model.vocab_size else ", vocab_size from tokenizer.vocab_size")
     run.notes.append(f"{run.name}: no model.pt (not trained yet?): MACs/params from config.yaml, size not measured")
     return Model(mcfg, source), Size(None, None)
+
+
+def _read_artifacts(run: _Run) -> list[ArtifactRow]:
+    """The rows of artifacts.json (lite.artifacts checks them); none when the file does not exist."""
+    path = artifacts_path(run.root)
+    return parse_rows(_read_json(path, []), path)
 
 
 def _entry_bleu(run: _Run, entry: ArtifactRow, source: str) -> dict[str, dict]:
@@ -385,12 +405,12 @@ def _run_record(run: _Run, train: dict | None, rows: list[dict]) -> dict:
 def collect_run(run: Path) -> dict:
     """Everything the report needs from one run folder, read from its saved files (nothing recomputed
     except the analytic MAC/parameter counts): the run record with its "rows" (model.pt first) and "notes".
-    Raises ValueError naming the file on a bad input."""
+    Raises RunFolderError or ConfigError naming the file on a bad input."""
     run = _open_run(Path(run))
     results = _read_results(run)
     train = _read_train(run)
     model, size = _run_model(run)
-    artifacts = read_rows(run.root)
+    artifacts = _read_artifacts(run)
     model_pt = run.paths.model.resolve()
     model_entry = next((a for a in artifacts if (run.root / a.path).resolve() == model_pt), None)
     rows = [_model_row(run, model, size, results, model_entry)]
