@@ -33,18 +33,13 @@ def _save_figure(fig, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
-def plot_bleu_vs_macs(rows: list[dict], frontier: list[dict], budgets: list[dict], path: Path) -> None:
-    from matplotlib.figure import Figure
+FORMAT_MARKERS = {"pytorch": "o", "onnx": "s", "tflite": "^"}
+BUDGET_COLOR = "firebrick"
 
-    fig = Figure(figsize=(9, 6))
-    ax = fig.add_subplot()
-    points = [r for r in rows if r["macs"] is not None and r["bleu"] is not None]
-    runs = list(dict.fromkeys(r["run"] for r in rows))
-    colors = {run: f"C{i % 10}" for i, run in enumerate(runs)}
-    markers = {"pytorch": "o", "onnx": "s", "tflite": "^"}
-    if not points:
-        ax.text(0.5, 0.5, "no row has both BLEU and MACs measured", ha="center", va="center", transform=ax.transAxes)
-    # labels of points at the same spot (fp32 and int8 of one model share the MACs) are stacked
+
+def _plot_points(ax, points: list[dict], colors: dict[str, str], one_run: bool) -> None:
+    """A marker per row (colour: run, shape: format) with its label; labels of points at the same spot
+    (fp32 and int8 of one model share the MACs) are stacked."""
     stack: dict[tuple, int] = {}
     for r in sorted(points, key=lambda r: (r["macs"], -r["bleu"]["bleu"])):
         x, y = r["macs"] / 1e6, r["bleu"]["bleu"]
@@ -53,7 +48,7 @@ def plot_bleu_vs_macs(rows: list[dict], frontier: list[dict], budgets: list[dict
             [y],
             s=70,
             color=colors[r["run"]],
-            marker=markers.get(r["format"], "o"),
+            marker=FORMAT_MARKERS.get(r["format"], "o"),
             zorder=3,
             edgecolors="black",
             linewidths=0.6,
@@ -61,7 +56,7 @@ def plot_bleu_vs_macs(rows: list[dict], frontier: list[dict], budgets: list[dict
         spot = (round(x, 1), round(y, 0))
         k = stack.get(spot, 0)
         stack[spot] = k + 1
-        name = r["artifact"] if len(runs) == 1 else f"{r['run']}: {r['artifact']}"
+        name = r["artifact"] if one_run else f"{r['run']}: {r['artifact']}"
         ax.annotate(
             f"{name} ({r['format']} {r['precision']})",
             (x, y),
@@ -70,44 +65,52 @@ def plot_bleu_vs_macs(rows: list[dict], frontier: list[dict], budgets: list[dict
             fontsize=8,
             color="#222222",
         )
-    if frontier:
-        xs = [r["macs"] / 1e6 for r in frontier]
-        ys = [r["bleu"]["bleu"] for r in frontier]
-        xmax = max(r["macs"] for r in points) / 1e6
-        ax.step(
-            xs + [max(xmax, xs[-1]) * 1.02],
-            ys + [ys[-1]],
-            where="post",
-            color="black",
-            linestyle="--",
-            linewidth=1.2,
-            zorder=2,
+
+
+def _plot_frontier(ax, frontier: list[dict], points: list[dict]) -> None:
+    """The frontier as a dashed staircase to just past the last point, its rows circled."""
+    xs = [r["macs"] / 1e6 for r in frontier]
+    ys = [r["bleu"]["bleu"] for r in frontier]
+    xmax = max(r["macs"] for r in points) / 1e6
+    ax.step(
+        xs + [max(xmax, xs[-1]) * 1.02],
+        ys + [ys[-1]],
+        where="post",
+        color="black",
+        linestyle="--",
+        linewidth=1.2,
+        zorder=2,
+    )
+    ax.scatter(xs, ys, s=190, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4)
+
+
+def _plot_budgets(ax, budgets: list[dict]) -> None:
+    """A vertical line per distinct MAC budget and a horizontal one per BLEU budget, each labelled."""
+    for value in sorted({b["max_macs"] for b in budgets if b.get("max_macs") is not None}):
+        ax.axvline(value / 1e6, color=BUDGET_COLOR, linestyle=":", linewidth=1)
+        ax.annotate(
+            f"MAC budget {human(value)}",
+            (value / 1e6, 0.02),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=8,
+            color=BUDGET_COLOR,
+            ha="right",
+            va="bottom",
         )
-        ax.scatter(xs, ys, s=190, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4)
-    for key, style, label, axis in (("max_macs", ":", "MAC budget", "x"), ("min_bleu", "-.", "BLEU budget", "y")):
-        for value in sorted({b[key] for b in budgets if b.get(key) is not None}):
-            if axis == "x":
-                ax.axvline(value / 1e6, color="firebrick", linestyle=style, linewidth=1)
-                ax.annotate(
-                    f"{label} {human(value)}",
-                    (value / 1e6, 0.02),
-                    xycoords=("data", "axes fraction"),
-                    rotation=90,
-                    fontsize=8,
-                    color="firebrick",
-                    ha="right",
-                    va="bottom",
-                )
-            else:
-                ax.axhline(value, color="firebrick", linestyle=style, linewidth=1)
-                ax.annotate(
-                    f"{label} {value:g}",
-                    (0.01, value),
-                    xycoords=("axes fraction", "data"),
-                    fontsize=8,
-                    color="firebrick",
-                    va="bottom",
-                )
+    for value in sorted({b["min_bleu"] for b in budgets if b.get("min_bleu") is not None}):
+        ax.axhline(value, color=BUDGET_COLOR, linestyle="-.", linewidth=1)
+        ax.annotate(
+            f"BLEU budget {value:g}",
+            (0.01, value),
+            xycoords=("axes fraction", "data"),
+            fontsize=8,
+            color=BUDGET_COLOR,
+            va="bottom",
+        )
+
+
+def _note_unplotted(ax, rows: list[dict], points: list[dict]) -> None:
     missing = [r["id"] for r in rows if r not in points]
     if missing and points:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
@@ -120,63 +123,78 @@ def plot_bleu_vs_macs(rows: list[dict], frontier: list[dict], budgets: list[dict
             va="top",
             color="#555555",
         )
+
+
+def _set_limits(ax, points: list[dict], budgets: list[dict]) -> None:
+    """Axes around the points and budget lines, with room on the right for the labels."""
+    xs_all = [r["macs"] / 1e6 for r in points] + [b["max_macs"] / 1e6 for b in budgets if b.get("max_macs")]
+    lo, hi = min(xs_all), max(xs_all)
+    pad = max((hi - lo) * 0.15, hi * 0.05)
+    ax.set_xlim(max(lo - pad, 0), hi + pad * 2.5)
+    ys_all = [r["bleu"]["bleu"] for r in points] + [b["min_bleu"] for b in budgets if b.get("min_bleu") is not None]
+    ylo, yhi = min(ys_all), max(ys_all)
+    ypad = max((yhi - ylo) * 0.15, 1.0)
+    ax.set_ylim(max(ylo - ypad, 0), yhi + ypad)
+
+
+def _legend(ax, points: list[dict], runs: list[str], colors: dict[str, str], frontier: bool) -> None:
+    """Runs (colours) and formats (shapes) that appear among the points, and the frontier."""
+    from matplotlib.lines import Line2D
+
+    def marker(shape: str, face: str, label: str) -> Line2D:
+        return Line2D(
+            [],
+            [],
+            linestyle="none",
+            marker=shape,
+            markersize=8,
+            markerfacecolor=face,
+            markeredgecolor="black",
+            label=label,
+        )
+
+    handles = [marker("o", colors[run], f"run {run}") for run in runs if any(r["run"] == run for r in points)]
+    handles += [marker(m, "white", f) for f, m in FORMAT_MARKERS.items() if any(r["format"] == f for r in points)]
+    if frontier:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="black",
+                linestyle="--",
+                marker="o",
+                markersize=11,
+                markerfacecolor="none",
+                label="Pareto frontier",
+            )
+        )
+    ax.legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.9)
+
+
+def plot_bleu_vs_macs(rows: list[dict], frontier: list[dict], budgets: list[dict], path: Path) -> None:
+    """Every row with both MACs and BLEU, the Pareto frontier (`frontier`, ordered by MACs) and the runs'
+    MAC and BLEU budgets (BudgetConfig dicts); the rows left out are named in a corner."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 6))
+    ax = fig.add_subplot()
+    points = [r for r in rows if r["macs"] is not None and r["bleu"] is not None]
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    colors = {run: f"C{i % 10}" for i, run in enumerate(runs)}
+    if not points:
+        ax.text(0.5, 0.5, "no row has both BLEU and MACs measured", ha="center", va="center", transform=ax.transAxes)
+    _plot_points(ax, points, colors, one_run=len(runs) == 1)
+    if frontier:
+        _plot_frontier(ax, frontier, points)
+    _plot_budgets(ax, budgets)
+    _note_unplotted(ax, rows, points)
     ax.set_xlabel("MACs (millions; 30+30 tokens, no embeddings / output projection)")
     ax.set_ylabel("BLEU (test split, headline decoding)")
     ax.set_title("BLEU vs MACs: up and to the left is better")
     ax.grid(True, alpha=0.3)
     if points:
-        xs_all = [r["macs"] / 1e6 for r in points] + [b["max_macs"] / 1e6 for b in budgets if b.get("max_macs")]
-        lo, hi = min(xs_all), max(xs_all)
-        pad = max((hi - lo) * 0.15, hi * 0.05)
-        ax.set_xlim(max(lo - pad, 0), hi + pad * 2.5)  # room on the right for the labels
-        ys_all = [r["bleu"]["bleu"] for r in points] + [b["min_bleu"] for b in budgets if b.get("min_bleu") is not None]
-        ylo, yhi = min(ys_all), max(ys_all)
-        ypad = max((yhi - ylo) * 0.15, 1.0)
-        ax.set_ylim(max(ylo - ypad, 0), yhi + ypad)
-        from matplotlib.lines import Line2D
-
-        handles = [
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker="o",
-                markersize=8,
-                markerfacecolor=colors[run],
-                markeredgecolor="black",
-                label=f"run {run}",
-            )
-            for run in runs
-            if any(r["run"] == run for r in points)
-        ]
-        handles += [
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker=m,
-                markersize=8,
-                markerfacecolor="white",
-                markeredgecolor="black",
-                label=f,
-            )
-            for f, m in markers.items()
-            if any(r["format"] == f for r in points)
-        ]
-        if frontier:
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    color="black",
-                    linestyle="--",
-                    marker="o",
-                    markersize=11,
-                    markerfacecolor="none",
-                    label="Pareto frontier",
-                )
-            )
-        ax.legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.9)
+        _set_limits(ax, points, budgets)
+        _legend(ax, points, runs, colors, bool(frontier))
     _save_figure(fig, path)
 
 
