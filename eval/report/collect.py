@@ -101,8 +101,9 @@ def _summary(mcfg: ModelConfig) -> dict:
 
 
 def _file_size(path: Path, fmt: str) -> int | None:
+    """Bytes on disk of an artifact's file or model folder; None when it is not there."""
     if path.is_dir():  # a model folder from `lite export`: the graphs it ships (tokenizer and manifest aside)
-        manifest = read_json(path / "manifest.json", {})
+        manifest = _read_json(path / "manifest.json", {})
         graphs = [path / g for g in manifest.get("graphs", {}).values()]
         return sum(g.stat().st_size for g in graphs) if graphs and all(g.is_file() for g in graphs) else None
     if not path.is_file():
@@ -406,17 +407,17 @@ def collect_run(run: Path) -> dict:
     """Everything the report needs from one run folder, read from its saved files (nothing recomputed
     except the analytic MAC/parameter counts): the run record with its "rows" (model.pt first) and "notes".
     Raises RunFolderError or ConfigError naming the file on a bad input."""
-    run = _open_run(Path(run))
-    results = _read_results(run)
-    train = _read_train(run)
-    model, size = _run_model(run)
-    artifacts = _read_artifacts(run)
-    model_pt = run.paths.model.resolve()
-    model_entry = next((a for a in artifacts if (run.root / a.path).resolve() == model_pt), None)
-    rows = [_model_row(run, model, size, results, model_entry)]
-    rows += [_artifact_row(run, entry, model) for entry in artifacts if entry is not model_entry]
+    folder = _open_run(Path(run))
+    results = _read_results(folder)
+    train = _read_train(folder)
+    model, size = _run_model(folder)
+    artifacts = _read_artifacts(folder)
+    model_pt = folder.paths.model.resolve()
+    model_entry = next((a for a in artifacts if (folder.root / a.path).resolve() == model_pt), None)
+    rows = [_model_row(folder, model, size, results, model_entry)]
+    rows += [_artifact_row(folder, entry, model) for entry in artifacts if entry is not model_entry]
     if train is not None and "params" in train and train["params"] != rows[0]["params"]:
-        run.notes.append(
-            f"{run.name}: train.json params {train['params']:,} differ from the analytic {rows[0]['params']:,}"
+        folder.notes.append(
+            f"{folder.name}: train.json params {train['params']:,} differ from the analytic {rows[0]['params']:,}"
         )
-    return _run_record(run, train, rows)
+    return _run_record(folder, train, rows)
