@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from export.manifest import read_manifest
 from export.packing import pack_bytes, read_graph
+from lite.artifacts import artifacts_path, read_rows
 from lite.checkpoint import load_model
 from lite.files import read_json, write_json_atomic
 from lite.metrics.macs import count_macs
@@ -37,20 +38,19 @@ RESULTS = ROOT / "benchmarks" / "results" / "compression.json"
 
 
 def _row(stage: str, run: Path, artifact: str) -> dict:
-    rows = read_json(run / "artifacts.json", [])
-    row = next((r for r in rows if r.get("name") == artifact), None)
+    row = next((r for r in read_rows(run) if r.name == artifact), None)
     if row is None:
         raise SystemExit(
-            f"{run / 'artifacts.json'}: no {artifact} row (run `lite export {run}` and "
+            f"{artifacts_path(run)}: no {artifact} row (run `lite export {run}` and "
             f"`lite evaluate {run} --artifact all --beam 1`, or `make compress`)"
         )
-    bleu = (row.get("bleu") or {}).get("test/greedy")
+    bleu = (row.bleu or {}).get("test/greedy")
     if not bleu:
         raise SystemExit(
-            f"{run / 'artifacts.json'}: {artifact} has no test BLEU (run `lite evaluate {run} "
+            f"{artifacts_path(run)}: {artifact} has no test BLEU (run `lite evaluate {run} "
             f"--artifact {artifact} --beam 1`)"
         )
-    folder = run / row["path"]
+    folder = run / row.path
     manifest = read_manifest(folder)
     graphs = [folder / name for name in manifest["graphs"].values()]
     on_disk = sum(p.stat().st_size for p in graphs)

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eval.evaluate import decoding_name
+from lite.artifacts import read_rows
 from lite.config import load_config
 from lite.files import read_json, write_json_atomic
 from lite.metrics.macs import count_macs, model_summary
@@ -71,8 +72,8 @@ def stage_done(stage: str, run: Path, recipe: Path) -> bool:
         results = read_json(paths.results, {})
         return {"test/greedy", f"test/{decoding_name(cfg.decode.beam, cfg.decode.lenpen)}"} <= results.keys()
     if stage == "export":
-        rows = [r for r in read_json(run / "artifacts.json", []) if r.get("format") != "pytorch"]
-        return bool(rows) and all("test/greedy" in (r.get("bleu") or {}) for r in rows)
+        rows = [r for r in read_rows(run) if r.format != "pytorch"]
+        return bool(rows) and all("test/greedy" in (r.bleu or {}) for r in rows)
     return (run / "compressed" / recipe.stem / "model.pt").is_file() and (run / "report.json").is_file()
 
 

@@ -199,23 +199,23 @@ TARGET_NAME = "host-x86-1thread"  # the latency_ms key in artifacts.json (eval/r
 def record_latency(results: list[dict]) -> None:
     """Put each measured median into RUN/artifacts.json (latency_ms[TARGET_NAME]) so the budget report
     shows it; PyTorch eager goes on a row for model.pt, which the report merges into its own row."""
-    from lite.files import read_json, write_json_atomic
+    from lite.artifacts import ArtifactRow, artifacts_path, read_rows, write_rows
 
     for r in results:
-        path = ROOT / r["run"] / "artifacts.json"
-        rows = read_json(path, [])
+        run = ROOT / r["run"]
+        rows = read_rows(run)
         for engine, e in r["engines"].items():
             if e["status"] != "ok":
                 continue
             name = "pytorch-fp32" if engine == "pytorch-eager-fp32" else engine
-            row = next((x for x in rows if x.get("name") == name), None)
+            row = next((x for x in rows if x.name == name), None)
             if row is None and name == "pytorch-fp32":
-                row = {"name": name, "path": "model.pt", "format": "pytorch", "precision": "fp32"}
+                row = ArtifactRow(name=name, path="model.pt", format="pytorch", precision="fp32")
                 rows.append(row)
             if row is not None:
-                row.setdefault("latency_ms", {})[TARGET_NAME] = round(e["median_ms"], 2)
-        write_json_atomic(rows, path)
-        print(f"recorded latency in {path}")
+                row.latency_ms = (row.latency_ms or {}) | {TARGET_NAME: round(e["median_ms"], 2)}
+        write_rows(run, rows)
+        print(f"recorded latency in {artifacts_path(run)}")
 
 
 def main() -> None:
