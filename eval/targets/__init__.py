@@ -1,6 +1,7 @@
 """ARM CPU targets: the on-device runtime on emulated cores (qemu-user) or on boards over SSH.
 
-target.py     Target, parse_target("qemu:cortex-a72" | "ssh://user@host:port"), the runtime's files
+target.py     Target (the base class of every target), the runtime's files and how to stage them
+registry.py   parse_target("qemu:cortex-a72" | "ssh://user@host:port"): the scheme table
 cores.py      the emulated cores and the /proc/cpuinfo each shows
 sysroot.py    the cached arm64 Python sysroot (Debian packages) + aarch64 wheels
 plugin.py     the instruction-count TCG plugin (insn_count.c): build and read

@@ -49,19 +49,6 @@ class Target(ABC):
         """Copy the file `rel` (relative to the staged folder on the target) to `dest` on the host."""
 
 
-def parse_target(spec: str, remote_python: str = "python3", ssh_options: list[str] | None = None) -> Target:
-    """`qemu:cortex-a72` or `ssh://user@host[:port]`; anything else is a one-line error."""
-    if spec.startswith("qemu:"):
-        from eval.targets.qemu import QemuTarget
-
-        return QemuTarget(spec.removeprefix("qemu:"))
-    if spec.startswith("ssh://"):
-        from eval.targets.ssh import SshTarget
-
-        return SshTarget(spec, remote_python, ssh_options or [])
-    raise ValueError(f"--target {spec!r}: expected qemu:<core> (e.g. qemu:cortex-a72) or ssh://user@host[:port]")
-
-
 def stage_runtime(root: Path, dest: Path) -> None:
     """Copy the runtime's files (RUNTIME_FILES, from the repo at `root`) into dest/runtime."""
     for rel in RUNTIME_FILES:

@@ -47,7 +47,7 @@ def _artifacts(args: argparse.Namespace, cfg, paths) -> int:
 def _on_target(args: argparse.Namespace, cfg, paths) -> int:
     """--target T: the TFLite folders on an emulated core or a board, one summary line per folder."""
     from eval.targets.evaluate import evaluate_on_target
-    from eval.targets.target import parse_target
+    from eval.targets.registry import parse_target
 
     target = parse_target(args.target, args.remote_python, args.ssh_option)
     records = evaluate_on_target(
