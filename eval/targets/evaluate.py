@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -84,20 +85,6 @@ def _job(
     return "".join(out)
 
 
-def _stage(out_dir: Path, paths: RunPaths, rows: list[dict], sources: list[str]) -> Path:
-    stage = out_dir / "stage"
-    stage_runtime(ROOT, stage)
-    (stage / "models").mkdir(parents=True, exist_ok=True)
-    for row in rows:
-        link = stage / "models" / row["name"]
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to((paths.root / row["path"]).resolve())
-    (stage / "out").mkdir(exist_ok=True)
-    write_text_atomic("".join(s + "\n" for s in sources), stage / "inputs" / "src.txt")
-    return stage
-
-
 def select_artifacts(paths: RunPaths, names: list[str] | None) -> list[dict]:
     """Rows of RUN/artifacts.json to run: `names`, or every TFLite folder ('all' or None)."""
     path = paths.root / "artifacts.json"
@@ -130,17 +117,61 @@ def evaluate_on_target(
     progress: bool = True,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
 ) -> list[dict]:
-    """Run each chosen artifact on `target` (see the module docstring); returns their records."""
-    from tqdm import tqdm
+    """Run each chosen artifact on `target` (see the module docstring); returns their records.
 
+    Each artifact's record is written before the next one runs, so an interrupted call resumes."""
+    plan = _plan(cfg, paths, target, names, split, limit, reference, repeats, log)
+    stage = _stage(plan.out_dir, paths, plan.rows, [s for s, _ in plan.pairs])
+    uploaded = False
+    records = []
+    for row in plan.rows:
+        manifest_sha = sha256_file(paths.root / row["path"] / "manifest.json")
+        old = _reusable(paths, target, plan, row, manifest_sha, log)
+        if old is not None:
+            records.append(old | {"cached": True})
+            continue
+        if not uploaded:
+            target.upload(stage)
+            uploaded = True
+        started = time.monotonic()
+        outputs = _run_jobs(target, stage, plan, row, progress)
+        records.append(_write_record(paths, target, plan, row, manifest_sha, outputs, started))
+    return records
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every artifact of one call shares."""
+
+    rows: list[dict]  # the artifacts to run: rows of RUN/artifacts.json
+    pairs: list[tuple[str, str]]  # (source, reference) sentences, --limit applied
+    split: str
+    source: dict  # the protocol sentence: index, text, ids, truncated
+    settings: dict  # what a record must have been made with to be reused
+    out_dir: Path  # RUN/targets/<target slug>
+    reference: bool  # run the reference-kernel protocol
+    repeats: int  # latency protocol runs (boards)
+
+
+def _plan(
+    cfg: RunConfig,
+    paths: RunPaths,
+    target: Target,
+    names: list[str] | None,
+    split: str,
+    limit: int | None,
+    reference: bool,
+    repeats: int,
+    log: Callable[[str], None],
+) -> _Plan:
+    """Select and prepare: the artifacts, the sentences, the protocol sentence (chosen from the whole
+    split, before --limit cuts it), the target made ready, and the settings that key reuse."""
     rows = select_artifacts(paths, names)
     pairs, _ = load_pairs(cfg.data, split)
     source = protocol_source(paths, pairs, paths.tokenizer)
     if limit:
         pairs = pairs[:limit]
     target.prepare(log)
-    out_dir = paths.root.resolve() / "targets" / target.slug
-    stage = _stage(out_dir, paths, rows, [s for s, _ in pairs])
     code = [ROOT / f for f in RUNTIME_FILES] + [ROOT / "eval/targets" / f for f in ("insn_count.c", "qemu.py")]
     settings = {
         "split": split,
@@ -151,149 +182,176 @@ def evaluate_on_target(
         "protocol_ids": source["ids"],
         "repeats": repeats if not target.counts_instructions else None,
     }
-    uploaded = False
-    records = []
+    out_dir = paths.root.resolve() / "targets" / target.slug
+    return _Plan(rows, pairs, split, source, settings, out_dir, reference, repeats)
+
+
+def _stage(out_dir: Path, paths: RunPaths, rows: list[dict], sources: list[str]) -> Path:
+    """Stage the job files in out_dir/stage: the runtime, a link per model folder (models/<name>), the
+    source sentences (inputs/src.txt) and an empty out/ for what the jobs write."""
+    stage = out_dir / "stage"
+    stage_runtime(ROOT, stage)
+    (stage / "models").mkdir(parents=True, exist_ok=True)
     for row in rows:
-        folder = paths.root / row["path"]
-        record_path = out_dir / f"{row['name']}.json"
-        manifest_sha = sha256_file(folder / "manifest.json")
-        old = read_json(record_path, {})
-        if old.get("manifest_sha256") == manifest_sha and old.get("settings") == settings:
-            log(f"target: {target.name} {row['name']}: reusing {record_path}")
-            _summarise(paths, row["name"], target, old)  # idempotent: rows written by older code catch up
-            records.append(old | {"cached": True})
-            continue
-        if not uploaded:
-            target.upload(stage)
-            uploaded = True
-        model = f"models/{row['name']}"
-        started = time.monotonic()
-        record: dict = {
-            "target": target.name,
-            "artifact": row["name"],
-            "manifest_sha256": manifest_sha,
-            "settings": settings,
-            "protocol_source": {k: source[k] for k in ("index", "text", "truncated")},
-        }
+        link = stage / "models" / row["name"]
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to((paths.root / row["path"]).resolve())
+    (stage / "out").mkdir(exist_ok=True)
+    write_text_atomic("".join(s + "\n" for s in sources), stage / "inputs" / "src.txt")
+    return stage
 
-        # 1. translation on the target, against the host runtime on the same sentences
-        bar = tqdm(
-            total=len(pairs), desc=f"{target.name} {row['name']}", unit="sent", disable=not progress, dynamic_ncols=True
-        )
-        text = _job(
-            target,
-            ["-m", "export.runtime", "--model", model, "--file", "inputs/src.txt", "--beam", "1", "--threads", "1"],
-            stage,
-            "translation",
-            on_line=lambda _: bar.update(),
-        )
-        bar.close()
-        hyps = text.splitlines()
-        translate_seconds = time.monotonic() - started
-        write_text_atomic(text, out_dir / f"{row['name']}.{split}.greedy.hyp")
-        host = Translator(folder, num_threads=1)
-        host_hyps = list(host.translate([s for s, _ in pairs], beam=1))
-        refs = [t for _, t in pairs]
-        on_target, on_host = score(hyps, refs), score(host_hyps, refs)
-        same = sum(a == b for a, b in zip(hyps, host_hyps))
-        record["translation"] = {
-            "sentences": len(pairs),
-            "bleu": on_target["bleu"],
-            "chrf": on_target["chrf"],
-            "host_bleu": on_host["bleu"],
-            "identical_lines": same,
-            "agreement": round(same / max(len(pairs), 1), 4),
-            "seconds": round(translate_seconds, 1),
-            "bleu_signature": on_target.get("bleu_signature"),
-        }
-        ids = ",".join(map(str, source["ids"]))
-        host_tokens = run_protocol(host, source["ids"], STEPS)
 
-        # 2. instruction counts (emulated cores)
-        if target.counts_instructions:
-            marks = out_dir / f"{row['name']}.marks"
-            begun = time.monotonic()
-            result = json.loads(
-                _job(
-                    target,
-                    ["-m", "export.on_device", "protocol", "--model", model, "--ids", ids, "--runs", "2", "--marks"],
-                    stage,
-                    "instruction count",
-                    marks=marks,
-                )
-            )
-            counts = read_marks(marks, 2, result["marks_per_run"])
-            cold, warm = counts["runs"]
-            record["instructions"] = {
-                "encoder": warm["encoder"],
-                "step_mean": round(float(np.mean(warm["steps"]))),
-                "step_min": min(warm["steps"]),
-                "step_max": max(warm["steps"]),
-                "sentence": warm["sentence"],
-                "cold_sentence": cold["sentence"],
-                "cold_encoder": cold["encoder"],
-                "mark_cost": counts["mark_cost"],
-                "steps": len(warm["steps"]),
-                "tokens_equal_host": result["tokens"] == host_tokens,
-                "guest_machine": result["machine"],
-                "seconds": round(time.monotonic() - begun, 1),
-            }
+def _reusable(
+    paths: RunPaths, target: Target, plan: _Plan, row: dict, manifest_sha: str, log: Callable[[str], None]
+) -> dict | None:
+    """The artifact's record if one was made from the same manifest with the same settings, else None.
+    A reused record is summarised again: the call is idempotent and rows written by older code catch up."""
+    record_path = plan.out_dir / f"{row['name']}.json"
+    old = read_json(record_path, {})
+    if old.get("manifest_sha256") != manifest_sha or old.get("settings") != plan.settings:
+        return None
+    log(f"target: {target.name} {row['name']}: reusing {record_path}")
+    _summarise(paths, row["name"], target, old)
+    return old
 
-        # 3. reference kernels: bit-identical logits?
-        if reference:
-            begun = time.monotonic()
-            rel = f"out/{row['name']}.reference.npy"
-            _job(
-                target,
-                [
-                    "-m",
-                    "export.on_device",
-                    "protocol",
-                    "--model",
-                    model,
-                    "--ids",
-                    ids,
-                    "--runs",
-                    "1",
-                    "--kernels",
-                    "reference",
-                    "--logits",
-                    rel,
-                ],
-                stage,
-                "reference-kernel protocol",
-            )
-            local = out_dir / f"{row['name']}.reference.npy"
-            target.fetch(rel, stage, local)
-            theirs = np.load(local)
-            mine: list = []
-            run_protocol(Translator(folder, num_threads=1, kernels="reference"), source["ids"], STEPS, logits=mine)
-            ours = np.stack(mine)
-            record["reference"] = {
-                "bit_identical": bool(theirs.shape == ours.shape and theirs.tobytes() == ours.tobytes()),
-                "max_abs_diff": float(np.abs(theirs - ours).max()) if theirs.shape == ours.shape else None,
-                "top1_agreement": float((theirs.argmax(-1) == ours.argmax(-1)).mean()),
-                "seconds": round(time.monotonic() - begun, 1),
-            }
 
-        # 4. latency with the board's own clock (an emulator's clock measures the emulator)
-        if not target.counts_instructions:
-            result = json.loads(
-                _job(
-                    target,
-                    ["-m", "export.on_device", "latency", "--model", model, "--ids", ids, "--repeats", str(repeats)],
-                    stage,
-                    "latency",
-                )
-            )
-            record["latency"] = {k: result[k] for k in ("median_ms", "p10_ms", "p90_ms", "min_ms", "runs", "machine")}
-            record["latency"]["tokens_equal_host"] = result["tokens"] == host_tokens
+@dataclass
+class _Outputs:
+    """What one artifact's jobs on the target left on the host, not yet compared with anything."""
 
-        record["seconds"] = round(time.monotonic() - started, 1)
-        write_json_atomic(record, record_path)
-        _summarise(paths, row["name"], target, record)
-        records.append(record)
-    return records
+    translation: str  # the hypotheses, one per line (also saved as <name>.<split>.greedy.hyp)
+    seconds: dict[str, float] = field(default_factory=dict)  # per job: its time on the target
+    counts: str | None = None  # stdout (JSON) of the instruction-count protocol
+    marks: Path | None = None  # the plugin's instruction counts at each mark
+    logits: Path | None = None  # the reference-kernel logits, fetched from the target
+    latency: str | None = None  # stdout (JSON) of the latency protocol
+
+
+def _run_jobs(target: Target, stage: Path, plan: _Plan, row: dict, progress: bool) -> _Outputs:
+    """Run on the target: the translation, the instruction-count protocol (emulated cores), the
+    reference-kernel protocol (unless --no-reference) and the latency protocol (boards, whose own clock
+    counts: an emulator's clock measures the emulator)."""
+    from tqdm import tqdm
+
+    name, model = row["name"], f"models/{row['name']}"
+    ids = ",".join(map(str, plan.source["ids"]))
+    protocol = ["-m", "export.on_device", "protocol", "--model", model, "--ids", ids]
+    begun = time.monotonic()
+    bar = tqdm(
+        total=len(plan.pairs), desc=f"{target.name} {name}", unit="sent", disable=not progress, dynamic_ncols=True
+    )
+    translate = ["-m", "export.runtime", "--model", model, "--file", "inputs/src.txt", "--beam", "1", "--threads", "1"]
+    out = _Outputs(_job(target, translate, stage, "translation", on_line=lambda _: bar.update()))
+    bar.close()
+    out.seconds["translation"] = time.monotonic() - begun
+    write_text_atomic(out.translation, plan.out_dir / f"{name}.{plan.split}.greedy.hyp")
+    if target.counts_instructions:
+        begun, out.marks = time.monotonic(), plan.out_dir / f"{name}.marks"
+        out.counts = _job(target, [*protocol, "--runs", "2", "--marks"], stage, "instruction count", marks=out.marks)
+        out.seconds["instructions"] = time.monotonic() - begun
+    if plan.reference:
+        begun, rel = time.monotonic(), f"out/{name}.reference.npy"
+        args = [*protocol, "--runs", "1", "--kernels", "reference", "--logits", rel]
+        _job(target, args, stage, "reference-kernel protocol")
+        out.logits = plan.out_dir / f"{name}.reference.npy"
+        target.fetch(rel, stage, out.logits)
+        out.seconds["reference"] = time.monotonic() - begun
+    if not target.counts_instructions:
+        latency = ["-m", "export.on_device", "latency", "--model", model, "--ids", ids, "--repeats", str(plan.repeats)]
+        out.latency = _job(target, latency, stage, "latency")
+    return out
+
+
+def _write_record(
+    paths: RunPaths, target: Target, plan: _Plan, row: dict, manifest_sha: str, outputs: _Outputs, started: float
+) -> dict:
+    """Read the jobs' outputs against the host runtime on the same inputs, write the record to
+    RUN/targets/<target>/<name>.json and summarise it in the artifact's row; returns the record."""
+    folder = paths.root / row["path"]
+    host = Translator(folder, num_threads=1)
+    record: dict = {
+        "target": target.name,
+        "artifact": row["name"],
+        "manifest_sha256": manifest_sha,
+        "settings": plan.settings,
+        "protocol_source": {k: plan.source[k] for k in ("index", "text", "truncated")},
+        "translation": _translation(outputs, host, plan.pairs),
+    }
+    host_tokens = run_protocol(host, plan.source["ids"], STEPS)
+    if outputs.counts is not None:
+        record["instructions"] = _instructions(outputs, host_tokens)
+    if outputs.logits is not None:
+        record["reference"] = _reference(outputs, folder, plan.source["ids"])
+    if outputs.latency is not None:
+        result = json.loads(outputs.latency)
+        record["latency"] = {k: result[k] for k in ("median_ms", "p10_ms", "p90_ms", "min_ms", "runs", "machine")}
+        record["latency"]["tokens_equal_host"] = result["tokens"] == host_tokens
+    record["seconds"] = round(time.monotonic() - started, 1)
+    write_json_atomic(record, plan.out_dir / f"{row['name']}.json")
+    _summarise(paths, row["name"], target, record)
+    return record
+
+
+def _translation(outputs: _Outputs, host: Translator, pairs: list[tuple[str, str]]) -> dict:
+    """BLEU of the target's hypotheses, the host runtime's BLEU on the same sentences, and how many
+    lines the two share."""
+    hyps = outputs.translation.splitlines()
+    host_hyps = list(host.translate([s for s, _ in pairs], beam=1))
+    refs = [t for _, t in pairs]
+    on_target, on_host = score(hyps, refs), score(host_hyps, refs)
+    same = sum(a == b for a, b in zip(hyps, host_hyps))
+    return {
+        "sentences": len(pairs),
+        "bleu": on_target["bleu"],
+        "chrf": on_target["chrf"],
+        "host_bleu": on_host["bleu"],
+        "identical_lines": same,
+        "agreement": round(same / max(len(pairs), 1), 4),
+        "seconds": round(outputs.seconds["translation"], 1),
+        "bleu_signature": on_target.get("bleu_signature"),
+    }
+
+
+def _instructions(outputs: _Outputs, host_tokens: list[int]) -> dict:
+    """The protocol's instruction counts: the warm run's encoder, steps and sentence, the cold run's
+    sentence and encoder. `seconds` is the job's time plus reading its marks."""
+    begun = time.monotonic()
+    assert outputs.counts is not None and outputs.marks is not None
+    result = json.loads(outputs.counts)
+    counts = read_marks(outputs.marks, 2, result["marks_per_run"])
+    cold, warm = counts["runs"]
+    return {
+        "encoder": warm["encoder"],
+        "step_mean": round(float(np.mean(warm["steps"]))),
+        "step_min": min(warm["steps"]),
+        "step_max": max(warm["steps"]),
+        "sentence": warm["sentence"],
+        "cold_sentence": cold["sentence"],
+        "cold_encoder": cold["encoder"],
+        "mark_cost": counts["mark_cost"],
+        "steps": len(warm["steps"]),
+        "tokens_equal_host": result["tokens"] == host_tokens,
+        "guest_machine": result["machine"],
+        "seconds": round(outputs.seconds["instructions"] + time.monotonic() - begun, 1),
+    }
+
+
+def _reference(outputs: _Outputs, folder: Path, ids: list[int]) -> dict:
+    """The target's reference-kernel logits against the host's: bit-identical? (integer kernels should
+    be; float ones may differ in the last bits). `seconds` is the job's time plus the host's run."""
+    begun = time.monotonic()
+    assert outputs.logits is not None
+    theirs = np.load(outputs.logits)
+    mine: list = []
+    run_protocol(Translator(folder, num_threads=1, kernels="reference"), ids, STEPS, logits=mine)
+    ours = np.stack(mine)
+    return {
+        "bit_identical": bool(theirs.shape == ours.shape and theirs.tobytes() == ours.tobytes()),
+        "max_abs_diff": float(np.abs(theirs - ours).max()) if theirs.shape == ours.shape else None,
+        "top1_agreement": float((theirs.argmax(-1) == ours.argmax(-1)).mean()),
+        "seconds": round(outputs.seconds["reference"] + time.monotonic() - begun, 1),
+    }
 
 
 def _summarise(paths: RunPaths, name: str, target: Target, record: dict) -> None:
