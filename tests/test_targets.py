@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -301,4 +302,51 @@ def test_a_stalled_board_times_out_with_one_line(tmp_path):
     assert str(job.value) == (
         f"{spec}: the job `python3 -m export.runtime` did not finish within 2 s (timeout); "
         "is the board up and reachable?"
+    )
+
+
+def test_bad_target_specs_are_usage_errors():
+    from eval.targets.cores import UnknownCoreError
+    from eval.targets.registry import parse_target
+    from lite.errors import UsageError
+
+    assert parse_target("qemu:cortex-a72").name == "qemu:cortex-a72"
+    assert parse_target("ssh://pi@board:2222").name == "ssh://pi@board:2222"
+    with pytest.raises(UsageError, match=r"--target 'telnet://board': expected qemu:<core> .* or ssh://"):
+        parse_target("telnet://board")
+    with pytest.raises(UnknownCoreError, match="unknown ARM core 'cortex-a99'") as core:
+        parse_target("qemu:cortex-a99")
+    assert isinstance(core.value, UsageError) and isinstance(core.value, ValueError)
+    with pytest.raises(UsageError, match=r"--target 'ssh://a@b@c': expected ssh://user@host\[:port\]"):
+        parse_target("ssh://a@b@c")
+    with pytest.raises(UsageError, match="--ssh-option 'BatchMode': expected KEY=VALUE"):
+        parse_target("ssh://pi@board", ssh_options=["BatchMode"])
+
+
+def test_truncated_marks_are_a_run_error(tmp_path):
+    from lite.errors import TargetRunError
+
+    (tmp_path / "m").write_text("10\n20\n30\ntotal 40\n")
+    with pytest.raises(TargetRunError, match="3 marks, expected 6"):
+        read_marks(tmp_path / "m", 2, 2)
+    with pytest.raises(TargetRunError, match="no instruction counts written"):
+        read_marks(tmp_path / "none", 2, 2)
+
+
+def test_a_hung_emulated_job_times_out_naming_the_core(tmp_path, monkeypatch):
+    """The qemu command swapped for a sleeper: the job is killed at the target's limit, one-line error."""
+    from eval.targets.evaluate import _job
+    from lite.errors import TargetRunError
+
+    target = QemuTarget("cortex-a53")
+    target.job_timeout = 1
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    monkeypatch.setattr(target, "command", lambda args, stage, marks=None: (sleeper, dict(os.environ)))
+    started = time.monotonic()
+    with pytest.raises(TargetRunError) as job:
+        _job(target, ["-m", "export.runtime", "--model", "models/x"], tmp_path, "translation")
+    assert time.monotonic() - started < 15
+    assert str(job.value) == (
+        "qemu:cortex-a53: the job `python -m export.runtime` did not finish within 1 s (timeout); "
+        "emulation is slow: --limit N translates fewer sentences"
     )

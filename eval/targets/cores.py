@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lite.errors import UsageError
+
 _V8_0 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
 _V8_2 = _V8_0 + " atomics fphp asimdhp asimdrdm lrcpc dcpop asimddp"  # asimddp: sdot/udot for int8
 
@@ -34,8 +36,8 @@ CORES = {
 }
 
 
-class UnknownCoreError(ValueError):
-    pass
+class UnknownCoreError(UsageError):
+    """`--target qemu:<core>` names a core not in CORES."""
 
 
 def get_core(name: str) -> Core:

@@ -33,7 +33,7 @@ from export.on_device import STEPS, run_protocol
 from export.runtime import Translator
 from lite.config import RunConfig
 from lite.data.corpus import load_pairs
-from lite.errors import TargetRunError
+from lite.errors import DataError, ModelFolderError, RunFolderError, TargetRunError, UsageError
 from lite.files import read_json, sha256_file, write_json_atomic, write_text_atomic
 from lite.metrics.bleu import score
 from lite.provenance import provenance
@@ -54,7 +54,7 @@ def protocol_source(paths: RunPaths, pairs: list[tuple[str, str]], tokenizer_pat
             pieces = sp.encode(src)
             if len(pieces) + 1 == SRC_LEN or (cut and len(pieces) + 1 > SRC_LEN):
                 return {"index": i, "text": src, "ids": pieces[: SRC_LEN - 1] + [eos], "truncated": cut}
-    raise ValueError(f"{paths.root}: no test sentence has {SRC_LEN} tokens for the instruction-count protocol")
+    raise DataError(f"{paths.root}: no test sentence has {SRC_LEN} tokens for the instruction-count protocol")
 
 
 def _job(
@@ -85,6 +85,16 @@ def _job(
     return "".join(out)
 
 
+def _job_json(target: Target, args: list[str], stage: Path, what: str, marks: Path | None = None) -> dict:
+    """A job whose stdout is one JSON result (export.on_device); anything else is a TargetRunError."""
+    text = _job(target, args, stage, what, marks)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        last = (text.strip().splitlines() or ["nothing"])[-1]
+        raise TargetRunError(f"{target.name}: {what} printed no JSON result: {last[:200]}") from None
+
+
 def select_artifacts(paths: RunPaths, names: list[str] | None) -> list[dict]:
     """Rows of RUN/artifacts.json to run: `names`, or every TFLite folder ('all' or None)."""
     path = paths.root / "artifacts.json"
@@ -92,15 +102,15 @@ def select_artifacts(paths: RunPaths, names: list[str] | None) -> list[dict]:
     if not names or names == ["all"]:
         chosen = [r for r in rows if r.get("format") == "tflite"]
         if not chosen:
-            raise ValueError(f"{path}: no TFLite artifact (run `lite export {paths.root}` first)")
+            raise RunFolderError(f"{path}: no TFLite artifact (run `lite export {paths.root}` first)")
         return chosen
     chosen = []
     for name in names:
         row = artifact_row(paths, name)
         if row.get("format") != "tflite":
-            raise ValueError(f"{path}: artifact {name!r} is {row.get('format')}; targets run TFLite folders")
+            raise UsageError(f"{path}: artifact {name!r} is {row.get('format')}; targets run TFLite folders")
         if not (paths.root / row["path"] / "manifest.json").is_file():
-            raise ValueError(f"{paths.root / row['path']}: model folder missing (re-run `lite export`)")
+            raise ModelFolderError(f"{paths.root / row['path']}: model folder missing (re-run `lite export`)")
         chosen.append(row)
     return chosen
 
@@ -222,10 +232,10 @@ class _Outputs:
 
     translation: str  # the hypotheses, one per line (also saved as <name>.<split>.greedy.hyp)
     seconds: dict[str, float] = field(default_factory=dict)  # per job: its time on the target
-    counts: str | None = None  # stdout (JSON) of the instruction-count protocol
+    counts: dict | None = None  # the instruction-count protocol's result
     marks: Path | None = None  # the plugin's instruction counts at each mark
     logits: Path | None = None  # the reference-kernel logits, fetched from the target
-    latency: str | None = None  # stdout (JSON) of the latency protocol
+    latency: dict | None = None  # the latency protocol's result
 
 
 def _run_jobs(target: Target, stage: Path, plan: _Plan, row: dict, progress: bool) -> _Outputs:
@@ -248,7 +258,8 @@ def _run_jobs(target: Target, stage: Path, plan: _Plan, row: dict, progress: boo
     write_text_atomic(out.translation, plan.out_dir / f"{name}.{plan.split}.greedy.hyp")
     if target.counts_instructions:
         begun, out.marks = time.monotonic(), plan.out_dir / f"{name}.marks"
-        out.counts = _job(target, [*protocol, "--runs", "2", "--marks"], stage, "instruction count", marks=out.marks)
+        counting = [*protocol, "--runs", "2", "--marks"]
+        out.counts = _job_json(target, counting, stage, "instruction count", marks=out.marks)
         out.seconds["instructions"] = time.monotonic() - begun
     if plan.reference:
         begun, rel = time.monotonic(), f"out/{name}.reference.npy"
@@ -259,7 +270,7 @@ def _run_jobs(target: Target, stage: Path, plan: _Plan, row: dict, progress: boo
         out.seconds["reference"] = time.monotonic() - begun
     if not target.counts_instructions:
         latency = ["-m", "export.on_device", "latency", "--model", model, "--ids", ids, "--repeats", str(plan.repeats)]
-        out.latency = _job(target, latency, stage, "latency")
+        out.latency = _job_json(target, latency, stage, "latency")
     return out
 
 
@@ -284,7 +295,7 @@ def _write_record(
     if outputs.logits is not None:
         record["reference"] = _reference(outputs, folder, plan.source["ids"])
     if outputs.latency is not None:
-        result = json.loads(outputs.latency)
+        result = outputs.latency
         record["latency"] = {k: result[k] for k in ("median_ms", "p10_ms", "p90_ms", "min_ms", "runs", "machine")}
         record["latency"]["tokens_equal_host"] = result["tokens"] == host_tokens
     record["seconds"] = round(time.monotonic() - started, 1)
@@ -318,7 +329,7 @@ def _instructions(outputs: _Outputs, host_tokens: list[int]) -> dict:
     sentence and encoder. `seconds` is the job's time plus reading its marks."""
     begun = time.monotonic()
     assert outputs.counts is not None and outputs.marks is not None
-    result = json.loads(outputs.counts)
+    result = outputs.counts
     counts = read_marks(outputs.marks, 2, result["marks_per_run"])
     cold, warm = counts["runs"]
     return {

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from eval.targets.sysroot import require_tools
-from lite.errors import TargetSetupError
+from lite.errors import TargetRunError, TargetSetupError
 
 SOURCE = Path(__file__).with_name("insn_count.c")
 
@@ -43,11 +43,13 @@ def read_marks(path: Path, runs: int, marks_per_run: int) -> dict:
     """Instruction counts per part of each protocol run, the marks' own cost subtracted.
 
     Returns {"mark_cost", "runs": [{"encoder", "steps": [...], "sentence"}...]} where sentence =
-    encoder + all steps."""
+    encoder + all steps. A missing file or a wrong number of marks is a TargetRunError."""
+    if not path.is_file():
+        raise TargetRunError(f"{path}: no instruction counts written (was the plugin loaded?)")
     counts = [int(line) for line in path.read_text().splitlines() if line.isdigit()]  # not "total N"
     want = 2 + runs * marks_per_run
     if len(counts) != want:
-        raise ValueError(f"{path}: {len(counts)} marks, expected {want} (did the guest crash mid-run?)")
+        raise TargetRunError(f"{path}: {len(counts)} marks, expected {want} (did the guest crash mid-run?)")
     mark_cost = counts[1] - counts[0]  # an empty region: what one mark adds to every region
     out = []
     for r in range(runs):

@@ -4,6 +4,9 @@ Runs the Debian arm64 python3 of the cached sysroot (eval/targets/sysroot.py) wi
 the core's own /proc/cpuinfo, and optionally the instruction-count plugin. The guest shares the host's
 files, so upload and fetch are no-ops. Wall time here is emulation speed, not the core's speed: only
 the instruction counts are reported as a property of the core.
+
+Every job has a time limit (JOB_TIMEOUT, per instance as `job_timeout`): a guest that hangs is killed
+and the error names the core and the limit.
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ from pathlib import Path
 from eval.targets import plugin
 from eval.targets.cores import get_core
 from eval.targets.sysroot import Sysroot, prepare
-from eval.targets.target import Target
+from eval.targets.target import Target, TimedPopen
+
+# seconds per job: emulation is slow, and a full test split of a large model translates for hours
+JOB_TIMEOUT = 12 * 60 * 60
 
 
 class QemuTarget(Target):
     counts_instructions = True
+    job_timeout: float = JOB_TIMEOUT
 
     def __init__(self, core: str):
         self.core = get_core(core)  # an unknown name fails here, before anything is built
@@ -68,7 +75,20 @@ class QemuTarget(Target):
 
     def popen(self, args: list[str], stage: Path, marks: Path | None = None) -> subprocess.Popen:
         cmd, env = self.command(args, stage, marks)
-        return subprocess.Popen(cmd, cwd=stage, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        expired = (
+            f"{self.name}: the job `python {' '.join(args[:2])}` did not finish within {self.job_timeout:g} s "
+            "(timeout); emulation is slow: --limit N translates fewer sentences"
+        )
+        return TimedPopen(
+            cmd,
+            self.job_timeout,
+            expired,
+            cwd=stage,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def fetch(self, rel: str, stage: Path, dest: Path) -> None:
         if (stage / rel).resolve() != dest.resolve():

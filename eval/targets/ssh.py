@@ -20,13 +20,12 @@ import re
 import shlex
 import shutil
 import subprocess
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from eval.targets.sysroot import require_tools
-from eval.targets.target import Target
-from lite.errors import TargetRunError, TargetSetupError
+from eval.targets.target import Target, TimedPopen
+from lite.errors import TargetSetupError, UsageError
 
 _SPEC = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>[^@/:]+)(?::(?P<port>\d+))?/?$")
 CONNECT_TIMEOUT = 15  # seconds; an unreachable board fails instead of hanging
@@ -37,29 +36,6 @@ UPLOAD_TIMEOUT = 30 * 60
 FETCH_TIMEOUT = 10 * 60
 JOB_TIMEOUT = 4 * 60 * 60
 KEEPALIVE = ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
-
-
-class _TimedPopen(subprocess.Popen):
-    """A Popen killed after `limit` seconds; wait() then raises TargetRunError(`message`) instead of
-    returning the exit code, so the caller reports the timeout rather than a bare signal."""
-
-    def __init__(self, args: list[str], limit: float, message: str, **kwargs):
-        super().__init__(args, **kwargs)
-        self.expired, self.message = False, message
-        self._timer = threading.Timer(limit, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _expire(self) -> None:
-        self.expired = True
-        self.kill()
-
-    def wait(self, timeout: float | None = None) -> int:
-        code = super().wait(timeout)
-        self._timer.cancel()
-        if self.expired:
-            raise TargetRunError(self.message)
-        return code
 
 
 class SshTarget(Target):
@@ -74,7 +50,7 @@ class SshTarget(Target):
     def __init__(self, spec: str, remote_python: str = "python3", ssh_options: list[str] | None = None):
         m = _SPEC.match(spec)
         if not m:
-            raise ValueError(f"--target {spec!r}: expected ssh://user@host[:port]")
+            raise UsageError(f"--target {spec!r}: expected ssh://user@host[:port]")
         self.name = spec.rstrip("/")
         self.destination = f"{m['user']}@{m['host']}" if m["user"] else m["host"]
         self.port = m["port"] or "22"
@@ -82,7 +58,7 @@ class SshTarget(Target):
         self.options = []
         for option in ssh_options or []:
             if "=" not in option:
-                raise ValueError(f"--ssh-option {option!r}: expected KEY=VALUE (an OpenSSH -o option)")
+                raise UsageError(f"--ssh-option {option!r}: expected KEY=VALUE (an OpenSSH -o option)")
             self.options += ["-o", option]
         self.remote_dir = f".cache/lite-target/{self.slug}"  # relative: under the remote user's home
 
@@ -176,7 +152,7 @@ class SshTarget(Target):
             f"TF_CPP_MIN_LOG_LEVEL=2 exec {shlex.quote(self.python)} {shlex.join(args)}"
         )
         what = f"the job `{self.python} {' '.join(args[:2])}`"
-        return _TimedPopen(
+        return TimedPopen(
             self._ssh(command),
             self.job_timeout,
             self._timed_out(what, self.job_timeout),

@@ -33,6 +33,7 @@ from lite.files import write_json_atomic
 DEBS = ["python3", "libstdc++6", "libgomp1"]  # the interpreter; the C++ runtime and OpenMP the wheels link
 WHEELS = ["ai-edge-litert", "numpy", "sentencepiece"]  # the torch-free runtime's imports, at the host's versions
 GLIBC_TAGS = range(17, 37)  # manylinux_2_17 .. manylinux_2_36 (bookworm's glibc)
+STEP_TIMEOUT = 30 * 60  # seconds per preparation command: a stalled mirror fails instead of hanging
 
 
 def cache_dir() -> Path:
@@ -96,7 +97,11 @@ def _locked(root: Path) -> Iterator[None]:
 
 
 def _run(cmd: list[str], what: str, env: dict | None = None) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    """Run one preparation command; its failure or timeout is a TargetSetupError naming `what`."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=STEP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise TargetSetupError(f"{what} did not finish within {STEP_TIMEOUT} s (timeout)") from None
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         raise TargetSetupError(f"{what} failed (exit {done.returncode}): {tail[0]}")

@@ -7,9 +7,12 @@ and streams stdout back; the host never imports anything on the target's behalf.
 from __future__ import annotations
 
 import subprocess
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+
+from lite.errors import TargetRunError
 
 # The runtime as shipped: export/runtime.py and the standard-library modules it imports.
 RUNTIME_FILES = [
@@ -22,6 +25,29 @@ RUNTIME_FILES = [
     "lite/errors.py",
     "lite/files.py",
 ]
+
+
+class TimedPopen(subprocess.Popen):
+    """A Popen killed after `limit` seconds; wait() then raises TargetRunError(`message`) instead of
+    returning the exit code, so the caller reports the timeout rather than a bare signal."""
+
+    def __init__(self, args: list[str], limit: float, message: str, **kwargs):
+        super().__init__(args, **kwargs)
+        self.expired, self.message = False, message
+        self._timer = threading.Timer(limit, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        self.kill()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = super().wait(timeout)
+        self._timer.cancel()
+        if self.expired:
+            raise TargetRunError(self.message)
+        return code
 
 
 class Target(ABC):
@@ -42,7 +68,8 @@ class Target(ABC):
 
     @abstractmethod
     def popen(self, args: list[str], stage: Path, marks: Path | None = None) -> subprocess.Popen:
-        """`python ARGS` on the target in the staged folder; stdout/stderr are text pipes."""
+        """`python ARGS` on the target in the staged folder; stdout/stderr are text pipes. A job that outlives
+        the target's time limit is killed and its wait() raises TargetRunError (see TimedPopen)."""
 
     @abstractmethod
     def fetch(self, rel: str, stage: Path, dest: Path) -> None:
