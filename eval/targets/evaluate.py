@@ -216,7 +216,7 @@ def _reusable(
     paths: RunPaths, target: Target, plan: _Plan, row: dict, manifest_sha: str, log: Callable[[str], None]
 ) -> dict | None:
     """The artifact's record if one was made from the same manifest with the same settings, else None.
-    A reused record is summarised again: the call is idempotent and rows written by older code catch up."""
+    A reused record is summarised again (idempotent), so the artifact's row always holds this summary."""
     record_path = plan.out_dir / f"{row['name']}.json"
     old = read_json(record_path, {})
     if old.get("manifest_sha256") != manifest_sha or old.get("settings") != plan.settings:
