@@ -14,12 +14,11 @@ runs/<name>/
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from lite.config import ConfigError, RunConfig, load_config, to_dict
-from lite.files import atomic_path, read_json, write_json_atomic
+from lite.files import atomic_path
 
 
 @dataclass(frozen=True)
@@ -65,28 +64,6 @@ class RunPaths:
     @property
     def results(self) -> Path:
         return self.root / "results.json"
-
-
-def artifact_row(paths: RunPaths, name: str) -> dict:
-    """The row of RUN/artifacts.json named `name`; a missing one is a one-line error listing the others."""
-    path = paths.root / "artifacts.json"
-    rows = read_json(path, [])
-    row = next((r for r in rows if r.get("name") == name), None)
-    if row is None:
-        known = ", ".join(r.get("name", "?") for r in rows) or "none"
-        raise ValueError(f"{path}: no artifact named {name!r} (artifacts: {known})")
-    return row
-
-
-def update_artifact_row(paths: RunPaths, name: str, update: Callable[[dict], None]) -> None:
-    """Apply `update` to the row named `name` of RUN/artifacts.json, re-read just before (so whatever
-    another stage wrote meanwhile is kept) and written back atomically."""
-    path = paths.root / "artifacts.json"
-    rows = read_json(path, [])
-    for row in rows:
-        if row.get("name") == name:
-            update(row)
-    write_json_atomic(rows, path)
 
 
 def open_run(run_dir: Path, config: Path | None) -> tuple[RunPaths, RunConfig]:

@@ -31,13 +31,14 @@ from eval.targets.plugin import read_marks
 from eval.targets.target import RUNTIME_FILES, Target, stage_runtime
 from export.on_device import STEPS, run_protocol
 from export.runtime import Translator
+from lite.artifacts import ArtifactRow, artifacts_path, find_row, read_rows, update_row
 from lite.config import RunConfig
 from lite.data.corpus import load_pairs
 from lite.errors import DataError, ModelFolderError, RunFolderError, TargetRunError, UsageError
 from lite.files import read_json, sha256_file, write_json_atomic, write_text_atomic
 from lite.metrics.bleu import score
 from lite.provenance import provenance
-from lite.run import RunPaths, artifact_row, update_artifact_row
+from lite.run import RunPaths
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC_LEN = 30  # the protocol sentence: 29 pieces + eos, as benchmarks/latency.py
@@ -95,22 +96,22 @@ def _job_json(target: Target, args: list[str], stage: Path, what: str, marks: Pa
         raise TargetRunError(f"{target.name}: {what} printed no JSON result: {last[:200]}") from None
 
 
-def select_artifacts(paths: RunPaths, names: list[str] | None) -> list[dict]:
+def select_artifacts(paths: RunPaths, names: list[str] | None) -> list[ArtifactRow]:
     """Rows of RUN/artifacts.json to run: `names`, or every TFLite folder ('all' or None)."""
-    path = paths.root / "artifacts.json"
-    rows = read_json(path, [])
+    path = artifacts_path(paths.root)
+    rows = read_rows(paths.root)
     if not names or names == ["all"]:
-        chosen = [r for r in rows if r.get("format") == "tflite"]
+        chosen = [r for r in rows if r.format == "tflite"]
         if not chosen:
             raise RunFolderError(f"{path}: no TFLite artifact (run `lite export {paths.root}` first)")
         return chosen
     chosen = []
     for name in names:
-        row = artifact_row(paths, name)
-        if row.get("format") != "tflite":
-            raise UsageError(f"{path}: artifact {name!r} is {row.get('format')}; targets run TFLite folders")
-        if not (paths.root / row["path"] / "manifest.json").is_file():
-            raise ModelFolderError(f"{paths.root / row['path']}: model folder missing (re-run `lite export`)")
+        row = find_row(paths.root, name)
+        if row.format != "tflite":
+            raise UsageError(f"{path}: artifact {name!r} is {row.format}; targets run TFLite folders")
+        if not (paths.root / row.path / "manifest.json").is_file():
+            raise ModelFolderError(f"{paths.root / row.path}: model folder missing (re-run `lite export`)")
         chosen.append(row)
     return chosen
 
@@ -135,7 +136,7 @@ def evaluate_on_target(
     uploaded = False
     records = []
     for row in plan.rows:
-        manifest_sha = sha256_file(paths.root / row["path"] / "manifest.json")
+        manifest_sha = sha256_file(paths.root / row.path / "manifest.json")
         old = _reusable(paths, target, plan, row, manifest_sha, log)
         if old is not None:
             records.append(old | {"cached": True})
@@ -153,7 +154,7 @@ def evaluate_on_target(
 class _Plan:
     """What every artifact of one call shares."""
 
-    rows: list[dict]  # the artifacts to run: rows of RUN/artifacts.json
+    rows: list[ArtifactRow]  # the artifacts to run: rows of RUN/artifacts.json
     pairs: list[tuple[str, str]]  # (source, reference) sentences, --limit applied
     split: str
     source: dict  # the protocol sentence: index, text, ids, truncated
@@ -196,33 +197,33 @@ def _plan(
     return _Plan(rows, pairs, split, source, settings, out_dir, reference, repeats)
 
 
-def _stage(out_dir: Path, paths: RunPaths, rows: list[dict], sources: list[str]) -> Path:
+def _stage(out_dir: Path, paths: RunPaths, rows: list[ArtifactRow], sources: list[str]) -> Path:
     """Stage the job files in out_dir/stage: the runtime, a link per model folder (models/<name>), the
     source sentences (inputs/src.txt) and an empty out/ for what the jobs write."""
     stage = out_dir / "stage"
     stage_runtime(ROOT, stage)
     (stage / "models").mkdir(parents=True, exist_ok=True)
     for row in rows:
-        link = stage / "models" / row["name"]
+        link = stage / "models" / row.name
         if link.is_symlink() or link.exists():
             link.unlink()
-        link.symlink_to((paths.root / row["path"]).resolve())
+        link.symlink_to((paths.root / row.path).resolve())
     (stage / "out").mkdir(exist_ok=True)
     write_text_atomic("".join(s + "\n" for s in sources), stage / "inputs" / "src.txt")
     return stage
 
 
 def _reusable(
-    paths: RunPaths, target: Target, plan: _Plan, row: dict, manifest_sha: str, log: Callable[[str], None]
+    paths: RunPaths, target: Target, plan: _Plan, row: ArtifactRow, manifest_sha: str, log: Callable[[str], None]
 ) -> dict | None:
     """The artifact's record if one was made from the same manifest with the same settings, else None.
     A reused record is summarised again (idempotent), so the artifact's row always holds this summary."""
-    record_path = plan.out_dir / f"{row['name']}.json"
+    record_path = plan.out_dir / f"{row.name}.json"
     old = read_json(record_path, {})
     if old.get("manifest_sha256") != manifest_sha or old.get("settings") != plan.settings:
         return None
-    log(f"target: {target.name} {row['name']}: reusing {record_path}")
-    _summarise(paths, row["name"], target, old)
+    log(f"target: {target.name} {row.name}: reusing {record_path}")
+    _summarise(paths, row.name, target, old)
     return old
 
 
@@ -238,13 +239,13 @@ class _Outputs:
     latency: dict | None = None  # the latency protocol's result
 
 
-def _run_jobs(target: Target, stage: Path, plan: _Plan, row: dict, progress: bool) -> _Outputs:
+def _run_jobs(target: Target, stage: Path, plan: _Plan, row: ArtifactRow, progress: bool) -> _Outputs:
     """Run on the target: the translation, the instruction-count protocol (emulated cores), the
     reference-kernel protocol (unless --no-reference) and the latency protocol (boards, whose own clock
     counts: an emulator's clock measures the emulator)."""
     from tqdm import tqdm
 
-    name, model = row["name"], f"models/{row['name']}"
+    name, model = row.name, f"models/{row.name}"
     ids = ",".join(map(str, plan.source["ids"]))
     protocol = ["-m", "export.on_device", "protocol", "--model", model, "--ids", ids]
     begun = time.monotonic()
@@ -275,15 +276,15 @@ def _run_jobs(target: Target, stage: Path, plan: _Plan, row: dict, progress: boo
 
 
 def _write_record(
-    paths: RunPaths, target: Target, plan: _Plan, row: dict, manifest_sha: str, outputs: _Outputs, started: float
+    paths: RunPaths, target: Target, plan: _Plan, row: ArtifactRow, manifest_sha: str, outputs: _Outputs, started: float
 ) -> dict:
     """Read the jobs' outputs against the host runtime on the same inputs, write the record to
     RUN/targets/<target>/<name>.json and summarise it in the artifact's row; returns the record."""
-    folder = paths.root / row["path"]
+    folder = paths.root / row.path
     host = Translator(folder, num_threads=1)
     record: dict = {
         "target": target.name,
-        "artifact": row["name"],
+        "artifact": row.name,
         "manifest_sha256": manifest_sha,
         "settings": plan.settings,
         "protocol_source": {k: plan.source[k] for k in ("index", "text", "truncated")},
@@ -299,8 +300,8 @@ def _write_record(
         record["latency"] = {k: result[k] for k in ("median_ms", "p10_ms", "p90_ms", "min_ms", "runs", "machine")}
         record["latency"]["tokens_equal_host"] = result["tokens"] == host_tokens
     record["seconds"] = round(time.monotonic() - started, 1)
-    write_json_atomic(record, plan.out_dir / f"{row['name']}.json")
-    _summarise(paths, row["name"], target, record)
+    write_json_atomic(record, plan.out_dir / f"{row.name}.json")
+    _summarise(paths, row.name, target, record)
     return record
 
 
@@ -382,11 +383,11 @@ def _summarise(paths: RunPaths, name: str, target: Target, record: dict) -> None
     if "reference" in record:
         summary["reference_bit_identical"] = record["reference"]["bit_identical"]
 
-    def update(row: dict) -> None:
-        row.setdefault("targets", {})[target.name] = summary
+    def update(row: ArtifactRow) -> None:
+        row.targets = (row.targets or {}) | {target.name: summary}
         if "instructions" in record:  # the report's per-target column: instructions per sentence
-            row.setdefault("instructions", {})[target.name] = record["instructions"]["sentence"]
+            row.instructions = (row.instructions or {}) | {target.name: record["instructions"]["sentence"]}
         if "latency" in record:
-            row.setdefault("latency_ms", {})[target.name] = round(record["latency"]["median_ms"], 2)
+            row.latency_ms = (row.latency_ms or {}) | {target.name: round(record["latency"]["median_ms"], 2)}
 
-    update_artifact_row(paths, name, update)
+    update_row(paths.root, name, update)
