@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lite.errors import DistributedError
+from lite.errors import DistributedError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -51,11 +51,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise UsageError(
                 "--device cuda: no CUDA device is available to this process (torch.cuda.is_available() is False)"
             )
         return torch.device("cuda", local_rank)
-    raise ValueError(f"--device {name!r}: expected cpu or cuda")
+    raise UsageError(f"--device {name!r}: expected cpu or cuda")
 
 
 def init(device: str = "cpu", timeout_s: float = 600) -> World:

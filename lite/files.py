@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lite.errors import RunFolderError
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -35,16 +37,16 @@ def write_json_atomic(obj: object, path: Path) -> None:
 
 
 def read_json(path: Path, default: Any = None) -> Any:
-    """Parsed JSON of `path`, `default` when the file does not exist; a damaged file is a
-    one-line ValueError naming it."""
+    """Parsed JSON of `path`, `default` when the file does not exist. Every caller reads a file a stage
+    wrote into a run folder, so a damaged one is a RunFolderError naming it."""
     if not path.is_file():
         return default
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
+        raise RunFolderError(f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not valid UTF-8 ({exc.reason})") from None
+        raise RunFolderError(f"{path}: not valid UTF-8 ({exc.reason})") from None
 
 
 def sha256_file(path: Path) -> str:

@@ -63,7 +63,10 @@ class Tokenizer:
         self.path = Path(model_path)
         if not self.path.is_file():
             raise RunFolderError(f"{self.path}: sentencepiece model not found (run the tokenizer stage first)")
-        self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        except (OSError, RuntimeError) as exc:  # sentencepiece's own error for a damaged file
+            raise RunFolderError(f"{self.path}: not a sentencepiece model ({str(exc).strip()})") from None
         self.pad_id, self.bos_id, self.eos_id = self.sp.pad_id(), self.sp.bos_id(), self.sp.eos_id()
 
     @property

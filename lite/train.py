@@ -40,7 +40,7 @@ from lite import checkpoint, distributed
 from lite.batching import Batch, Example, collate, encode_pairs, make_batches
 from lite.config import ModelConfig, RunConfig, TrainConfig, to_dict
 from lite.data.corpus import load_pairs
-from lite.errors import RunFolderError
+from lite.errors import ConfigError, DataError, RunFolderError
 from lite.files import write_json_atomic, write_text_atomic
 from lite.models.seq2seq import EncoderDecoder, count_parameters
 from lite.provenance import provenance
@@ -167,7 +167,7 @@ def train(
     world = distributed.init(device, tc.dist_timeout_s)
     try:
         if tc.update_freq % world.size:
-            raise ValueError(
+            raise ConfigError(
                 f"train.update_freq {tc.update_freq} is not a multiple of the {world.size} processes: "
                 f"the effective batch of update_freq x max_tokens must split evenly "
                 f"(set train.update_freq to {world.size * max(1, round(tc.update_freq / world.size))})"
@@ -388,7 +388,7 @@ def _load_data(cfg: RunConfig, paths: RunPaths) -> _Data:
     train_ex, train_info["dropped_too_many_tokens"] = encode_pairs(train_pairs, tokenizer, mcfg.max_positions)
     valid_ex, valid_info["dropped_too_many_tokens"] = encode_pairs(valid_pairs, tokenizer, mcfg.max_positions)
     if not train_ex:
-        raise ValueError(f"data.corpus {cfg.data.corpus!r}: no training pairs left after filtering")
+        raise DataError(f"data.corpus {cfg.data.corpus!r}: no training pairs left after filtering")
     return _Data(mcfg, train_ex, valid_ex, train_info, valid_info)
 
 
@@ -401,7 +401,7 @@ def _restore(
         return TrainState()
     if not resume:
         raise RunFolderError(f"{paths.last}: a checkpoint exists; pass --resume to continue or use a new run folder")
-    ckpt = checkpoint.load(paths.last)
+    ckpt = checkpoint.load(paths.last, ("model", "optimizer", "state"))
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     state = TrainState.from_checkpoint(ckpt["state"], paths.last)
@@ -599,7 +599,7 @@ def choose_final(
     Returns (which, its validation loss, state_dict)."""
     candidates = {f"last (step {state.step})": {k: v.clone() for k, v in model.state_dict().items()}}
     if paths.best.is_file():
-        best = checkpoint.load(paths.best)
+        best = checkpoint.load(paths.best, ("model", "step"))
         candidates[f"best (step {best['step']})"] = best["model"]
     if tc.average_last > 1 and len(state.step_checkpoints) > 1:
         names = state.step_checkpoints[-tc.average_last :]

@@ -21,6 +21,7 @@ from lite.data.listops import (
     sample,
     tokens,
 )
+from lite.errors import DataError
 from lite.models.classifier import SequenceClassifier
 from lite.sparse.learned import binarise, learned_cores
 from lite.sparse.patterns import HeadPattern
@@ -62,7 +63,7 @@ def test_splits_are_cached_and_bad_lines_are_named(tmp_path):
     examples = read_split(root / "test.tsv")
     assert len(examples) == 10 and all(x[0] == VOCAB.index("<cls>") for x, _ in examples)
     (root / "bad.tsv").write_text("[MAX 1 2 ]\t3\n[MAX 1 X ]\t2\n")
-    with pytest.raises(ValueError, match=r"bad.tsv:2: expected"):
+    with pytest.raises(DataError, match=r"bad.tsv:2: expected"):
         read_split(root / "bad.tsv")
 
 

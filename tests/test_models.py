@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import tiny_model as tiny
 
-from lite.checkpoint import load_model, model_record, save_atomic
+from lite.checkpoint import load, load_model, model_record, save_atomic
 from lite.config import DecodeConfig
 from lite.decode import beam_search, greedy
+from lite.errors import ConfigError, RunFolderError
 from lite.models.convolution import DynamicConv, LightweightConv
-from lite.models.seq2seq import count_parameters
+from lite.models.seq2seq import EncoderDecoder, count_parameters
 
 VARIANTS = [
     dict(arch="lsra", conv_type="lightweight", conv_glu=True),
@@ -116,6 +119,29 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     loaded = load_model(tmp_path / "m.pt")
     src, prev = batch()
     assert torch.equal(loaded(src, prev), model(src, prev))
+
+
+def test_damaged_checkpoints_are_run_folder_errors(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a zip")
+    with pytest.raises(RunFolderError, match=r"garbage\.pt: not a readable checkpoint"):
+        load(garbage)
+    model = tiny()
+    save_atomic({"model": model.state_dict()}, tmp_path / "no-config.pt")
+    with pytest.raises(RunFolderError, match=r"no-config\.pt: not a checkpoint of this pipeline \(no model_config\)"):
+        load_model(tmp_path / "no-config.pt")
+    record = model_record(model)
+    record["model_config"]["embed_dim"] = 48
+    save_atomic(record, tmp_path / "other-shape.pt")
+    with pytest.raises(RunFolderError, match=r"other-shape\.pt: weights do not match the model config"):
+        load_model(tmp_path / "other-shape.pt")
+
+
+def test_bad_shapes_in_a_constructor_are_config_errors():
+    with pytest.raises(ConfigError, match="model.vocab_size is not set"):
+        EncoderDecoder(replace(tiny().cfg, vocab_size=0))
+    with pytest.raises(ConfigError, match="channels 32 not divisible by heads 3"):
+        LightweightConv(32, 3, 3, causal=False, weight_dropout=0.0)
 
 
 def test_shared_embeddings_counted_once():

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import torch
 
 from lite.config import load_config
 from lite.data.corpus import load_pairs
-from lite.errors import RunFolderError
+from lite.errors import DataError, RunFolderError
 from lite.files import sha256_file
 from lite.provenance import config_sha256
 from lite.run import RunPaths, open_run
@@ -135,6 +136,7 @@ def test_resume_after_sigint_is_exact(
 
 KILL_SCRIPT = """
 import os, signal, sys
+from dataclasses import replace
 from pathlib import Path
 from lite.config import load_config
 from lite.run import RunPaths
@@ -259,3 +261,17 @@ def test_early_stopping_on_validation_loss(tmp_path, small_corpus, small_tokeniz
     )
     summary = train(cfg, paths, progress=False)
     assert summary["stop_reason"] == "early_stopping" and summary["steps"] == 6
+
+
+def test_unusable_inputs_are_typed_errors(tmp_path, small_corpus, small_tokenizer):
+    """No training pair left, a damaged last.pt, a malformed state in it: one-line errors of their kind."""
+    paths, cfg = prepared_run(tmp_path, "bad", small_corpus, small_tokenizer)
+    with pytest.raises(DataError, match="no training pairs left after filtering"):
+        train(replace(cfg, data=replace(cfg.data, max_chars=1)), paths, progress=False)
+    paths.checkpoints.mkdir()
+    paths.last.write_bytes(b"not a checkpoint")
+    with pytest.raises(RunFolderError, match=r"last\.pt: not a readable checkpoint"):
+        train(cfg, paths, resume=True, progress=False)
+    torch.save({"model": {}, "optimizer": {}}, paths.last)
+    with pytest.raises(RunFolderError, match=r"last\.pt: not a checkpoint of this pipeline \(no state\)"):
+        train(cfg, paths, resume=True, progress=False)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lite.errors import DataError
 from lite.files import atomic_path
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -127,5 +128,5 @@ def read_split(path: Path) -> list[tuple[list[int], int]]:
             text, label = line.split("\t")
             examples.append(([ids[CLS]] + [ids[t] for t in text.split()], int(label)))
         except (ValueError, KeyError) as exc:
-            raise ValueError(f"{path}:{n}: expected '<tokens>\\t<label 0-9>' over the ListOps vocabulary ({exc})") from None
+            raise DataError(f"{path}:{n}: expected '<tokens>\\t<label 0-9>' over the ListOps vocabulary ({exc})") from None
     return examples

@@ -14,7 +14,7 @@ import itertools
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from lite.errors import DataError
+from lite.errors import ConfigError, DataError
 
 Pair = tuple[str, str]
 
@@ -140,6 +140,6 @@ def filter_long(pairs: Sequence[Pair], max_chars: int) -> tuple[list[Pair], int]
     translation. The caller reports the count.
     """
     if max_chars <= 0:
-        raise ValueError(f"max_chars must be positive, got {max_chars}")
+        raise ConfigError(f"data.max_chars must be positive, got {max_chars}")
     kept = [p for p in pairs if len(p[0]) <= max_chars and len(p[1]) <= max_chars]
     return kept, len(pairs) - len(kept)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lite.errors import ConfigError
 from lite.sparse.core import SparseCore
 from lite.sparse.learned import LearnedCore
 from lite.sparse.patterns import HeadPattern, is_learned
@@ -42,9 +43,9 @@ class MultiheadAttention(nn.Module):
     ):
         super().__init__()
         if patterns is not None and len(patterns) != num_heads:
-            raise ValueError(f"{len(patterns)} head patterns for {num_heads} heads")
+            raise ConfigError(f"{len(patterns)} head patterns for {num_heads} heads")
         if head_dim is None and embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+            raise ConfigError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         kv_dim = kv_dim or embed_dim
         self.embed_dim = embed_dim
         self.num_heads = num_heads

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lite.config import ModelConfig
+from lite.errors import ConfigError
 from lite.models.blocks import EncoderBlock
 from lite.models.seq2seq import Embedder
 
@@ -17,7 +18,7 @@ class SequenceClassifier(nn.Module):
     def __init__(self, cfg: ModelConfig, num_classes: int):
         super().__init__()
         if cfg.vocab_size <= 0:
-            raise ValueError("model.vocab_size is not set")
+            raise ConfigError("model.vocab_size is not set")
         self.cfg = cfg
         self.num_classes = num_classes
         tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lite.errors import ConfigError
+
 
 class GLU(nn.Module):
     """Gated linear unit with its value and gate as two Linears (torch-pruning maps them; F.glu it does not)."""
@@ -56,10 +58,10 @@ class _HeadedConv(nn.Module):
         super().__init__()
         if head_channels is None:
             if channels % heads:
-                raise ValueError(f"channels {channels} not divisible by heads {heads}")
+                raise ConfigError(f"channels {channels} not divisible by heads {heads}")
             head_channels = [channels // heads] * heads
         if len(head_channels) != heads or sum(head_channels) != channels:
-            raise ValueError(f"head_channels {head_channels} must be {heads} counts summing to {channels}")
+            raise ConfigError(f"head_channels {head_channels} must be {heads} counts summing to {channels}")
         self.channels, self.kernel_size, self.heads, self.causal = channels, kernel_size, heads, causal
         self.head_channels = list(head_channels)
         self.weight_dropout = weight_dropout

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lite.config import ModelConfig
+from lite.errors import ConfigError
 from lite.models.blocks import DecoderBlock, EncoderBlock
 
 
@@ -55,7 +56,7 @@ class EncoderDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         if cfg.vocab_size <= 0:
-            raise ValueError("model.vocab_size is not set (it comes from the tokenizer)")
+            raise ConfigError("model.vocab_size is not set (it comes from the tokenizer)")
         self.cfg = cfg
         d = cfg.embed_dim
         src_tokens = nn.Embedding(cfg.vocab_size, d, padding_idx=cfg.pad_id)

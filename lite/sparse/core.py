@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lite.errors import ConfigError
 from lite.sparse.block_attention import block_sparse_attention, masked_softmax_values
 from lite.sparse.patterns import BlockLayout, HeadPattern, compile_layout, reference_mask, runs_blockwise
 
@@ -24,7 +25,7 @@ class SparseCore:
         self.heads = list(heads)
         self.blockwise = runs_blockwise(self.heads)
         if any(h.representatives for h in self.heads) and not self.blockwise:
-            raise ValueError(
+            raise ConfigError(
                 "representatives run on the block kernel only: every head of the layer must be "
                 "local/blocks with one block size"
             )

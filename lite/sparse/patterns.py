@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lite.errors import ConfigError
+
 KINDS = ("dense", "local", "blocks", "dam", "degree")
 LEARNED = ("dam", "degree")
 SKIP, BAND, FULL = 0, 1, 2
@@ -263,7 +265,7 @@ def compile_layout(heads: list[HeadPattern], n: int, causal: bool) -> BlockLayou
     reps = np.array([p.representatives for p in heads])
     if reps.any():
         if causal:
-            raise ValueError(
+            raise ConfigError(
                 "representatives summarise whole blocks, future tokens included: encoder (non-causal) heads only"
             )
         parts.append(np.broadcast_to(reps.reshape(-1, 1, 1, 1), (len(heads), nb, b, nb)))
