@@ -3,7 +3,7 @@
     torchrun --nproc_per_node N [--nnodes M --node_rank K --master_addr A --master_port P] -m lite train RUN
     lite train RUN --nproc N          (the same on this machine: runs torchrun --standalone for you)
 
-torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them training is one process, as before.
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them training is one process.
 Backend: gloo on CPU, nccl on CUDA. The batches of one optimizer step are the config's
 `train.update_freq` token batches (the effective batch); with N processes each takes every N-th of
 them (its shard) and accumulates over update_freq / N, so the effective batch - and the training -

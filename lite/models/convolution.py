@@ -5,7 +5,8 @@ head (Wu et al., "Pay Less Attention with Lightweight and Dynamic Convolutions")
 - lightweight: one learned kernel per head, applied with a grouped Conv1d;
 - dynamic: the kernel of each time step is predicted from that step's input.
 Written with padding + Conv1d / stacked shifted slices, which export to builtin ONNX and
-TFLite ops (the reference as_strided band matrix exported silently wrong; DESIGN.md).
+TFLite ops. A T x T band matrix built with `as_strided` (the reference implementation's way)
+exports to ONNX silently wrong, so it is not used; the export checks parity either way.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class _HeadedConv(nn.Module):
         self.channels, self.kernel_size, self.heads, self.causal = channels, kernel_size, heads, causal
         self.head_channels = list(head_channels)
         self.weight_dropout = weight_dropout
-        # rebuilt from the config, so not in the state_dict (old checkpoints load unchanged)
+        # derived from head_channels (in the config), so not persistent: a state_dict holds learned weights only
         self.register_buffer(
             "head_of_channel",
             torch.repeat_interleave(torch.arange(heads), torch.tensor(head_channels)),
