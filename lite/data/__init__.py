@@ -3,7 +3,7 @@
 Only the standard library (and tqdm for progress) is used here, so data preparation works
 before torch is installed and on machines that only run the exported model.
 """
-from lite.errors import DataError
+
 from lite.data.libreoffice import (
     KNOWN_CORPORA,
     build_docs_corpus,
@@ -14,6 +14,7 @@ from lite.data.libreoffice import (
     split_sentences,
 )
 from lite.data.parallel import filter_long, load_split, read_parallel, read_tsv
+from lite.errors import DataError
 
 __all__ = [
     "DataError",

@@ -1,13 +1,14 @@
 """Resolve a config's `data.corpus` to sentence pairs: a built-in corpus name or a user's folder."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 from lite.config import DataConfig
-from lite.errors import DataError
 from lite.data.libreoffice import KNOWN_CORPORA, build_docs_corpus
 from lite.data.parallel import filter_long, load_split
+from lite.errors import DataError
 
 BUILTIN_CORPORA = tuple(KNOWN_CORPORA)
 
@@ -26,7 +27,9 @@ def corpus_dir(cfg: DataConfig, build: bool = True) -> Path:
         return out
     folder = Path(cfg.corpus)
     if not folder.is_dir():
-        raise DataError(f"data.corpus: {cfg.corpus!r} is neither a built-in corpus ({', '.join(BUILTIN_CORPORA)}) nor a folder")
+        raise DataError(
+            f"data.corpus: {cfg.corpus!r} is neither a built-in corpus ({', '.join(BUILTIN_CORPORA)}) nor a folder"
+        )
     return folder
 
 

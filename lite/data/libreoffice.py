@@ -7,6 +7,7 @@ state directory, so no root is needed and the system's configured apt sources ar
 Pipeline: fetch_help_packages -> extract_paragraphs per file -> align by (file, id)
 -> sentence split -> filter + dedupe -> split by help file -> drop leaked pairs -> write.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -60,9 +61,7 @@ SPLITS = ("train", "valid", "test")
 
 # --------------------------------------------------------------------------- HTML extraction
 
-_VOID_TAGS = frozenset(
-    "area base br col embed hr img input link meta param source track wbr".split()
-)
+_VOID_TAGS = frozenset("area base br col embed hr img input link meta param source track wbr".split())
 _SKIP_TAGS = frozenset({"script", "style", "footer", "head"})
 # Characters that would break a one-sentence-per-line file or are invisible noise.
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"), None)
@@ -132,8 +131,9 @@ def _render(node: _Node | str, out: list[str]) -> None:
         return
     if _is_switch(node):
         options = [c for c in node.children if isinstance(c, _Node)]
-        chosen = next((c for c in options if c.attrs.get("id", "").startswith("default")),
-                      options[0] if options else None)
+        chosen = next(
+            (c for c in options if c.attrs.get("id", "").startswith("default")), options[0] if options else None
+        )
         if chosen is not None:
             for child in chosen.children:
                 _render(child, out)
@@ -188,8 +188,7 @@ def extract_paragraphs(html_text: str) -> dict[str, str]:
 _BOUNDARY = re.compile(r"(?<!\.)[.!?](?!\.)[\"'\u00bb\u201d\u2019)\]]*\s+")
 _ABBREVIATIONS: dict[str, frozenset[str]] = {
     "en": frozenset("e.g i.e etc vs approx no nr fig cf mr mrs ms dr st ca incl".split()),
-    "de": frozenset("z.b d.h u.a bzw ggf usw vgl evtl inkl ca nr bspw sog z.t u.u s.o s.u o.ä "
-                    "etc abb max min".split()),
+    "de": frozenset("z.b d.h u.a bzw ggf usw vgl evtl inkl ca nr bspw sog z.t u.u s.o s.u o.ä etc abb max min".split()),
     "fr": frozenset("p.ex ex etc cf env n° no m mm mme p éd resp".split()),
 }
 _OPENERS = "\"'\u00ab\u201c\u201e\u2018(\u00bf\u00a1"
@@ -210,11 +209,11 @@ def split_sentences(text: str, lang: str = "en") -> list[str]:
     sentences: list[str] = []
     start = 0
     for m in _BOUNDARY.finditer(text):
-        after = text[m.end():].split(maxsplit=1)
+        after = text[m.end() :].split(maxsplit=1)
         nxt = after[0] if after else ""
         if not nxt or not (nxt[0].isupper() or nxt[0].isdigit() or nxt[0] in _OPENERS):
             continue
-        before = text[start: m.start() + 1].split()
+        before = text[start : m.start() + 1].split()
         if not before:
             continue
         if text[m.start()] == ".":
@@ -227,7 +226,7 @@ def split_sentences(text: str, lang: str = "en") -> list[str]:
                 or (nxt.endswith(".") and f"{bare}.{_bare(nxt)}" in abbrevs)
             ):
                 continue
-        sentences.append(text[start: m.end()].strip())
+        sentences.append(text[start : m.end()].strip())
         start = m.end()
     tail = text[start:].strip()
     if tail:
@@ -236,6 +235,7 @@ def split_sentences(text: str, lang: str = "en") -> list[str]:
 
 
 # --------------------------------------------------------------------------- alignment
+
 
 def _help_files(lang_dir: Path) -> list[str]:
     root = lang_dir / "text"
@@ -263,11 +263,14 @@ def align_help_dirs(
         raise DataError(f"{src_dir / 'text'}: no .html help files found (expected text/**/*.html)")
     common = [rel for rel in src_files if (tgt_dir / rel).is_file()]
     if not common:
-        raise DataError(f"{tgt_dir / 'text'}: none of the {len(src_files)} help files of {src_dir} "
-                        "exist here (expected the same relative paths in both languages)")
+        raise DataError(
+            f"{tgt_dir / 'text'}: none of the {len(src_files)} help files of {src_dir} "
+            "exist here (expected the same relative paths in both languages)"
+        )
     items: Iterable[str] = common
     if progress:
         from tqdm import tqdm
+
         items = tqdm(common, desc="help files", unit="file", mininterval=1.0)
     aligned: list[tuple[str, str, str, str]] = []
     for rel in items:
@@ -281,8 +284,7 @@ def _has_letter(text: str) -> bool:
     return any(c.isalpha() for c in text)
 
 
-def split_of(rel_path: str, valid_fraction: float = VALID_FRACTION,
-             test_fraction: float = TEST_FRACTION) -> str:
+def split_of(rel_path: str, valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION) -> str:
     """Deterministic split of a help file: a hash of its relative path picks the bucket."""
     bucket = int(hashlib.sha1(rel_path.encode("utf-8")).hexdigest()[:8], 16) / 0x100000000
     if bucket < test_fraction:
@@ -293,16 +295,28 @@ def split_of(rel_path: str, valid_fraction: float = VALID_FRACTION,
 
 
 def make_pairs(
-    aligned: Sequence[tuple[str, str, str, str]], src_lang: str, tgt_lang: str,
-    valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION,
+    aligned: Sequence[tuple[str, str, str, str]],
+    src_lang: str,
+    tgt_lang: str,
+    valid_fraction: float = VALID_FRACTION,
+    test_fraction: float = TEST_FRACTION,
 ) -> tuple[dict[str, list[tuple[str, str]]], dict[str, object]]:
     """Sentence-split, filter, dedupe and split aligned paragraphs into train/valid/test.
 
     Returns ({split: [(src, tgt)]}, statistics for the manifest).
     """
     stats: dict[str, int] = dict.fromkeys(
-        ["paragraphs_split", "paragraphs_kept_whole", "dropped_empty", "dropped_no_letters",
-         "dropped_untranslated", "dropped_length_ratio", "dropped_duplicate"], 0)
+        [
+            "paragraphs_split",
+            "paragraphs_kept_whole",
+            "dropped_empty",
+            "dropped_no_letters",
+            "dropped_untranslated",
+            "dropped_length_ratio",
+            "dropped_duplicate",
+        ],
+        0,
+    )
     splits: dict[str, list[tuple[str, str]]] = {s: [] for s in SPLITS}
     files_per_split: dict[str, set[str]] = {s: set() for s in SPLITS}
     seen: set[tuple[str, str]] = set()
@@ -346,13 +360,13 @@ def make_pairs(
     n_valid = len(splits["valid"])
     splits["valid"] = [p for p in splits["valid"] if p[0] not in train_src and p[0] not in test_src]
     info: dict[str, object] = dict(stats)
-    info["leaked_removed"] = {"valid": n_valid - len(splits["valid"]),
-                              "test": n_test - len(splits["test"])}
+    info["leaked_removed"] = {"valid": n_valid - len(splits["valid"]), "test": n_test - len(splits["test"])}
     info["help_files_per_split"] = {s: len(files_per_split[s]) for s in SPLITS}
     return splits, info
 
 
 # --------------------------------------------------------------------------- output
+
 
 def _expected_files(src_lang: str, tgt_lang: str) -> list[str]:
     return [f"{s}.{lang}" for s in SPLITS for lang in (src_lang, tgt_lang)]
@@ -392,12 +406,15 @@ def _check_replaceable(out_dir: Path, allowed: set[str]) -> None:
             raise DataError(f"{out_dir}: exists and is not a directory (expected a corpus folder)")
         foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in allowed)
         if foreign:
-            raise DataError(f"{out_dir}: holds files this builder did not write ({', '.join(foreign[:3])}); "
-                            "expected an empty or previously built corpus folder")
+            raise DataError(
+                f"{out_dir}: holds files this builder did not write ({', '.join(foreign[:3])}); "
+                "expected an empty or previously built corpus folder"
+            )
 
 
-def write_corpus(out_dir: Path, splits: dict[str, list[tuple[str, str]]], src_lang: str,
-                 tgt_lang: str, manifest: dict[str, object]) -> Path:
+def write_corpus(
+    out_dir: Path, splits: dict[str, list[tuple[str, str]]], src_lang: str, tgt_lang: str, manifest: dict[str, object]
+) -> Path:
     """Write {split}.{lang} files and manifest.json atomically (build in a temp dir, then rename)."""
     out_dir = Path(out_dir)
     names = _expected_files(src_lang, tgt_lang)
@@ -423,8 +440,7 @@ def write_corpus(out_dir: Path, splits: dict[str, list[tuple[str, str]]], src_la
         full["counts"] = {s: len(splits[s]) for s in SPLITS}
         full["sha256"] = digests
         # The manifest is written last: its presence with matching checksums marks completion.
-        (tmp / "manifest.json").write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n",
-                                           encoding="utf-8")
+        (tmp / "manifest.json").write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if out_dir.exists():
             old = out_dir.parent / f"{out_dir.name}.old-{os.getpid()}"
             os.replace(out_dir, old)
@@ -439,26 +455,57 @@ def write_corpus(out_dir: Path, splits: dict[str, list[tuple[str, str]]], src_la
 
 
 def build_from_help_dirs(
-    src_dir: Path, tgt_dir: Path, out_dir: Path, *, name: str = "docs", src_lang: str = "en",
-    tgt_lang: str = "de", packages: dict[str, str] | None = None, progress: bool = False,
-    valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION,
+    src_dir: Path,
+    tgt_dir: Path,
+    out_dir: Path,
+    *,
+    name: str = "docs",
+    src_lang: str = "en",
+    tgt_lang: str = "de",
+    packages: dict[str, str] | None = None,
+    progress: bool = False,
+    valid_fraction: float = VALID_FRACTION,
+    test_fraction: float = TEST_FRACTION,
 ) -> Path:
     """Build a corpus from two extracted help language directories (each with text/**.html).
 
     This is everything build_docs_corpus does after apt; tests call it on small fixtures.
     """
-    return _build(Path(src_dir), Path(tgt_dir), Path(out_dir), name, src_lang, tgt_lang,
-                  packages or {}, progress, valid_fraction, test_fraction, time.monotonic())
+    return _build(
+        Path(src_dir),
+        Path(tgt_dir),
+        Path(out_dir),
+        name,
+        src_lang,
+        tgt_lang,
+        packages or {},
+        progress,
+        valid_fraction,
+        test_fraction,
+        time.monotonic(),
+    )
 
 
-def _build(src_dir: Path, tgt_dir: Path, out_dir: Path, name: str, src_lang: str, tgt_lang: str,
-           packages: dict[str, str], progress: bool, valid_fraction: float, test_fraction: float,
-           started: float) -> Path:
+def _build(
+    src_dir: Path,
+    tgt_dir: Path,
+    out_dir: Path,
+    name: str,
+    src_lang: str,
+    tgt_lang: str,
+    packages: dict[str, str],
+    progress: bool,
+    valid_fraction: float,
+    test_fraction: float,
+    started: float,
+) -> Path:
     aligned, n_files = align_help_dirs(Path(src_dir), Path(tgt_dir), progress=progress)
     splits, info = make_pairs(aligned, src_lang, tgt_lang, valid_fraction, test_fraction)
     if not splits["train"]:
-        raise DataError(f"{src_dir}: no usable sentence pairs after alignment with {tgt_dir} "
-                        "(expected paragraphs with matching par_id/hd_id ids)")
+        raise DataError(
+            f"{src_dir}: no usable sentence pairs after alignment with {tgt_dir} "
+            "(expected paragraphs with matching par_id/hd_id ids)"
+        )
     manifest: dict[str, object] = {
         "name": name,
         "format_version": FORMAT_VERSION,
@@ -478,6 +525,7 @@ def _build(src_dir: Path, tgt_dir: Path, out_dir: Path, name: str, src_lang: str
 
 
 # --------------------------------------------------------------------------- apt
+
 
 @dataclass(frozen=True)
 class HelpPackage:
@@ -507,12 +555,15 @@ def _run(cmd: list[str], cwd: Path | None = None, where: Path | None = None) -> 
     try:
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     except FileNotFoundError:
-        raise DataError(f"{cmd[0]}: not found on PATH (expected apt-get and dpkg-deb, "
-                        "i.e. a Debian or Ubuntu system)") from None
+        raise DataError(
+            f"{cmd[0]}: not found on PATH (expected apt-get and dpkg-deb, i.e. a Debian or Ubuntu system)"
+        ) from None
     if proc.returncode != 0:
         shown = " ".join(a for i, a in enumerate(cmd) if a != "-o" and (i == 0 or cmd[i - 1] != "-o"))
-        raise DataError(f"{where or cmd[-1]}: `{shown}` failed with exit code {proc.returncode}: "
-                        f"{_last_line(proc.stderr or proc.stdout)}")
+        raise DataError(
+            f"{where or cmd[-1]}: `{shown}` failed with exit code {proc.returncode}: "
+            f"{_last_line(proc.stderr or proc.stdout)}"
+        )
     return proc.stdout
 
 
@@ -555,9 +606,11 @@ def fetch_help_packages(packages: Sequence[str], cache_dir: Path | None = None) 
     if missing:
         for tool in ("apt-get", "dpkg-deb"):
             if shutil.which(tool) is None:
-                raise DataError(f"{tool}: not found on PATH; the LibreOffice help corpora are built "
-                                f"from the Debian packages {', '.join(packages)} (expected a Debian or "
-                                "Ubuntu system; otherwise bring a corpus folder, see lite.data.parallel)")
+                raise DataError(
+                    f"{tool}: not found on PATH; the LibreOffice help corpora are built "
+                    f"from the Debian packages {', '.join(packages)} (expected a Debian or "
+                    "Ubuntu system; otherwise bring a corpus folder, see lite.data.parallel)"
+                )
         apt = ["apt-get", *_apt_options(state)]
         lists_empty = not any(p.is_file() for p in (state / "lists").iterdir())
         if lists_empty:
@@ -583,8 +636,9 @@ def fetch_help_packages(packages: Sequence[str], cache_dir: Path | None = None) 
     for package in packages:
         deb = _find_deb(debs, package)
         if deb is None:
-            raise DataError(f"{debs}: apt reported success but no {package}_*.deb arrived "
-                            "(expected the downloaded package file)")
+            raise DataError(
+                f"{debs}: apt reported success but no {package}_*.deb arrived (expected the downloaded package file)"
+            )
         version = _run(["dpkg-deb", "-f", str(deb), "Version"], where=deb).strip()
         root = extract / deb.stem
         if not (root / ".complete").exists():
@@ -601,16 +655,17 @@ def fetch_help_packages(packages: Sequence[str], cache_dir: Path | None = None) 
     return result
 
 
-def build_docs_corpus(name: str, out_dir: Path, cache_dir: Path | None = None,
-                      progress: bool = True) -> Path:
+def build_docs_corpus(name: str, out_dir: Path, cache_dir: Path | None = None, progress: bool = True) -> Path:
     """Build (or reuse) the LibreOffice help corpus `name` ("docs-en-de", "docs-en-fr") in out_dir.
 
     Writes {train,valid,test}.{src,tgt} and manifest.json. Returns out_dir immediately when its
     manifest exists and every checksum matches.
     """
     if name not in KNOWN_CORPORA:
-        raise DataError(f"{name}: unknown built-in corpus (expected one of {', '.join(KNOWN_CORPORA)}, "
-                        "or a folder of parallel files)")
+        raise DataError(
+            f"{name}: unknown built-in corpus (expected one of {', '.join(KNOWN_CORPORA)}, "
+            "or a folder of parallel files)"
+        )
     out_dir = Path(out_dir)
     if corpus_is_complete(out_dir, name):
         return out_dir
@@ -621,9 +676,21 @@ def build_docs_corpus(name: str, out_dir: Path, cache_dir: Path | None = None,
     for pkg, lang in zip(pkgs, (src_lang, tgt_lang)):
         d = pkg.root / HELP_ROOT / HELP_LANG_DIRS[lang]
         if not d.is_dir():
-            raise DataError(f"{pkg.deb}: no {HELP_ROOT / HELP_LANG_DIRS[lang]} inside "
-                            "(expected the LibreOffice help HTML tree)")
+            raise DataError(
+                f"{pkg.deb}: no {HELP_ROOT / HELP_LANG_DIRS[lang]} inside (expected the LibreOffice help HTML tree)"
+            )
         dirs.append(d)
     # `started` is taken before apt so build_seconds covers download and extraction too.
-    return _build(dirs[0], dirs[1], out_dir, name, src_lang, tgt_lang,
-                  {p.name: p.version for p in pkgs}, progress, VALID_FRACTION, TEST_FRACTION, started)
+    return _build(
+        dirs[0],
+        dirs[1],
+        out_dir,
+        name,
+        src_lang,
+        tgt_lang,
+        {p.name: p.version for p in pkgs},
+        progress,
+        VALID_FRACTION,
+        TEST_FRACTION,
+        started,
+    )

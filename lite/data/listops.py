@@ -13,6 +13,7 @@ brackets of the operators already carry the structure.
 Written by hand because no package ships the generator (LRA's is a script in its repository).
 Splits are written as TSV (tokens, label) under data/listops/ and reused when their settings match.
 """
+
 from __future__ import annotations
 
 import json
@@ -128,5 +129,7 @@ def read_split(path: Path) -> list[tuple[list[int], int]]:
             text, label = line.split("\t")
             examples.append(([ids[CLS]] + [ids[t] for t in text.split()], int(label)))
         except (ValueError, KeyError) as exc:
-            raise DataError(f"{path}:{n}: expected '<tokens>\\t<label 0-9>' over the ListOps vocabulary ({exc})") from None
+            raise DataError(
+                f"{path}:{n}: expected '<tokens>\\t<label 0-9>' over the ListOps vocabulary ({exc})"
+            ) from None
     return examples

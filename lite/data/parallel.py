@@ -8,6 +8,7 @@ Supported layouts of a corpus folder, for a split such as "train":
 Lines are split on "\\n" only (a trailing "\\r" is removed), not on the other Unicode line
 separators str.splitlines() knows, so line numbers agree with `wc -l` and with the other side.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -29,8 +30,10 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{number}: invalid UTF-8 byte 0x{raw[e.start]:02x} at column "
-                                f"{e.start + 1} (expected UTF-8 text)") from None
+                raise DataError(
+                    f"{path}:{number}: invalid UTF-8 byte 0x{raw[e.start]:02x} at column "
+                    f"{e.start + 1} (expected UTF-8 text)"
+                ) from None
             if number == 1:
                 line = line.removeprefix("\ufeff")  # editors on Windows add a byte-order mark
             yield number, line.rstrip("\n").rstrip("\r")
@@ -71,14 +74,15 @@ def read_parallel(src_path: Path, tgt_path: Path) -> list[Pair]:
             pairs.append((src, tgt))
         elif src or tgt:
             empty, other = (src_path, tgt_path) if not src else (tgt_path, src_path)
-            raise DataError(f"{empty}:{number}: empty line but line {number} of {other} is not "
-                            "(expected both sides empty or both non-empty)")
+            raise DataError(
+                f"{empty}:{number}: empty line but line {number} of {other} is not "
+                "(expected both sides empty or both non-empty)"
+            )
     _check_not_empty(src_path, texts[0])
     _check_not_empty(tgt_path, texts[1])
     n_src, n_tgt = counts
     if n_src != n_tgt:
-        raise DataError(f"{src_path}: {n_src} lines but {tgt_path} has {n_tgt} "
-                        "(expected equal line counts)")
+        raise DataError(f"{src_path}: {n_src} lines but {tgt_path} has {n_tgt} (expected equal line counts)")
     return pairs
 
 
@@ -91,8 +95,9 @@ def read_tsv(path: Path) -> list[Pair]:
             continue
         cols = line.split("\t")
         if len(cols) != 2:
-            raise DataError(f"{path}:{number}: {len(cols)} tab-separated columns "
-                            "(expected exactly 2: source<TAB>target)")
+            raise DataError(
+                f"{path}:{number}: {len(cols)} tab-separated columns (expected exactly 2: source<TAB>target)"
+            )
         src, tgt = cols[0].strip(), cols[1].strip()
         if not src or not tgt:
             side = "source (column 1)" if not src else "target (column 2)"
@@ -110,8 +115,9 @@ def load_split(folder: Path, split: str, src: str, tgt: str) -> list[Pair]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: corpus folder not found (expected a folder with "
-                        f"{split}.{src} + {split}.{tgt} or {split}.tsv)")
+        raise DataError(
+            f"{folder}: corpus folder not found (expected a folder with {split}.{src} + {split}.{tgt} or {split}.tsv)"
+        )
     candidates: Sequence[tuple[Path, Path]] = [
         (folder / f"{split}.{src}", folder / f"{split}.{tgt}"),
         (folder / f"{split}.{src}-{tgt}.{src}", folder / f"{split}.{src}-{tgt}.{tgt}"),
@@ -127,10 +133,13 @@ def load_split(folder: Path, split: str, src: str, tgt: str) -> list[Pair]:
     for src_file, tgt_file in candidates:
         if src_file.is_file() or tgt_file.is_file():
             have, lacking = (src_file, tgt_file) if src_file.is_file() else (tgt_file, src_file)
-            raise DataError(f"{have}: exists but {lacking} does not "
-                            f"(expected both language sides of the {split} split)")
-    raise DataError(f"{folder}: no {split}.{src} + {split}.{tgt} and no {split}.tsv "
-                    f"(expected parallel files or a TSV for the {split} split)")
+            raise DataError(
+                f"{have}: exists but {lacking} does not (expected both language sides of the {split} split)"
+            )
+    raise DataError(
+        f"{folder}: no {split}.{src} + {split}.{tgt} and no {split}.tsv "
+        f"(expected parallel files or a TSV for the {split} split)"
+    )
 
 
 def filter_long(pairs: Sequence[Pair], max_chars: int) -> tuple[list[Pair], int]:

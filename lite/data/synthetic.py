@@ -20,6 +20,7 @@ The folder holds {split}.{src_lang} and {split}.{tgt_lang} for train, valid and 
 parallel naming lite.data.parallel.load_split reads. Pure standard library; the same arguments
 give the same bytes.
 """
+
 from __future__ import annotations
 
 import random
@@ -40,9 +41,17 @@ def make_target(tokens: list[str], task: str, symbols: int) -> list[str]:
     raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
-def write_synthetic_corpus(out: Path, task: str = "shift", seed: int = 1, symbols: int = 10, min_len: int = 3,
-                           max_len: int = 8, sizes: Mapping[str, int] | None = None, src_lang: str = "src",
-                           tgt_lang: str = "tgt") -> Path:
+def write_synthetic_corpus(
+    out: Path,
+    task: str = "shift",
+    seed: int = 1,
+    symbols: int = 10,
+    min_len: int = 3,
+    max_len: int = 8,
+    sizes: Mapping[str, int] | None = None,
+    src_lang: str = "src",
+    tgt_lang: str = "tgt",
+) -> Path:
     """Write the corpus of `task` (module docstring) to folder `out`; returns `out`.
 
     `sizes` maps split name to pair count (default train 4000, valid 100, test 200). Train pairs may
@@ -65,7 +74,7 @@ def write_synthetic_corpus(out: Path, task: str = "shift", seed: int = 1, symbol
 
     sources = {"train": [draw() for _ in range(sizes["train"])]}
     used = set(sources["train"])
-    free = sum(symbols ** n for n in range(min_len, max_len + 1)) - len(used)
+    free = sum(symbols**n for n in range(min_len, max_len + 1)) - len(used)
     if sizes["valid"] + sizes["test"] > free:  # the rejection sampling below would never finish
         raise ValueError(f"{sizes['valid'] + sizes['test']} held-out pairs but only {free} strings unused by train")
     for split in ("valid", "test"):
