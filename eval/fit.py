@@ -14,6 +14,7 @@ import re
 import yaml
 
 from lite.config import ModelConfig
+from lite.errors import UsageError
 from lite.metrics.macs import count_macs
 
 PAPER_KERNELS = [3, 7, 15, 31, 31, 31]
@@ -23,7 +24,7 @@ def parse_count(text: str) -> int:
     """'100M' -> 100_000_000; also k, G and plain integers."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)\s*", text)
     if not match:
-        raise ValueError(f"--macs: expected a number with an optional k/M/G suffix, got {text!r}")
+        raise UsageError(f"--macs: expected a number with an optional k/M/G suffix, got {text!r}")
     scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}[match.group(2).lower()]
     return int(round(float(match.group(1)) * scale))
 
@@ -32,7 +33,7 @@ def parse_layers(text: str) -> tuple[int, int]:
     """'6+6' -> (6, 6); '4' -> (4, 4)."""
     match = re.fullmatch(r"\s*(\d+)\s*(?:\+\s*(\d+))?\s*", text)
     if not match or int(match.group(1)) < 1:
-        raise ValueError(f"--layers: expected ENCODER+DECODER like 6+6, got {text!r}")
+        raise UsageError(f"--layers: expected ENCODER+DECODER like 6+6, got {text!r}")
     enc = int(match.group(1))
     return enc, int(match.group(2) or enc)
 
@@ -67,7 +68,7 @@ def family_config(
             encoder_kernels=kernels_for(enc),
             decoder_kernels=kernels_for(dec),
         )
-    raise ValueError(f"--family: expected lsra or transformer, got {family!r}")
+    raise UsageError(f"--family: expected lsra or transformer, got {family!r}")
 
 
 def fit(
@@ -92,7 +93,7 @@ def fit(
         width += step
     if best is None:
         smallest = count_macs(family_config(family, step, layers, heads, conv_type), src_len, tgt_len)["macs"]
-        raise ValueError(
+        raise UsageError(
             f"--macs: {budget:,} is below the smallest {family} with {layers[0]}+{layers[1]} layers "
             f"({smallest:,} MACs at width {step}); use fewer layers"
         )

@@ -225,7 +225,7 @@ def tflite_macs(path: Path, signature: str) -> dict:
 
     Returns {"macs_total", "macs_excluding_output_projection", "by_op": {op name: macs} (the
     elementwise contraction counted as "MUL+SUM"), "output_projection": {"op", "macs"} or None,
-    "signature", "subgraph"}. Raises FileNotFoundError, KeyError for an unknown signature (listing
+    "signature", "subgraph"}. Raises UsageError for a missing file or an unknown signature (listing
     the file's), GraphShapeError or UnsupportedOpError naming the op.
     """
     path = Path(path)
@@ -235,7 +235,7 @@ def tflite_macs(path: Path, signature: str) -> dict:
         for i in range(model.SignatureDefsLength())
     }
     if signature not in signatures:
-        raise KeyError(f"{path}: no signature {signature!r} (has {', '.join(signatures) or 'none'})")
+        raise UsageError(f"{path}: no signature {signature!r} (has {', '.join(signatures) or 'none'})")
     sig = signatures[signature]
     index = sig.SubgraphIndex()
     main = {s.SubgraphIndex() for s in signatures.values()}

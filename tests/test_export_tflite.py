@@ -18,7 +18,7 @@ from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes
 from export.macs_tflite import tflite_macs
 from export.to_tflite import check_builtin_ops, convert_tflite
 from lite.config import ModelConfig
-from lite.errors import ExportError
+from lite.errors import ExportError, UsageError
 from lite.metrics.macs import count_macs
 from lite.models.seq2seq import EncoderDecoder
 
@@ -338,7 +338,7 @@ def test_argument_and_signature_errors(lsra, exports, tmp_path):
     with pytest.raises(ValueError, match="calibration"):
         convert_tflite(lsra, tmp_path / "x.tflite", precision="int8", src_lens=[8], target_slots=4, batches=[1])
     assert not (tmp_path / "x.tflite").exists()
-    with pytest.raises(KeyError, match="decode_3"):
+    with pytest.raises(UsageError, match="decode_3"):
         tflite_macs(exports["fp32"][0], "decode_3")
     copy = tmp_path / "copy.tflite"
     shutil.copyfile(exports["fp32"][0], copy)
