@@ -32,15 +32,16 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from compress import distill, magnitude, qat, quant_report, structured
+from compress import distill, magnitude, qat
 from compress.finetune import FinetuneConfig, finetune, load_examples
 from compress.recipe import Recipe
+from compress.steps import STEP_KINDS
 from eval.evaluate import evaluate, evaluate_artifact
 from export.stage import export_run
 from lite import checkpoint
 from lite.config import RunConfig, to_dict
 from lite.errors import ExportError, GateError, RunFolderError
-from lite.files import atomic_path, read_json, write_json_atomic, write_text_atomic
+from lite.files import atomic_path, read_json, write_json_atomic
 from lite.models.seq2seq import EncoderDecoder, count_parameters
 from lite.run import RunPaths
 from lite.tokenizer import Tokenizer
@@ -104,50 +105,6 @@ class _Context:
         )
 
 
-def _structured(ctx: _Context, model: EncoderDecoder, step) -> tuple[EncoderDecoder, dict]:
-    tunes: list[dict | None] = []
-
-    def between(m: EncoderDecoder, i: int) -> None:
-        fcfg = step.finetune if i == step.iterative_steps else step.finetune_between
-        tunes.append(ctx.finetune(m, fcfg, f"fine-tune after structured step {i}"))
-
-    model, records = structured.prune_structured(model, step, ctx.train_ex, finetune=between, log=ctx.log)
-    for record, tune in zip(records, tunes):
-        record["finetune"] = tune
-    return model, {"steps": records, "config": to_dict(model.cfg)}
-
-
-def _magnitude(ctx: _Context, model: EncoderDecoder, step) -> tuple[EncoderDecoder, dict]:
-    sweep_path = ctx.out.root / "sensitivity.json"
-    sweep = magnitude.sensitivity_sweep(model, ctx.valid_ex, ctx.tokenizer, step, progress=ctx.progress)
-    write_json_atomic(sweep, sweep_path)
-    chosen = magnitude.choose_sparsities(sweep, step.max_drop)
-    masks = magnitude.magnitude_masks(model, chosen)
-    if ctx.masks:  # weights pruned by an earlier step stay pruned
-        masks = {name: mask & ctx.masks[name] if name in ctx.masks else mask for name, mask in masks.items()}
-    ctx.masks = masks
-    magnitude.apply_masks(model, masks)
-    tune = ctx.finetune(model, step.finetune, "fine-tune with masks fixed")
-    report = magnitude.sparsity_report(model, masks)
-    ctx.log(f"fine-grained: {report['sparsity']:.1%} of the prunable weights are zero")
-    return model, {"sparsities": chosen, "sparsity": report, "finetune": tune}
-
-
-def _quant_report(ctx: _Context, model: EncoderDecoder, step) -> tuple[EncoderDecoder, dict]:
-    report = quant_report.quantization_report(model, ctx.valid_ex, step, progress=ctx.progress)
-    write_json_atomic(report, ctx.out.root / "quant_report.json")
-    write_text_atomic(quant_report.format_report(report) + "\n", ctx.out.root / "quant_report.txt")
-    ctx.log(quant_report.format_report(report, top=5))
-    return model, {"keep_float": report.get("keep_float", [])}
-
-
-def _finetune_step(ctx: _Context, model: EncoderDecoder, step) -> tuple[EncoderDecoder, dict]:
-    return model, {"finetune": ctx.finetune(model, step, "fine-tune")}
-
-
-STEPS = {"structured": _structured, "magnitude": _magnitude, "quant_report": _quant_report, "finetune": _finetune_step}
-
-
 def _step_file(out: RunPaths, index: int, kind: str) -> Path:
     return out.root / "steps" / f"{index:02d}-{kind}.pt"
 
@@ -161,6 +118,20 @@ def _resume_point(out: RunPaths, recipe: Recipe) -> int:
             break
         last = i
     return last
+
+
+def _run_step(ctx: _Context, kind: str, step: Any, model: EncoderDecoder) -> tuple[EncoderDecoder, dict]:
+    """Apply one step through its kind's entry in STEP_KINDS; (the model after it, its compress.json entry)."""
+    started = time.monotonic()
+    model, info = STEP_KINDS[kind].run(ctx, model, step)
+    model.eval()
+    info |= {
+        "kind": kind,
+        "seconds": round(time.monotonic() - started, 1),
+        "params": count_parameters(model),
+        "params_no_embed": count_parameters(model, False),
+    }
+    return model, info
 
 
 def compress_run(
@@ -203,15 +174,7 @@ def compress_run(
         if i <= resume:
             continue
         log(f"step {i + 1}/{len(recipe.steps)}: {kind}")
-        started = time.monotonic()
-        model, info = STEPS[kind](ctx, model, step)
-        model.eval()
-        info |= {
-            "kind": kind,
-            "seconds": round(time.monotonic() - started, 1),
-            "params": count_parameters(model),
-            "params_no_embed": count_parameters(model, False),
-        }
+        model, info = _run_step(ctx, kind, step, model)
         steps_done.append(info)
         checkpoint.save_atomic(
             checkpoint.model_record(model) | {"masks": ctx.masks, "spec": recipe.spec(i)}, _step_file(out, i, kind)

@@ -3,7 +3,8 @@
 name: default                 # output folder RUN/compressed/<name>/ (default: the file's stem)
 teacher: self                 # word-level KD teacher: self (the uncompressed model), a run folder, or null
 sequence_kd: {max_sentences: 0}   # > 0: fine-tune on the teacher's translations of N training sources
-steps:                        # applied in order; each fine-tunes afterwards if its finetune.steps > 0
+steps:                        # applied in order (the kinds: compress/steps.py); each fine-tunes afterwards
+                              # if its finetune.steps > 0
   - structured: {heads: 0.25, ffn: 0.5, conv: 0.25, importance: taylor, finetune: {steps: 300}}
   - magnitude: {max_drop: 0.02, finetune: {steps: 300}}      # sensitivity sweep + fine-grained masks
   - quant_report: {valid_sentences: 200}                     # per-layer int8 error (a report only)
@@ -22,37 +23,10 @@ from typing import Any
 
 from compress.distill import SequenceKDConfig
 from compress.finetune import FinetuneConfig
-from compress.magnitude import SensitivityConfig
 from compress.qat import QATConfig
-from compress.quant_report import QuantReportConfig
-from compress.structured import StructuredConfig
+from compress.steps import STEP_KINDS
 from export.packing import PACKINGS
 from lite.config import FORMATS, PRECISIONS, ConfigError, from_dict, read_yaml, to_dict
-
-
-def _no_finetune() -> FinetuneConfig:
-    return FinetuneConfig(steps=0)
-
-
-@dataclass
-class StructuredStep(StructuredConfig):
-    finetune: FinetuneConfig = field(default_factory=_no_finetune)  # after the last pruning step
-    finetune_between: FinetuneConfig = field(default_factory=_no_finetune)  # after each earlier step
-
-
-@dataclass
-class MagnitudeStep(SensitivityConfig):
-    finetune: FinetuneConfig = field(default_factory=_no_finetune)  # with the masks fixed
-
-
-@dataclass
-class QuantReportStep(QuantReportConfig):
-    pass
-
-
-@dataclass
-class FinetuneStep(FinetuneConfig):
-    pass
 
 
 @dataclass
@@ -68,20 +42,12 @@ class ExportOverrides:
     pack: str = "xz"
 
 
-STEP_KINDS: dict[str, type] = {
-    "structured": StructuredStep,
-    "magnitude": MagnitudeStep,
-    "quant_report": QuantReportStep,
-    "finetune": FinetuneStep,
-}
-
-
 @dataclass
 class Recipe:
     name: str = "default"
     teacher: str | None = "self"
     sequence_kd: SequenceKDConfig = field(default_factory=lambda: SequenceKDConfig(max_sentences=0))
-    steps: list[Any] = field(default_factory=list)  # (kind, step config) pairs after loading
+    steps: list[Any] = field(default_factory=list)  # (kind, step options) pairs after loading
     export: ExportOverrides = field(default_factory=ExportOverrides)
     qat: QATStep | None = None
 
@@ -117,7 +83,7 @@ def load_recipe(path: str | Path) -> Recipe:
                 f"{where}.steps[{i}]: expected one of {', '.join(STEP_KINDS)} as the only key, got {item!r}"
             )
         kind, options = next(iter(item.items()))
-        recipe.steps.append((kind, _build(STEP_KINDS[kind], options or {}, f"{where}.steps[{i}].{kind}")))
+        recipe.steps.append((kind, _build(STEP_KINDS[kind].options, options or {}, f"{where}.steps[{i}].{kind}")))
     if qat_raw is not None:
         recipe.qat = _build(QATStep, qat_raw, f"{where}.qat")
     _validate(recipe, where)
@@ -142,14 +108,7 @@ def _validate(recipe: Recipe, where: str) -> None:
         (ex.pack in PACKINGS, "export.pack", f"one of {PACKINGS}"),
     ]
     for i, (kind, step) in enumerate(recipe.steps):
-        if kind == "structured":
-            checks += [
-                (0 <= getattr(step, r) < 1, f"steps[{i}].structured.{r}", "a fraction in [0, 1)")
-                for r in ("heads", "ffn", "conv")
-            ]
-            checks.append(
-                (step.importance in ("magnitude", "taylor"), f"steps[{i}].structured.importance", "magnitude or taylor")
-            )
+        checks += [(ok, f"steps[{i}].{kind}.{fld}", expected) for ok, fld, expected in STEP_KINDS[kind].checks(step)]
     for ok, fld, expected in checks:
         if not ok:
             raise ConfigError(f"{where}: {fld} must be {expected}")
