@@ -34,7 +34,7 @@ import yaml
 
 from compress import distill, magnitude, qat
 from compress.finetune import FinetuneConfig, finetune, load_examples
-from compress.recipe import Recipe
+from compress.recipe import QATStep, Recipe
 from compress.steps import STEP_KINDS
 from eval.evaluate import evaluate, evaluate_artifact
 from export.stage import export_run
@@ -109,29 +109,12 @@ def _step_file(out: RunPaths, index: int, kind: str) -> Path:
     return out.root / "steps" / f"{index:02d}-{kind}.pt"
 
 
-def _resume_point(out: RunPaths, recipe: Recipe) -> int:
-    """Index of the last step whose saved result was made by the same recipe prefix (-1: none)."""
-    last = -1
-    for i, (kind, _) in enumerate(recipe.steps):
-        path = _step_file(out, i, kind)
-        if not path.is_file() or checkpoint.load(path).get("spec") != recipe.spec(i):
-            break
-        last = i
-    return last
+def _record_file(out: RunPaths) -> Path:
+    return out.root / "compress.json"
 
 
-def _run_step(ctx: _Context, kind: str, step: Any, model: EncoderDecoder) -> tuple[EncoderDecoder, dict]:
-    """Apply one step through its kind's entry in STEP_KINDS; (the model after it, its compress.json entry)."""
-    started = time.monotonic()
-    model, info = STEP_KINDS[kind].run(ctx, model, step)
-    model.eval()
-    info |= {
-        "kind": kind,
-        "seconds": round(time.monotonic() - started, 1),
-        "params": count_parameters(model),
-        "params_no_embed": count_parameters(model, False),
-    }
-    return model, info
+def _params(model: EncoderDecoder) -> dict:
+    return {"params": count_parameters(model), "params_no_embed": count_parameters(model, False)}
 
 
 def compress_run(
@@ -143,6 +126,26 @@ def compress_run(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run every step of `recipe` on RUN's model, export and measure; returns the compress.json record."""
+    out = _prepare_output(run, recipe, force)
+    torch.set_num_threads(cfg.train.threads)
+    ctx = _Context(cfg, run, out, recipe, progress, log)
+    record: dict[str, Any] = read_json(_record_file(out), {}) if not force else {}
+    model = _run_steps(ctx, record)
+    checkpoint.save_atomic(checkpoint.model_record(model), out.model)
+    out_cfg = _compressed_config(cfg, recipe, model)
+    _write_config(out_cfg, out)
+    record["model"] = _params(model) | {
+        "config": to_dict(model.cfg),
+        "bleu_greedy": evaluate(out_cfg, out, beam=1, progress=progress)["bleu"],
+    }
+    log(f"compressed PyTorch model: test BLEU {record['model']['bleu_greedy']:.2f} (greedy)")
+    record["artifacts"] = _export_and_measure(ctx, out_cfg, out, model, record, progress, log)
+    write_json_atomic(record, _record_file(out))
+    return record
+
+
+def _prepare_output(run: RunPaths, recipe: Recipe, force: bool) -> RunPaths:
+    """RUN/compressed/<recipe name>/ holding RUN's tokenizer; emptied first with `force`."""
     if not run.model.is_file():
         raise RunFolderError(f"{run.model}: no trained model (run `lite train {run.root}` first)")
     out = output_paths(run, recipe)
@@ -152,38 +155,67 @@ def compress_run(
     (out.root / "tokenizer").mkdir(exist_ok=True)
     for src in run.tokenizer.parent.iterdir():
         shutil.copyfile(src, out.root / "tokenizer" / src.name)
-    torch.set_num_threads(cfg.train.threads)
-    ctx = _Context(cfg, run, out, recipe, progress, log)
+    return out
 
-    record_path = out.root / "compress.json"
-    record: dict[str, Any] = read_json(record_path, {}) if not force else {}
+
+def _run_steps(ctx: _Context, record: dict) -> EncoderDecoder:
+    """The model after the recipe's last step. Steps up to the resume point are loaded, not rerun; each
+    step run is saved (with the masks and its recipe prefix) and added to record["steps"] at once, and
+    record["source"] describes the model the steps start from."""
+    out, recipe = ctx.out, ctx.recipe
     resume = _resume_point(out, recipe)
-    model = checkpoint.load_model(run.model)
-    record["source"] = {
-        "model": str(run.model),
-        "params": count_parameters(model),
-        "params_no_embed": count_parameters(model, False),
-    }
+    model = checkpoint.load_model(ctx.run.model)
+    record["source"] = {"model": str(ctx.run.model)} | _params(model)
     steps_done = record.get("steps", [])[: resume + 1]
     if resume >= 0:
-        saved = checkpoint.load(_step_file(out, resume, recipe.steps[resume][0]))
-        model = checkpoint.load_model(_step_file(out, resume, recipe.steps[resume][0]))
-        ctx.masks = saved.get("masks")
-        log(f"resuming after step {resume + 1} ({recipe.steps[resume][0]}): earlier results are unchanged")
+        model = _resume(ctx, resume)
     for i, (kind, step) in enumerate(recipe.steps):
         if i <= resume:
             continue
-        log(f"step {i + 1}/{len(recipe.steps)}: {kind}")
+        ctx.log(f"step {i + 1}/{len(recipe.steps)}: {kind}")
         model, info = _run_step(ctx, kind, step, model)
         steps_done.append(info)
         checkpoint.save_atomic(
             checkpoint.model_record(model) | {"masks": ctx.masks, "spec": recipe.spec(i)}, _step_file(out, i, kind)
         )
         record["steps"] = steps_done
-        write_json_atomic(record, record_path)
+        write_json_atomic(record, _record_file(out))
+    return model
 
-    checkpoint.save_atomic(checkpoint.model_record(model), out.model)
-    out_cfg = dataclasses.replace(
+
+def _resume_point(out: RunPaths, recipe: Recipe) -> int:
+    """Index of the last step whose saved result was made by the same recipe prefix (-1: none)."""
+    last = -1
+    for i, (kind, _) in enumerate(recipe.steps):
+        path = _step_file(out, i, kind)
+        if not path.is_file() or checkpoint.load(path).get("spec") != recipe.spec(i):
+            break
+        last = i
+    return last
+
+
+def _resume(ctx: _Context, index: int) -> EncoderDecoder:
+    """The model saved after step `index`; its fine-grained masks become the context's."""
+    kind = ctx.recipe.steps[index][0]
+    saved = checkpoint.load(_step_file(ctx.out, index, kind))
+    model = checkpoint.load_model(_step_file(ctx.out, index, kind))
+    ctx.masks = saved.get("masks")
+    ctx.log(f"resuming after step {index + 1} ({kind}): earlier results are unchanged")
+    return model
+
+
+def _run_step(ctx: _Context, kind: str, step: Any, model: EncoderDecoder) -> tuple[EncoderDecoder, dict]:
+    """Apply one step through its kind's entry in STEP_KINDS; (the model after it, its compress.json entry)."""
+    started = time.monotonic()
+    model, info = STEP_KINDS[kind].run(ctx, model, step)
+    model.eval()
+    info |= {"kind": kind, "seconds": round(time.monotonic() - started, 1)} | _params(model)
+    return model, info
+
+
+def _compressed_config(cfg: RunConfig, recipe: Recipe, model: EncoderDecoder) -> RunConfig:
+    """RUN's config with the compressed model's widths and the recipe's export section."""
+    return dataclasses.replace(
         cfg,
         name=f"{cfg.name}-{recipe.name}",
         model=model.cfg,
@@ -194,17 +226,6 @@ def compress_run(
             pack=recipe.export.pack,
         ),
     )
-    _write_config(out_cfg, out)
-    record["model"] = {
-        "params": count_parameters(model),
-        "params_no_embed": count_parameters(model, False),
-        "config": to_dict(model.cfg),
-        "bleu_greedy": evaluate(out_cfg, out, beam=1, progress=progress)["bleu"],
-    }
-    log(f"compressed PyTorch model: test BLEU {record['model']['bleu_greedy']:.2f} (greedy)")
-    record["artifacts"] = _export_and_measure(ctx, out_cfg, out, model, record, progress, log)
-    write_json_atomic(record, record_path)
-    return record
 
 
 def _gate_entry(figures: dict, missed: list[str]) -> dict:
@@ -238,7 +259,6 @@ def _export_and_measure(
     loses more than qat.when_bleu_drop_over test BLEU, fine-tune with fake quantization (the recipe's
     qat section), export and gate again; a second missed gate is an ExportError. record["qat"] says
     what triggered QAT, the gate figures before and after, and the fine-tuning."""
-    reference = record["model"]["bleu_greedy"]
     qat_cfg = ctx.recipe.qat
     record.pop("qat", None)  # from an earlier run of this recipe; this run says whether QAT ran
     try:
@@ -252,12 +272,8 @@ def _export_and_measure(
         first = {exc.artifact.name: _gate_entry(exc.figures, exc.missed)}
         trigger: dict[str, Any] = {"trigger": "parity gate"}
     else:
-        losing = [
-            r
-            for r in rows
-            if "int8" in r["precision"]
-            and reference - r["bleu"] > (qat_cfg.when_bleu_drop_over if qat_cfg else float("inf"))
-        ]
+        reference = record["model"]["bleu_greedy"]
+        losing = _losing_bleu(rows, reference, qat_cfg)
         if not losing:
             return rows
         log(
@@ -269,23 +285,46 @@ def _export_and_measure(
             "trigger": "test BLEU loss",
             "triggered_by": {r["name"]: round(reference - r["bleu"], 2) for r in losing},
         }
+    _qat_finetune(ctx, cfg, out, model, record, trigger | {"ran": True, "first_gate": first}, progress)
+    return _export_after_qat(cfg, out, record, progress, log)
+
+
+def _losing_bleu(rows: list[dict], reference: float, qat_cfg: QATStep | None) -> list[dict]:
+    """The int8 rows whose test BLEU is more than qat.when_bleu_drop_over below `reference` (none
+    without a qat section)."""
+    limit = qat_cfg.when_bleu_drop_over if qat_cfg else float("inf")
+    return [r for r in rows if "int8" in r["precision"] and reference - r["bleu"] > limit]
+
+
+def _qat_finetune(
+    ctx: _Context, cfg: RunConfig, out: RunPaths, model: EncoderDecoder, record: dict, entry: dict, progress: bool
+) -> None:
+    """Fine-tune a copy of `model` with fake quantization and save it as OUT/model.pt; record["qat"]
+    becomes `entry` with the fine-tuning and the QAT model's greedy test BLEU."""
+    qat_cfg = ctx.recipe.qat
     model = copy.deepcopy(model)
     qat.prepare_qat(model, qat_cfg)
     tune = ctx.finetune(model, qat_cfg.finetune, "QAT fine-tune")
     qat.convert_qat(model)
     checkpoint.save_atomic(checkpoint.model_record(model), out.model)
-    record["qat"] = trigger | {
-        "ran": True,
-        "first_gate": first,
+    record["qat"] = entry | {
         "finetune": tune,
         "bleu_greedy": evaluate(cfg, out, beam=1, progress=progress, force=True)["bleu"],
     }
-    write_json_atomic(record, out.root / "compress.json")
+    write_json_atomic(record, _record_file(out))
+
+
+def _export_after_qat(
+    cfg: RunConfig, out: RunPaths, record: dict, progress: bool, log: Callable[[str], None]
+) -> list[dict]:
+    """Export the QAT model again (replacing what the first export published); a missed gate now stops
+    the run, with both gates' figures in record["qat"]."""
     try:
         rows, gates = _export_all(cfg, out, progress, log, force=True)
     except GateError as exc:
         record["qat"]["second_gate"] = {exc.artifact.name: _gate_entry(exc.figures, exc.missed)}
-        write_json_atomic(record, out.root / "compress.json")
+        write_json_atomic(record, _record_file(out))
+        first = record["qat"]["first_gate"]
         before = "; ".join(f"{name}: {'; '.join(g['failed']) or 'passed'}" for name, g in first.items())
         raise ExportError(
             f"{exc.artifact}: parity gate failed again after QAT on {exc.figures['sentences']} test "
