@@ -39,6 +39,7 @@ from compress.steps import STEP_KINDS
 from eval.evaluate import evaluate, evaluate_artifact
 from export.stage import export_run
 from lite import checkpoint
+from lite.artifacts import read_rows
 from lite.config import RunConfig, to_dict
 from lite.errors import ExportError, GateError, RunFolderError
 from lite.files import atomic_path, read_json, write_json_atomic
@@ -343,15 +344,15 @@ def _export_all(cfg: RunConfig, out: RunPaths, progress: bool, log, force: bool)
     bleu = {name: evaluate_artifact(cfg, out, name, beam=1, progress=progress)["bleu"] for name in names}
     rows = [
         {
-            "name": r["name"],
-            "format": r["format"],
-            "precision": r["precision"],
-            "bleu": bleu[r["name"]],
-            "size_bytes": r["size_bytes"],
-            "notes": r.get("notes", ""),
+            "name": r.name,
+            "format": r.format,
+            "precision": r.precision,
+            "bleu": bleu[r.name],
+            "size_bytes": r.size_bytes,
+            "notes": "" if r.notes is None else r.notes,
         }
-        for r in read_json(out.root / "artifacts.json", [])
-        if r.get("name") in bleu
+        for r in read_rows(out.root)
+        if r.name in bleu
     ]
     for r in rows:
         log(
