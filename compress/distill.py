@@ -22,6 +22,7 @@ from lite.batching import Example
 from lite.checkpoint import load_model
 from lite.config import DecodeConfig
 from lite.decode import beam_search, greedy
+from lite.errors import ConfigError, DataError
 from lite.files import write_text_atomic
 from lite.models.seq2seq import EncoderDecoder
 from lite.run import RunPaths
@@ -50,7 +51,7 @@ def load_teacher(run_dir: Path, tokenizer_path: Path) -> EncoderDecoder:
     student's (`tokenizer_path`)."""
     paths = RunPaths(Path(run_dir))
     if _pieces(paths.tokenizer) != _pieces(Path(tokenizer_path)):
-        raise ValueError(
+        raise ConfigError(
             f"{paths.tokenizer}: vocabulary differs from the student's {tokenizer_path} "
             "(a teacher must share the tokenizer)"
         )
@@ -63,7 +64,7 @@ def teacher_examples(
     """(source ids, teacher hypothesis ids + eos) for the first cfg.max_sentences training examples,
     in their order; sources the teacher translates to nothing are dropped."""
     if cfg.beam < 1 or cfg.batch_size < 1:
-        raise ValueError(f"sequence KD: beam and batch_size must be >= 1, got {cfg.beam} and {cfg.batch_size}")
+        raise ConfigError(f"sequence KD: beam and batch_size must be >= 1, got {cfg.beam} and {cfg.batch_size}")
     decode_cfg = DecodeConfig(
         beam=cfg.beam, lenpen=cfg.lenpen, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b, batch_size=cfg.batch_size
     )
@@ -104,22 +105,23 @@ def _ids(value: object) -> bool:
 
 
 def read_examples(path: Path) -> list[Example]:
-    """Examples written by write_examples; a malformed line is a ValueError naming the file and line."""
+    """Examples written by write_examples; a missing file or a malformed line is a DataError naming the file
+    (and line)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: examples file not found")
+        raise DataError(f"{path}: examples file not found")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not valid UTF-8 ({exc.reason})") from None
+        raise DataError(f"{path}: not valid UTF-8 ({exc.reason})") from None
     examples: list[Example] = []
     for number, line in enumerate(lines, start=1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
+            raise DataError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
         if not (isinstance(row, list) and len(row) == 2 and _ids(row[0]) and _ids(row[1])):
-            raise ValueError(
+            raise DataError(
                 f"{path}: line {number}: expected [source ids, target ids] (two non-empty lists of token ids)"
             )
         examples.append((row[0], row[1]))

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from lite.batching import Batch, Example, collate, encode_pairs, make_batches
 from lite.config import RunConfig, TrainConfig
 from lite.data.corpus import load_pairs
+from lite.errors import ConfigError, DataError
 from lite.models.seq2seq import EncoderDecoder
 from lite.tokenizer import Tokenizer
 from lite.train import batch_loss, learning_rate, validation_loss
@@ -75,17 +76,17 @@ def distillation_loss(
 
 def _check(cfg: FinetuneConfig, model: EncoderDecoder, teacher: EncoderDecoder | None, train_ex: list[Example]) -> None:
     if not train_ex:
-        raise ValueError("fine-tune: no training examples")
+        raise DataError("fine-tune: no training examples")
     if cfg.steps < 0:
-        raise ValueError(f"fine-tune steps: expected >= 0, got {cfg.steps}")
+        raise ConfigError(f"fine-tune steps: expected >= 0, got {cfg.steps}")
     if not 0.0 <= cfg.kd_alpha <= 1.0:
-        raise ValueError(f"fine-tune kd_alpha: expected a weight in [0, 1], got {cfg.kd_alpha}")
+        raise ConfigError(f"fine-tune kd_alpha: expected a weight in [0, 1], got {cfg.kd_alpha}")
     if cfg.kd_temperature <= 0:
-        raise ValueError(f"fine-tune kd_temperature: expected > 0, got {cfg.kd_temperature}")
+        raise ConfigError(f"fine-tune kd_temperature: expected > 0, got {cfg.kd_temperature}")
     if cfg.kd_alpha > 0 and teacher is None:
-        raise ValueError(f"fine-tune kd_alpha is {cfg.kd_alpha} but no teacher was given")
+        raise ConfigError(f"fine-tune kd_alpha is {cfg.kd_alpha} but no teacher was given")
     if teacher is not None and teacher.cfg.vocab_size != model.cfg.vocab_size:
-        raise ValueError(
+        raise ConfigError(
             f"teacher vocabulary size {teacher.cfg.vocab_size} differs from the student's "
             f"{model.cfg.vocab_size} (word-level distillation needs the same vocabulary)"
         )

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from lite.batching import Example, collate, make_batches
 from lite.config import DecodeConfig
+from lite.errors import ConfigError, DataError
 from lite.models.seq2seq import EncoderDecoder, count_parameters
 
 METRICS = ("loss", "bleu")
@@ -49,21 +50,21 @@ class SensitivityConfig:
 
     def __post_init__(self) -> None:
         if not self.sparsities:
-            raise ValueError("sparsities: expected at least one value")
+            raise ConfigError("sparsities: expected at least one value")
         for s in self.sparsities:
             _check_sparsity(s, "sparsities")
         if self.valid_sentences <= 0:
-            raise ValueError(f"valid_sentences: expected a positive count, got {self.valid_sentences}")
+            raise ConfigError(f"valid_sentences: expected a positive count, got {self.valid_sentences}")
         if self.metric not in METRICS:
-            raise ValueError(f"metric: expected one of {', '.join(METRICS)}, got {self.metric!r}")
+            raise ConfigError(f"metric: expected one of {', '.join(METRICS)}, got {self.metric!r}")
         if not self.max_drop >= 0:
-            raise ValueError(f"max_drop: expected a non-negative number, got {self.max_drop}")
+            raise ConfigError(f"max_drop: expected a non-negative number, got {self.max_drop}")
 
 
 def _check_sparsity(s: float, where: str) -> None:
     # 1.0 would delete a whole layer: that is structured pruning's business, not this module's
     if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s < 1.0:
-        raise ValueError(f"{where}: expected a sparsity in [0, 1), got {s!r}")
+        raise ConfigError(f"{where}: expected a sparsity in [0, 1), got {s!r}")
 
 
 def prunable_layers(model: EncoderDecoder, include_embeddings: bool = True) -> dict[str, nn.Parameter]:
@@ -212,7 +213,7 @@ def sensitivity_sweep(
     """
     examples = list(valid_ex[: cfg.valid_sentences])
     if not examples:
-        raise ValueError("valid_ex: expected at least one validation example, got none")
+        raise DataError("valid_ex: expected at least one validation example, got none")
     was_training = model.training
     model.eval()  # dropout off: every point must see the same network apart from the pruned layer
     scorer = _Scorer(model, examples, tokenizer, cfg.metric)
@@ -254,7 +255,7 @@ def sensitivity_sweep(
 def choose_sparsities(sweep: dict, max_drop: float) -> dict[str, float]:
     """Per layer the largest swept sparsity whose drop is within max_drop (0.0 if none is)."""
     if not (isinstance(max_drop, (int, float)) and max_drop >= 0 and math.isfinite(max_drop)):
-        raise ValueError(f"max_drop: expected a non-negative number, got {max_drop!r}")
+        raise ConfigError(f"max_drop: expected a non-negative number, got {max_drop!r}")
     if not isinstance(sweep, dict) or not isinstance(sweep.get("layers"), list):
         raise ValueError("sweep: expected the dict returned by sensitivity_sweep (with a 'layers' list)")
     chosen = {}

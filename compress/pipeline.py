@@ -41,7 +41,7 @@ from export.stage import export_run
 from lite import checkpoint
 from lite.artifacts import read_rows
 from lite.config import RunConfig, to_dict
-from lite.errors import ExportError, GateError, RunFolderError
+from lite.errors import ConfigError, GateError, RunFolderError
 from lite.files import atomic_path, read_json, write_json_atomic
 from lite.models.seq2seq import EncoderDecoder, count_parameters
 from lite.run import RunPaths
@@ -78,7 +78,7 @@ class _Context:
 
     def _sequence_kd(self) -> list:
         if self.teacher is None:
-            raise ValueError("recipe.sequence_kd: needs a teacher (set teacher: self or a run folder)")
+            raise ConfigError("recipe.sequence_kd: needs a teacher (set teacher: self or a run folder)")
         path = self.out.root / "sequence_kd.jsonl"
         if path.is_file():
             return distill.read_examples(path)
@@ -258,7 +258,7 @@ def _export_and_measure(
 ) -> list[dict]:
     """Export and score each artifact on the test set. If an int8 artifact misses its parity gate or
     loses more than qat.when_bleu_drop_over test BLEU, fine-tune with fake quantization (the recipe's
-    qat section), export and gate again; a second missed gate is an ExportError. record["qat"] says
+    qat section), export and gate again; a second missed gate is a GateError. record["qat"] says
     what triggered QAT, the gate figures before and after, and the fine-tuning."""
     qat_cfg = ctx.recipe.qat
     record.pop("qat", None)  # from an earlier run of this recipe; this run says whether QAT ran
@@ -268,7 +268,8 @@ def _export_and_measure(
         if "int8" not in exc.precision:  # QAT cannot mend a float artifact
             raise
         if qat_cfg is None:
-            raise ExportError(f"{exc}; the recipe has no qat section to fine-tune with and try again") from None
+            message = f"{exc}; the recipe has no qat section to fine-tune with and try again"
+            raise GateError(message, exc.artifact, exc.precision, exc.figures, exc.missed) from None
         log(f"{exc}: quantization-aware fine-tuning, then export again")
         first = {exc.artifact.name: _gate_entry(exc.figures, exc.missed)}
         trigger: dict[str, Any] = {"trigger": "parity gate"}
@@ -327,11 +328,12 @@ def _export_after_qat(
         write_json_atomic(record, _record_file(out))
         first = record["qat"]["first_gate"]
         before = "; ".join(f"{name}: {'; '.join(g['failed']) or 'passed'}" for name, g in first.items())
-        raise ExportError(
+        message = (
             f"{exc.artifact}: parity gate failed again after QAT on {exc.figures['sentences']} test "
             f"sentences: {'; '.join(exc.missed)} (thresholds: export.parity."
             f"{exc.precision.replace('-', '_')}; before QAT: {before})"
-        ) from None
+        )
+        raise GateError(message, exc.artifact, exc.precision, exc.figures, exc.missed) from None
     record["qat"]["second_gate"] = gates
     return rows
 

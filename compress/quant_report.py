@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from compress.qat import InputFakeQuant, exporter_folds, remove_weight_quantizer, site_quantizers
 from lite.batching import Batch, Example, collate, make_batches
+from lite.errors import ConfigError, DataError
 from lite.models.seq2seq import EncoderDecoder
 
 # padded tokens per teacher-forced batch: small batches pad less (the vocabulary projection dominates)
@@ -48,9 +49,9 @@ class QuantReportConfig:
     def __post_init__(self) -> None:
         n = self.valid_sentences
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ValueError(f"valid_sentences: expected a positive count, got {self.valid_sentences!r}")
+            raise ConfigError(f"valid_sentences: expected a positive count, got {self.valid_sentences!r}")
         if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold) and self.threshold >= 0):
-            raise ValueError(f"threshold: expected a non-negative number, got {self.threshold!r}")
+            raise ConfigError(f"threshold: expected a non-negative number, got {self.threshold!r}")
 
 
 @contextlib.contextmanager
@@ -123,7 +124,7 @@ def quantization_report(
     """
     examples = list(valid_ex[: cfg.valid_sentences])
     if not examples:
-        raise ValueError("valid_ex: expected at least one validation example, got none")
+        raise DataError("valid_ex: expected at least one validation example, got none")
     was_training = model.training
     model.eval()
     folds = exporter_folds(model) if cfg.exporter_folds else {}

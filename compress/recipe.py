@@ -91,11 +91,13 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def _build(cls: type, options: dict, where: str) -> Any:
+    """`cls` from `options`. The checks in a dataclass's own __post_init__ name only the field, so their
+    message gets `where` in front; from_dict's own messages start with it already."""
     try:
         return from_dict(cls, options, where)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as exc:  # a step's own __post_init__ checks
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ConfigError) and str(exc).startswith(where):
+            raise
         raise ConfigError(f"{where}: {exc}") from None
 
 

@@ -28,6 +28,7 @@ import torch_pruning as tp
 from torch import nn
 
 from lite.batching import Example, collate, make_batches
+from lite.errors import ConfigError
 from lite.models.attention import MultiheadAttention
 from lite.models.blocks import FeedForward, LSRAMixer
 from lite.models.convolution import ConvBranch, DynamicConv, LightweightConv
@@ -75,19 +76,19 @@ class _LightweightConvPruner(tp.pruner.BasePruningFunc):
 def _check(model: EncoderDecoder, cfg: StructuredConfig) -> None:
     for name, ratio in (("heads", cfg.heads), ("ffn", cfg.ffn), ("conv", cfg.conv)):
         if not 0.0 <= ratio < 1.0:
-            raise ValueError(f"structured.{name}: expected a fraction in [0, 1), got {ratio}")
+            raise ConfigError(f"structured.{name}: expected a fraction in [0, 1), got {ratio}")
     if cfg.importance not in IMPORTANCES:
-        raise ValueError(f"structured.importance: expected one of {', '.join(IMPORTANCES)}, got {cfg.importance!r}")
+        raise ConfigError(f"structured.importance: expected one of {', '.join(IMPORTANCES)}, got {cfg.importance!r}")
     if cfg.iterative_steps < 1:
-        raise ValueError(f"structured.iterative_steps: expected >= 1, got {cfg.iterative_steps}")
+        raise ConfigError(f"structured.iterative_steps: expected >= 1, got {cfg.iterative_steps}")
     if cfg.conv > 0 and any(isinstance(m, DynamicConv) for m in model.modules()):
-        raise ValueError(
+        raise ConfigError(
             "structured.conv: channel pruning supports conv_type lightweight; this model uses dynamic "
             "convolutions (set conv: 0)"
         )
     if cfg.heads > 0 and (model.cfg.encoder_patterns or model.cfg.decoder_patterns):
         # the sparse cores hold one pattern (and block layout) per head: removing heads would orphan them
-        raise ValueError(
+        raise ConfigError(
             "structured.heads: head pruning does not support sparse attention patterns yet "
             "(model.encoder_patterns/decoder_patterns); set heads: 0"
         )

@@ -19,6 +19,7 @@ from compress.finetune import FinetuneConfig, distillation_loss, finetune, load_
 from lite.checkpoint import load_model
 from lite.config import DecodeConfig
 from lite.decode import beam_search, greedy
+from lite.errors import ConfigError, DataError
 from lite.models.seq2seq import EncoderDecoder
 from lite.run import open_run
 from lite.tokenizer import Tokenizer
@@ -152,9 +153,9 @@ def test_kd_against_an_identical_teacher_is_zero_and_against_a_good_one_helps(sm
     assert distilled["valid_loss_after"] < distilled["valid_loss_before"] - 0.05
 
     other = EncoderDecoder(replace(trained.cfg, vocab_size=trained.cfg.vocab_size + 8))
-    with pytest.raises(ValueError, match=f"{trained.cfg.vocab_size + 8}.*{trained.cfg.vocab_size}"):
+    with pytest.raises(ConfigError, match=f"{trained.cfg.vocab_size + 8}.*{trained.cfg.vocab_size}"):
         finetune(student, train_ex, valid_ex, replace(FAST, kd_alpha=0.5), teacher=other, progress=False)
-    with pytest.raises(ValueError, match="no teacher"):
+    with pytest.raises(ConfigError, match="no teacher"):
         finetune(student, train_ex, valid_ex, replace(FAST, kd_alpha=0.5), progress=False)
 
 
@@ -190,18 +191,18 @@ def test_examples_round_trip_and_malformed_files(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["train.jsonl"]  # no temp file left behind
 
     path.write_text("[[5, 2], [7, 2]]\n[[5, 2], [7, 2\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"train.jsonl: line 2: not valid JSON"):
+    with pytest.raises(DataError, match=r"train.jsonl: line 2: not valid JSON"):
         read_examples(path)
     path.write_text("[[5, 2], [7, 2]]\n[[5, 2], []]\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"train.jsonl: line 2: expected \[source ids, target ids\]"):
+    with pytest.raises(DataError, match=r"train.jsonl: line 2: expected \[source ids, target ids\]"):
         read_examples(path)
-    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+    with pytest.raises(DataError, match="missing.jsonl: examples file not found"):
         read_examples(tmp_path / "missing.jsonl")
 
 
 def test_load_teacher_requires_the_students_tokenizer(smoke, small_tokenizer, tmp_path):
     paths = smoke[0]
-    with pytest.raises(ValueError, match="vocabulary differs from the student's .*a teacher must share the tokenizer"):
+    with pytest.raises(ConfigError, match="vocabulary differs from the student's .*a teacher must share the tokenizer"):
         load_teacher(paths.root, small_tokenizer)
     copied = tmp_path / "spm.model"  # the same vocabulary anywhere else is fine
     shutil.copy(paths.tokenizer, copied)
