@@ -319,7 +319,7 @@ def _qat_finetune(
 def _export_after_qat(
     cfg: RunConfig, out: RunPaths, record: dict, progress: bool, log: Callable[[str], None]
 ) -> list[dict]:
-    """Export the QAT model again (replacing what the first export published); a missed gate now stops
+    """Export the QAT model again (replacing what the first export published); a missed gate here stops
     the run, with both gates' figures in record["qat"]."""
     try:
         rows, gates = _export_all(cfg, out, progress, log, force=True)

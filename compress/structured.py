@@ -6,11 +6,13 @@ torch-pruning traces the model and groups every tensor dimension that must shrin
   the head width stays), in the LSRA attention branch, the Transformer's self-attention and the
   cross-attention;
 - FFN hidden units: fc1 rows and fc2 columns;
-- convolution channels: GLU value and gate rows, the depthwise lightweight convolution's channels (a
-  custom pruner below; its kernel is per head so only the channel -> head map shrinks) and the branch
-  output Linear's columns.
+- convolution channels: GLU value and gate rows (two Linears: torch-pruning mis-maps a GLU written as
+  F.glu or chunk()), the depthwise lightweight convolution's channels (a custom pruner below; its
+  kernel is per head so only the channel -> head map shrinks) and the branch output Linear's columns.
 Layers that set the residual width (out_proj, fc2, the conv output Linear, the vocabulary projection)
-are ignored as roots: the LSRA branches slice and concatenate the residual stream (DESIGN.md pitfalls).
+are ignored as roots, so the residual width never changes: every LSRA layer slices the residual stream
+at a fixed channel (the first half to the attention branch, the rest to the convolution branch) and
+concatenates the branches' outputs, so a removed residual channel would shift that split in every layer.
 
 The result is written back as a config with per-layer widths (ModelConfig.encoder_heads, ...) and a
 fresh model built from it loads the pruned state_dict, so it saves as config + state_dict
