@@ -117,6 +117,31 @@ def _cycle_batches(train_ex: list[Example], cfg: FinetuneConfig) -> Iterator[lis
         epoch += 1
 
 
+def _update(
+    model: EncoderDecoder,
+    batch: Batch,
+    optimizer: torch.optim.Optimizer,
+    params: list[Tensor],
+    lr: float,
+    cfg: FinetuneConfig,
+    teacher: EncoderDecoder | None,
+    after_step: Callable[[EncoderDecoder], None] | None,
+) -> Tensor:
+    """One optimizer step on `batch` at learning rate `lr` (the gradients of `params`, the optimizer's,
+    clipped to cfg.clip_norm), then `after_step`; returns the batch's summed loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss = _step_loss(model, batch, cfg, teacher)
+    (loss / batch.ntokens).backward()
+    if cfg.clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+    optimizer.step()
+    if after_step is not None:
+        after_step(model)
+    return loss
+
+
 def finetune(
     model: EncoderDecoder,
     train_ex: list[Example],
@@ -149,16 +174,7 @@ def finetune(
     stop_reason = "steps"
     for step, indices in enumerate(islice(_cycle_batches(train_ex, cfg), cfg.steps), start=1):
         batch = collate(train_ex, indices, model.cfg.pad_id, model.cfg.bos_id)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, schedule)
-        optimizer.zero_grad(set_to_none=True)
-        loss = _step_loss(model, batch, cfg, teacher)
-        (loss / batch.ntokens).backward()
-        if cfg.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
-        optimizer.step()
-        if after_step is not None:
-            after_step(model)
+        loss = _update(model, batch, optimizer, params, learning_rate(step, schedule), cfg, teacher, after_step)
         target_tokens += batch.ntokens
         window_tokens += batch.ntokens
         window_loss.append(float(loss.detach()) / batch.ntokens)
