@@ -58,7 +58,7 @@ def _write_config(cfg: RunConfig, out: RunPaths) -> None:
 
 
 class _Context:
-    """What the steps share: data, teacher, the fine-grained masks so far, the log."""
+    """What the steps share (compress.steps.StepContext): data, teacher, the fine-grained masks so far, the log."""
 
     def __init__(
         self, cfg: RunConfig, run: RunPaths, out: RunPaths, recipe: Recipe, progress: bool, log: Callable[[str], None]
