@@ -52,7 +52,7 @@ def _row(stage: str, run: Path, artifact: str) -> dict:
         )
     folder = run / row.path
     manifest = read_manifest(folder)
-    graphs = [folder / name for name in manifest["graphs"].values()]
+    graphs = [folder / name for name in manifest.graphs.values()]
     on_disk = sum(p.stat().st_size for p in graphs)
     unpacked = [read_graph(p) for p in graphs]
     model = load_model(run / "model.pt")
@@ -68,7 +68,7 @@ def _row(stage: str, run: Path, artifact: str) -> dict:
         "macs": count_macs(model.cfg)["macs"],
         "bleu": bleu["bleu"],
         "chrf": bleu.get("chrf"),
-        "pack": manifest.get("pack", "none"),
+        "pack": manifest.pack or "none",
     }
 
 

@@ -138,8 +138,8 @@ def bench_run(run_dir: Path, source: dict, peak: float, args) -> dict:
         except Exception as exc:  # noqa: BLE001 - a broken artifact is a result, not a crash
             engines[name] = {"status": f"error: {exc}"}
             continue
-        if translator.manifest["macs"] != paper:
-            print(f"  warning: {name} manifest macs {translator.manifest['macs']} != analytic {paper}", file=sys.stderr)
+        if translator.manifest.macs != paper:
+            print(f"  warning: {name} manifest macs {translator.manifest.macs} != analytic {paper}", file=sys.stderr)
         try:
             engines[name] = measure(lambda x: run_protocol(translator, x, STEPS), ids, args.warmup, args.repeats)
         except Exception as exc:  # noqa: BLE001
@@ -148,7 +148,7 @@ def bench_run(run_dir: Path, source: dict, peak: float, args) -> dict:
         # the exported tokenizer must give the same ids, or the artifact would translate another input
         engines[name]["same_tokenizer"] = translator.sp.encode(source["text"]) == pieces
         m = translator.manifest  # static graphs do work sized by these, not by the sentence
-        engines[name]["graph_shapes"] = {k: m.get(k) for k in ("src_lens", "max_src_len", "target_slots")}
+        engines[name]["graph_shapes"] = {k: getattr(m, k) for k in ("src_lens", "max_src_len", "target_slots")}
         print(f"  {run_dir.name}: {name} {engines[name]['median_ms']:.2f} ms", flush=True)
     eager = engines["pytorch-eager-fp32"]
     for name, e in engines.items():

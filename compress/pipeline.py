@@ -341,8 +341,8 @@ def _export_after_qat(
 def _export_all(cfg: RunConfig, out: RunPaths, progress: bool, log, force: bool) -> tuple[list[dict], dict]:
     """(artifact rows with test BLEU, {artifact name: its gate entry})."""
     manifests = export_run(cfg, out, force=force, progress=progress, log=log)
-    names = [f"{m['format']}-{m['precision']}" for m in manifests]
-    gates = {name: _gate_entry(m["parity"], []) for name, m in zip(names, manifests)}
+    names = [f"{m.format}-{m.precision}" for m in manifests]
+    gates = {name: _gate_entry(m.parity, []) for name, m in zip(names, manifests)}
     bleu = {name: evaluate_artifact(cfg, out, name, beam=1, progress=progress)["bleu"] for name in names}
     rows = [
         {

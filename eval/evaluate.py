@@ -98,8 +98,8 @@ def evaluate_artifact(
     row = find_row(paths.root, name)
     folder = paths.root / row.path
     translator = Translator(folder, num_threads=threads)
-    beam = translator.decode_cfg["beam"] if beam is None else beam
-    lenpen = translator.decode_cfg["lenpen"] if lenpen is None else lenpen
+    beam = translator.decode_cfg.beam if beam is None else beam
+    lenpen = translator.decode_cfg.lenpen if lenpen is None else lenpen
     decoding = decoding_name(beam, lenpen)
     manifest_sha = sha256_file(folder / "manifest.json")
     cached = (row.bleu or {}).get(f"{split}/{decoding}")
@@ -128,7 +128,7 @@ def evaluate_artifact(
         "decode_seconds": round(seconds, 2),
         "threads": threads,
         "manifest_sha256": manifest_sha,
-        "runtime": f"export.runtime ({translator.manifest['format']})",
+        "runtime": f"export.runtime ({translator.manifest.format})",
         "provenance": provenance(cfg, seed=cfg.train.seed, threads=threads),
     }
 

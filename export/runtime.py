@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from export.manifest import onnx_external_data, read_manifest, require_listed
+from export.manifest import Manifest, onnx_external_data, read_manifest, require_listed
 from export.packing import is_packed, read_graph
 from lite.errors import LiteError, ModelFolderError, UsageError
 
@@ -42,7 +42,7 @@ class TFLiteBackend:
 
     dynamic_cache = False
 
-    def __init__(self, path: Path, manifest: dict, num_threads: int | None, kernels: str = "default"):
+    def __init__(self, path: Path, manifest: Manifest, num_threads: int | None, kernels: str = "default"):
         try:
             from ai_edge_litert.interpreter import Interpreter, OpResolverType
         except ImportError:  # the older standalone runtime, where ai-edge-litert has no wheel
@@ -62,8 +62,8 @@ class TFLiteBackend:
         except (ValueError, RuntimeError) as exc:
             raise ModelFolderError(f"{path}: the interpreter cannot load it ({str(exc).splitlines()[0]})") from None
         signatures = self.interpreter.get_signature_list()
-        self.src_lens = sorted(manifest["src_lens"])
-        self.batches = sorted(manifest["batches"])
+        self.src_lens = sorted(manifest.src_lens)
+        self.batches = sorted(manifest.batches)
         wanted = [f"encode_{s}" for s in self.src_lens] + [f"decode_{b}" for b in self.batches]
         absent = [w for w in wanted if w not in signatures]
         if absent:
@@ -98,7 +98,7 @@ class OnnxBackend:
 
     dynamic_cache = True
 
-    def __init__(self, folder: Path, manifest: dict, num_threads: int | None):
+    def __init__(self, folder: Path, manifest: Manifest, num_threads: int | None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -111,7 +111,7 @@ class OnnxBackend:
             options.inter_op_num_threads = 1
         self.sessions = {}
         for part in ("encoder", "decoder"):
-            path = folder / manifest["graphs"][part]
+            path = folder / manifest.graphs[part]
             data = read_graph(path)
             try:
                 external = onnx_external_data(data)
@@ -124,7 +124,7 @@ class OnnxBackend:
                         "self-contained graph (external weights need a plain .onnx)"
                     )
                 # onnxruntime resolves a location against the graph's own directory
-                name = str(PurePosixPath(manifest["graphs"][part]).parent / location)
+                name = str(PurePosixPath(manifest.graphs[part]).parent / location)
                 require_listed(folder, manifest, name, f"external weights of {path.name}")
             source = data if is_packed(path) else str(path)  # onnxruntime takes a path or the bytes
             try:
@@ -132,7 +132,7 @@ class OnnxBackend:
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
                 raise ModelFolderError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
         self.outputs = {part: [o.name for o in s.get_outputs()] for part, s in self.sessions.items()}
-        self.max_src_len = manifest["max_src_len"]
+        self.max_src_len = manifest.max_src_len
 
     def _run(self, part: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # ONNX is single-assignment: updated caches are named "<input>_next" (export/to_onnx.py)
@@ -160,24 +160,22 @@ class Translator:
             import sentencepiece as spm
         except ImportError:
             raise ModelFolderError("the runtime needs sentencepiece (pip install sentencepiece)") from None
-        spm_path = self.folder / m["tokenizer"]  # read_manifest checked it is inside the folder and listed
+        spm_path = self.folder / m.tokenizer  # read_manifest checked it is inside the folder and listed
         try:
             self.sp = spm.SentencePieceProcessor(model_file=str(spm_path))
         except (OSError, RuntimeError) as exc:
             raise ModelFolderError(f"{spm_path}: not a sentencepiece model ({str(exc).splitlines()[0]})") from None
-        if m["format"] == "tflite":
-            self.backend: Any = TFLiteBackend(self.folder / m["graphs"]["tflite"], m, num_threads, kernels)
+        if m.format == "tflite":
+            self.backend: Any = TFLiteBackend(self.folder / m.graphs["tflite"], m, num_threads, kernels)
         elif kernels != "default":
-            raise ModelFolderError(
-                f"{self.folder}: kernels={kernels!r} is a TFLite option; this folder is {m['format']}"
-            )
-        elif m["format"] == "onnx":
+            raise ModelFolderError(f"{self.folder}: kernels={kernels!r} is a TFLite option; this folder is {m.format}")
+        elif m.format == "onnx":
             self.backend = OnnxBackend(self.folder, m, num_threads)
         else:
-            raise ModelFolderError(f"{self.folder / 'manifest.json'}: unknown format {m['format']!r}")
-        self.pad, self.bos, self.eos = m["ids"]["pad"], m["ids"]["bos"], m["ids"]["eos"]
-        self.cache = {name: tuple(shape) for name, shape in m["cache"].items()}  # shapes at batch 1
-        self.decode_cfg = m["decode"]
+            raise ModelFolderError(f"{self.folder / 'manifest.json'}: unknown format {m.format!r}")
+        self.pad, self.bos, self.eos = m.ids.pad, m.ids.bos, m.ids.eos
+        self.cache = {name: tuple(shape) for name, shape in m.cache.items()}  # shapes at batch 1
+        self.decode_cfg = m.decode
         self.truncated = 0  # sources cut to max_src_len so far
 
     # -- graphs ---------------------------------------------------------------------------------
@@ -196,9 +194,9 @@ class Translator:
         return max(
             1,
             min(
-                int(d["max_len_a"] * src_len + d["max_len_b"]),
-                self.manifest["max_positions"] - 2,
-                self.manifest["target_slots"] - 1,
+                int(d.max_len_a * src_len + d.max_len_b),
+                self.manifest.max_positions - 2,
+                self.manifest.target_slots - 1,
             ),
         )
 
@@ -291,8 +289,8 @@ class Translator:
 
     def translate(self, lines: Iterable[str], beam: int | None = None, lenpen: float | None = None) -> Iterator[str]:
         """One output line per input line; empty lines stay empty."""
-        beam = beam or self.decode_cfg["beam"]
-        lenpen = self.decode_cfg["lenpen"] if lenpen is None else lenpen
+        beam = beam or self.decode_cfg.beam
+        lenpen = self.decode_cfg.lenpen if lenpen is None else lenpen
         for line in lines:
             if not line.strip():
                 yield ""

@@ -17,6 +17,7 @@ gated) for the comparison and removed.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shutil
 import time
@@ -27,7 +28,7 @@ import torch
 
 from export.calibration import calibration_inputs
 from export.graphs import cache_shapes
-from export.manifest import read_manifest, write_manifest
+from export.manifest import DecodeDefaults, GraphMacs, Manifest, TokenIds, read_manifest, write_manifest
 from export.packing import pack_file
 from export.parity import failures, parity
 from export.runtime import Translator
@@ -56,7 +57,7 @@ def _calibration(model: EncoderDecoder, cfg: RunConfig, tokenizer: Tokenizer) ->
     return calibration_inputs(model, ids, ex.max_src_len, ex.max_target_len)
 
 
-def _graph_macs(folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig) -> dict:
+def _graph_macs(folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig) -> GraphMacs:
     """MACs read from the exported files, next to the analytic count at the same shapes.
 
     ONNX (dynamic axes): encoder + 30 decoder steps at 30 source tokens and 30 cache slots, i.e. the
@@ -81,13 +82,13 @@ def _graph_macs(folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig) -
             f"{folder}: graph MACs {graph:,} differ from the analytic {analytic:,} "
             f"({s} source tokens, {t} steps): the exported graph computes something else"
         )
-    return {
-        "graph": graph,
-        "analytic": analytic,
-        "src_len": s,
-        "steps": t,
-        "output_projection_per_step": dec["macs_total"] - dec["macs_excluding_output_projection"],
-    }
+    return GraphMacs(
+        graph=graph,
+        analytic=analytic,
+        src_len=s,
+        steps=t,
+        output_projection_per_step=dec["macs_total"] - dec["macs_excluding_output_projection"],
+    )
 
 
 def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> dict:
@@ -111,9 +112,9 @@ def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> dict:
 
 def _build(
     model: EncoderDecoder, cfg: RunConfig, paths: RunPaths, fmt: str, precision: str, folder: Path, calibration
-) -> dict:
+) -> Manifest:
     """Convert into the empty `folder`, check its ops and MACs, pack, write the manifest; returns the
-    manifest record (no parity figures yet)."""
+    manifest (no parity figures yet)."""
     ex = cfg.export
     started = time.monotonic()
     shutil.copyfile(paths.tokenizer, folder / "spm.model")
@@ -166,37 +167,36 @@ def _build(
         for k, v in cache_shapes(model, 1, ex.max_src_len, ex.max_target_len).items()
         if k.startswith(("self_", "conv_"))
     }
-    record = {
-        "format": fmt,
-        "precision": precision,
-        "graphs": graphs,
-        "tokenizer": "spm.model",
-        "model_config": to_dict(mcfg),
-        "src_lang": cfg.data.src_lang,
-        "tgt_lang": cfg.data.tgt_lang,
-        "ids": {"pad": mcfg.pad_id, "bos": mcfg.bos_id, "eos": mcfg.eos_id},
-        "vocab_size": mcfg.vocab_size,
-        "max_src_len": ex.max_src_len,
-        "target_slots": ex.max_target_len,
-        "max_positions": mcfg.max_positions,
+    manifest = Manifest(
+        format=fmt,
+        precision=precision,
+        graphs=graphs,
+        tokenizer="spm.model",
+        model_config=to_dict(mcfg),
+        src_lang=cfg.data.src_lang,
+        tgt_lang=cfg.data.tgt_lang,
+        ids=TokenIds(pad=mcfg.pad_id, bos=mcfg.bos_id, eos=mcfg.eos_id),
+        vocab_size=mcfg.vocab_size,
+        max_src_len=ex.max_src_len,
+        target_slots=ex.max_target_len,
+        max_positions=mcfg.max_positions,
         **shape_info,
-        "cache": cache,
-        "decode": {
-            "beam": cfg.decode.beam,
-            "lenpen": cfg.decode.lenpen,
-            "max_len_a": cfg.decode.max_len_a,
-            "max_len_b": cfg.decode.max_len_b,
-        },
-        "macs": count_macs(mcfg)["macs"],
-        "graph_macs": graph_macs,
-        "ops": ops,
-        "converter": info,
-        "convert_seconds": round(convert_seconds, 1),
+        cache=cache,
+        decode=DecodeDefaults(
+            beam=cfg.decode.beam,
+            lenpen=cfg.decode.lenpen,
+            max_len_a=cfg.decode.max_len_a,
+            max_len_b=cfg.decode.max_len_b,
+        ),
+        macs=count_macs(mcfg)["macs"],
+        graph_macs=graph_macs,
+        ops=ops,
+        converter=info,
+        convert_seconds=round(convert_seconds, 1),
         **packed,
-        "settings": _settings(cfg, fmt, precision, sha256_file(paths.model)),
-    }
-    write_manifest(folder, record)
-    return record
+        settings=_settings(cfg, fmt, precision, sha256_file(paths.model)),
+    )
+    return write_manifest(folder, manifest)
 
 
 def _thresholds_name(precision: str) -> str:
@@ -250,7 +250,7 @@ def export_one(
     progress: bool,
     log,
     fp32_reference: Callable[[str, list], dict] | None = None,
-) -> dict:
+) -> Manifest:
     """Build, gate and publish RUN/export/<fmt>-<precision>; returns its manifest. `fp32_reference(fmt,
     pairs)` gives the fp32 artifact's greedy BLEU on the gate's sentences (thresholds that compare with it)."""
     ex = cfg.export
@@ -260,13 +260,12 @@ def export_one(
     tmp.mkdir(parents=True)
     started = time.monotonic()
     try:
-        record = _build(model, cfg, paths, fmt, precision, tmp, calibration)
+        built = _build(model, cfg, paths, fmt, precision, tmp, calibration)
         test_pairs, _ = load_pairs(cfg.data, "test")
         figures = _gate(
             model, cfg, tmp, final, fmt, precision, test_pairs[: ex.parity_sentences], fp32_reference, progress
         )
-        record["parity"] = figures
-        manifest = write_manifest(tmp, record)
+        manifest = write_manifest(tmp, dataclasses.replace(built, parity=figures))
         old = final.with_name(f".{final.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
@@ -281,7 +280,7 @@ def export_one(
         else ""
     )
     log(
-        f"{final}: {_graph_bytes(manifest):,} bytes{_packed_note(manifest)}, "
+        f"{final}: {manifest.graph_bytes():,} bytes{_packed_note(manifest)}, "
         f"top-1 {figures['top1']:.4f}, max logit diff {figures['max_logit_diff']:.2g}, "
         f"BLEU {figures['bleu_artifact']:.2f} "
         f"vs PyTorch {figures['bleu_pytorch']:.2f}{vs_fp32} on {figures['sentences']} sentences "
@@ -290,32 +289,27 @@ def export_one(
     return manifest
 
 
-def _graph_bytes(manifest: dict) -> int:
-    """Bytes of the graphs a folder ships (tokenizer and manifest aside); packed graphs count packed."""
-    return sum(manifest["files"][g]["bytes"] for g in manifest["graphs"].values())
-
-
-def _packed_note(manifest: dict) -> str:
+def _packed_note(manifest: Manifest) -> str:
     """For messages about a packed folder: which packing and the graphs' unpacked bytes (empty if plain)."""
-    if "graph_bytes_unpacked" not in manifest:
+    if manifest.graph_bytes_unpacked is None:
         return ""
-    return f" ({manifest['pack']}-packed; {sum(manifest['graph_bytes_unpacked'].values()):,} unpacked)"
+    return f" ({manifest.pack}-packed; {sum(manifest.graph_bytes_unpacked.values()):,} unpacked)"
 
 
-def _artifact_row(paths: RunPaths, folder: Path, manifest: dict, cfg: RunConfig) -> dict:
-    p = manifest["parity"]
-    size = _graph_bytes(manifest)
-    packed = f"graphs {size:,} bytes{_packed_note(manifest)}; " if "pack" in manifest else ""
+def _artifact_row(paths: RunPaths, folder: Path, manifest: Manifest, cfg: RunConfig) -> dict:
+    p = manifest.parity
+    size = manifest.graph_bytes()
+    packed = f"graphs {size:,} bytes{_packed_note(manifest)}; " if manifest.pack is not None else ""
+    macs = manifest.graph_macs
     return {
         "name": folder.name,
         "path": str(folder.relative_to(paths.root)),
-        "format": manifest["format"],
-        "precision": manifest["precision"],
+        "format": manifest.format,
+        "precision": manifest.precision,
         "size_bytes": size,
-        "macs": manifest["macs"],
-        "macs_method": f"analytic; {manifest['format']} graph count agrees "
-        f"({manifest['graph_macs']['graph']:,} at {manifest['graph_macs']['src_len']}+"
-        f"{manifest['graph_macs']['steps']})",
+        "macs": manifest.macs,
+        "macs_method": f"analytic; {manifest.format} graph count agrees "
+        f"({macs.graph:,} at {macs.src_len}+{macs.steps})",
         "source_model": "model.pt",
         "notes": packed + f"parity on {p['sentences']} test sentences: top-1 {p['top1']:.4f}, max logit diff "
         f"{p['max_logit_diff']:.2g}, greedy BLEU {p['bleu_artifact']:.2f} vs PyTorch {p['bleu_pytorch']:.2f}"
@@ -340,7 +334,7 @@ def _check_sparse_support(model_cfg, formats: list[str], where: Path) -> None:
         )
 
 
-def _current_manifest(folder: Path, cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> dict | None:
+def _current_manifest(folder: Path, cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> Manifest | None:
     """The manifest of `folder` if it was made from this model.pt with these export settings, else None."""
     if not folder.is_dir():
         return None
@@ -348,7 +342,7 @@ def _current_manifest(folder: Path, cfg: RunConfig, fmt: str, precision: str, mo
         manifest = read_manifest(folder)
     except ValueError:
         return None
-    return manifest if manifest.get("settings") == _settings(cfg, fmt, precision, model_sha) else None
+    return manifest if manifest.settings == _settings(cfg, fmt, precision, model_sha) else None
 
 
 def _fp32_reference(
@@ -362,10 +356,10 @@ def _fp32_reference(
     name = f"{fmt}-fp32"
     final = paths.root / "export" / name
     manifest = _current_manifest(final, cfg, fmt, "fp32", model_sha)
-    if manifest and manifest["parity"]["sentences"] == len(pairs):  # same settings: the same sentences
+    if manifest and manifest.parity and manifest.parity["sentences"] == len(pairs):  # same settings: same sentences
         return {
             "artifact": name,
-            "bleu": manifest["parity"]["bleu_artifact"],
+            "bleu": manifest.parity["bleu_artifact"],
             "sentences": len(pairs),
             "source": "published",
         }
@@ -398,7 +392,7 @@ def export_run(
     force: bool = False,
     progress: bool = True,
     log=print,
-) -> list[dict]:
+) -> list[Manifest]:
     """Export every format x precision (default: the config's export section); returns the manifests.
     Stops at the first failure with ExportError (GateError for a missed parity gate), keeping the
     artifacts already published."""

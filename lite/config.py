@@ -1,4 +1,4 @@
-"""Run configuration: YAML files mapped onto dataclasses, unknown keys rejected.
+"""Run configuration: YAML files mapped onto dataclasses, unknown keys rejected (lite/records.py from_dict).
 
 A config file has the sections `data`, `tokenizer`, `model`, `train`, `decode`, `budget`, `export`.
 Every field has a default, so a file only states what differs.
@@ -7,7 +7,6 @@ Every field has a default, so a file only states what differs.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import yaml
 
 from lite.errors import ConfigError
+from lite.records import from_dict
 from lite.sparse.patterns import HeadPattern, check_pattern, runs_blockwise
 
 FORMATS = ("tflite", "onnx")
@@ -257,62 +257,6 @@ class RunConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
-
-
-def _check_type(value: Any, hint: Any, where: str) -> Any:
-    """Coerce/validate one YAML value against a dataclass field type."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check_type(value, inner[0], where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        # PyYAML reads 1e-3 (no dot) as a string; accept what a person means by it
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: expected float, got {value!r}") from None
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)
-    if hint is dict and not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-    if hint in (int, float, str, bool):
-        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-        return value
-    return value
-
-
-def from_dict(cls: type, data: dict, where: str) -> Any:
-    """Build dataclass `cls` from a dict, rejecting unknown keys with the field path."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (expected one of: {', '.join(sorted(names))})")
-    kwargs = {}
-    for key, value in data.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            # a nested section states only what differs from that field's own default
-            fld = next(f for f in dataclasses.fields(cls) if f.name == key)
-            base = fld.default_factory() if fld.default_factory is not dataclasses.MISSING else None
-            if base is not None and isinstance(value, dict):
-                value = {k: v for k, v in dataclasses.asdict(base).items() if k not in value} | value
-            kwargs[key] = from_dict(hint, value or {}, f"{where}.{key}")
-        else:
-            kwargs[key] = _check_type(value, hint, f"{where}.{key}")
-    return cls(**kwargs)
 
 
 def validate(cfg: RunConfig, where: str) -> None:

@@ -137,10 +137,10 @@ def test_pruned_model_exports_through_the_parity_gate(smoke_run: Path, tmp_path:
     )
     for manifest in manifests:
         # the exported graph's MACs equal the analytic count of the pruned widths (checked in export) ...
-        assert manifest["macs"] == count_macs(pruned.cfg)["macs"]
+        assert manifest.macs == count_macs(pruned.cfg)["macs"]
         # ... and the artifact matches PyTorch
-        assert manifest["parity"]["top1"] >= 0.995
-        assert manifest["parity"]["max_logit_diff"] < 1e-3
+        assert manifest.parity["top1"] >= 0.995
+        assert manifest.parity["max_logit_diff"] < 1e-3
 
 
 def test_bad_widths_in_config_are_named(tmp_path: Path):

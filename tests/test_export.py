@@ -26,12 +26,12 @@ FORMATS = ("tflite", "onnx")
 def test_fp32_folders_pass_the_gate_with_exact_logits(exported):
     for fmt in FORMATS:
         manifest = read_manifest(exported / "export" / f"{fmt}-fp32")
-        p = manifest["parity"]
+        p = manifest.parity
         assert p["sentences"] == 40 and p["steps"] > 200
         assert p["max_logit_diff"] < 1e-3 and p["top1"] >= 0.995 and abs(p["bleu_drop"]) <= 0.2
         # the graph MAC counter read the files and agreed with the analytic count
-        assert manifest["graph_macs"]["graph"] == manifest["graph_macs"]["analytic"] > 0
-        assert set(manifest["files"]) == {"spm.model", *manifest["graphs"].values()}
+        assert manifest.graph_macs.graph == manifest.graph_macs.analytic > 0
+        assert set(manifest.files) == {"spm.model", *manifest.graphs.values()}
 
 
 def weight_bytes(folder) -> int:
@@ -56,9 +56,9 @@ def test_int8_folders_store_int8_weights_and_still_translate(exported):
     for fmt in FORMATS:
         fp32, int8 = exported / "export" / f"{fmt}-fp32", exported / "export" / f"{fmt}-int8"
         assert weight_bytes(int8) < 0.35 * weight_bytes(fp32)  # 1 byte per weight instead of 4, plus scales
-        graphs = [sum(m["files"][g]["bytes"] for g in m["graphs"].values()) for m in map(read_manifest, (fp32, int8))]
+        graphs = [m.graph_bytes() for m in map(read_manifest, (fp32, int8))]
         assert graphs[1] < graphs[0]
-        p = read_manifest(int8)["parity"]
+        p = read_manifest(int8).parity
         assert p["top1"] >= p["thresholds"]["min_top1"] and p["max_logit_diff"] > 1e-4  # really quantized
     rows = {r["name"]: r for r in json.loads((exported / "artifacts.json").read_text())}
     assert set(rows) == {"tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"}

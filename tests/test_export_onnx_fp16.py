@@ -78,11 +78,11 @@ def fp16_run(smoke_run, tmp_path_factory):
 def test_onnx_fp16_passes_the_gate_and_translates(fp16_run):
     folder = fp16_run / "export" / "onnx-fp16"
     manifest = read_manifest(folder)
-    p, limits = manifest["parity"], manifest["parity"]["thresholds"]
+    p, limits = manifest.parity, manifest.parity["thresholds"]
     # measured on the smoke run: top-1 0.9987, max logit diff 0.005, the same greedy BLEU as PyTorch
     assert p["max_logit_diff"] <= limits["max_logit_diff"] and p["top1"] >= limits["min_top1"]
     assert p["bleu_drop"] <= limits["max_bleu_drop"]
-    assert manifest["graph_macs"]["graph"] == manifest["graph_macs"]["analytic"] > 0
+    assert manifest.graph_macs.graph == manifest.graph_macs.analytic > 0
     done = lite(
         "translate", "--model", str(folder), "--beam", "1", "-", stdin=b"Click the Save button.\n\nOpen the file.\n"
     )

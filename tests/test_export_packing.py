@@ -43,41 +43,41 @@ def packed_run(smoke_run, tmp_path_factory):
 def unpacked_twin(folder, out):
     """The same folder with plain graph files (decompressed from the packed ones) and its own manifest."""
     shutil.copytree(folder, out)
-    record = read_manifest(out)
-    for key in ("schema", "files", "pack", "graph_bytes_unpacked", "pack_seconds"):
-        record.pop(key)
-    for role, name in record["graphs"].items():
-        plain = name.removesuffix(".xz")
-        (out / plain).write_bytes(read_graph(out / name))
+    manifest = read_manifest(out)
+    graphs = {}
+    for role, name in manifest.graphs.items():
+        graphs[role] = name.removesuffix(".xz")
+        (out / graphs[role]).write_bytes(read_graph(out / name))
         (out / name).unlink()
-        record["graphs"][role] = plain
-    write_manifest(out, record)
+    write_manifest(
+        out, dataclasses.replace(manifest, graphs=graphs, pack=None, graph_bytes_unpacked=None, pack_seconds=None)
+    )
     return out
 
 
 def test_packed_folder_ships_xz_graphs_and_counts_their_bytes(packed_run):
     folder = packed_run / FOLDER
     manifest = read_manifest(folder)
-    assert manifest["pack"] == "xz"
-    assert manifest["graphs"] == {"encoder": "encoder.onnx.xz", "decoder": "decoder.onnx.xz"}
+    assert manifest.pack == "xz"
+    assert manifest.graphs == {"encoder": "encoder.onnx.xz", "decoder": "decoder.onnx.xz"}
     assert sorted(p.name for p in folder.iterdir()) == [
         "decoder.onnx.xz",
         "encoder.onnx.xz",
         "manifest.json",
         "spm.model",
     ]
-    for role, name in manifest["graphs"].items():
+    for role, name in manifest.graphs.items():
         on_disk = (folder / name).stat().st_size
-        assert manifest["files"][name]["bytes"] == on_disk
-        assert manifest["graph_bytes_unpacked"][role] == len(read_graph(folder / name)) > on_disk
+        assert manifest.files[name].bytes == on_disk
+        assert manifest.graph_bytes_unpacked[role] == len(read_graph(folder / name)) > on_disk
     # the gate ran through the runtime on the packed files: still exact
-    p = manifest["parity"]
+    p = manifest.parity
     assert p["max_logit_diff"] < 1e-3 and p["top1"] >= 0.995
     # artifacts.json and the report count the packed bytes, the unpacked figure is in the notes
-    packed = sum(manifest["files"][g]["bytes"] for g in manifest["graphs"].values())
+    packed = manifest.graph_bytes()
     row = next(r for r in json.loads((packed_run / "artifacts.json").read_text()) if r["name"] == "onnx-fp32")
     assert row["size_bytes"] == packed
-    assert f"{sum(manifest['graph_bytes_unpacked'].values()):,} unpacked" in row["notes"]
+    assert f"{sum(manifest.graph_bytes_unpacked.values()):,} unpacked" in row["notes"]
     from eval.report import collect_run
 
     report_row = next(r for r in collect_run(packed_run)["rows"] if r["artifact"] == "onnx-fp32")
@@ -130,8 +130,8 @@ def test_pruned_zeros_shrink_on_disk_only_when_packed(packed_run, tmp_path):
     unpacked = sum((tmp_path / f"{g}.onnx").stat().st_size for g in ("encoder", "decoder"))
     packed = sum(pack_file(tmp_path / f"{g}.onnx").stat().st_size for g in ("encoder", "decoder"))
     dense = read_manifest(packed_run / FOLDER)
-    dense_unpacked = sum(dense["graph_bytes_unpacked"].values())
-    dense_packed = sum(dense["files"][g]["bytes"] for g in dense["graphs"].values())
+    dense_unpacked = sum(dense.graph_bytes_unpacked.values())
+    dense_packed = dense.graph_bytes()
     assert abs(unpacked - dense_unpacked) < 0.01 * dense_unpacked  # stored densely: zeros cost full size
     # measured on the smoke model: dense 0.85 of its size, pruned 0.55 (the embedding stays dense)
     assert packed / unpacked < 0.75 * dense_packed / dense_unpacked

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from conftest import lite
 
-from export.manifest import read_manifest, write_manifest
+from export.manifest import FileEntry, Manifest, read_manifest, write_manifest
 from export.packing import pack_file
 from lite.files import sha256_file
+from lite.records import from_dict
 
 
 def _copy(exported: Path, name: str, dest: Path) -> Path:
@@ -28,12 +29,10 @@ def _edit_manifest(folder: Path, change) -> None:
     path.write_text(json.dumps(manifest), encoding="utf-8")
 
 
-def _rewrite_manifest(folder: Path) -> dict:
+def _rewrite_manifest(folder: Path) -> Manifest:
     """The manifest again over the folder's files as they are now (what an exporter would write)."""
     record = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    for key in ("schema", "files"):
-        record.pop(key)
-    return write_manifest(folder, record)
+    return write_manifest(folder, from_dict(Manifest, record, "manifest"))
 
 
 def _translate(folder: Path) -> tuple[int, list[str], str]:
@@ -46,12 +45,12 @@ def _refused(folder: Path, message: str) -> None:
     assert (code, err, out) == (2, [f"lite translate: error: {message}"], "")
 
 
-def _checksum_message(file: Path, listed: dict) -> str:
+def _checksum_message(file: Path, listed: FileEntry) -> str:
     size = file.stat().st_size
-    found = f"{size} bytes" + (f", sha256 {sha256_file(file)[:16]}..." if size == listed["bytes"] else "")
+    found = f"{size} bytes" + (f", sha256 {sha256_file(file)[:16]}..." if size == listed.bytes else "")
     return (
-        f"{file}: checksum mismatch with manifest.json (expected {listed['bytes']} bytes, "
-        f"sha256 {listed['sha256'][:16]}...; found {found}): corrupt or modified file"
+        f"{file}: checksum mismatch with manifest.json (expected {listed.bytes} bytes, "
+        f"sha256 {listed.sha256[:16]}...; found {found}): corrupt or modified file"
     )
 
 
@@ -66,7 +65,7 @@ def test_edited_graph_bytes(exported, tmp_path):
     data = bytearray(graph.read_bytes())
     data[len(data) // 2] ^= 0x01  # one bit of a weight: the interpreter would load it without complaint
     graph.write_bytes(bytes(data))
-    _refused(folder, _checksum_message(graph, read_manifest(folder, verify=False)["files"]["model.tflite"]))
+    _refused(folder, _checksum_message(graph, read_manifest(folder, verify=False).files["model.tflite"]))
 
 
 def test_edited_packed_graph(exported, tmp_path):
@@ -78,13 +77,13 @@ def test_edited_packed_graph(exported, tmp_path):
     assert _translate(folder)[0] == 0  # the packed copy itself is fine
     graph = folder / "decoder.onnx.xz"
     graph.write_bytes(graph.read_bytes()[:-100])  # truncated
-    _refused(folder, _checksum_message(graph, manifest["files"]["decoder.onnx.xz"]))
+    _refused(folder, _checksum_message(graph, manifest.files["decoder.onnx.xz"]))
 
 
 def test_swapped_tokenizer(exported, small_tokenizer, tmp_path):
     folder = _copy(exported, "tflite-fp32", tmp_path / "m")
     shutil.copyfile(small_tokenizer, folder / "spm.model")  # another valid sentencepiece model
-    listed = read_manifest(exported / "export" / "tflite-fp32")["files"]["spm.model"]
+    listed = read_manifest(exported / "export" / "tflite-fp32").files["spm.model"]
     _refused(folder, _checksum_message(folder / "spm.model", listed))
 
 
@@ -164,12 +163,12 @@ def test_onnx_external_weights_are_listed_and_verified(exported, tmp_path):
         size_threshold=1024,
     )
     manifest = _rewrite_manifest(folder)
-    assert "encoder.onnx.data" in manifest["files"] and _translate(folder)[0] == 0
+    assert "encoder.onnx.data" in manifest.files and _translate(folder)[0] == 0
     data = folder / "encoder.onnx.data"
     weights = bytearray(data.read_bytes())
     weights[100] ^= 0x01
     data.write_bytes(bytes(weights))
-    _refused(folder, _checksum_message(data, manifest["files"]["encoder.onnx.data"]))
+    _refused(folder, _checksum_message(data, manifest.files["encoder.onnx.data"]))
     _edit_manifest(folder, lambda m: m["files"].pop("encoder.onnx.data"))
     _refused(
         folder,
@@ -237,3 +236,29 @@ def test_external_weights_are_found_in_nested_graphs():
     assert onnx_external_data(helper.make_model(helper.make_graph([], "g", [], [])).SerializeToString()) == []
     with pytest.raises(ValueError):
         onnx_external_data(data[:-3])
+
+
+def test_manifest_reads_and_writes_back_unchanged(exported, tmp_path):
+    """read_manifest -> write_manifest gives the same bytes: every key a manifest carries is declared."""
+    for name in ("tflite-fp32", "onnx-int8"):
+        folder = _copy(exported, name, tmp_path / name)
+        before = (folder / "manifest.json").read_bytes()
+        manifest = read_manifest(folder)
+        assert manifest.to_json() == json.loads(before)
+        assert write_manifest(folder, manifest) == manifest
+        assert (folder / "manifest.json").read_bytes() == before
+
+
+def test_manifest_fields_are_checked_strictly(exported, tmp_path):
+    folder = _copy(exported, "tflite-fp32", tmp_path / "m")
+    manifest = folder / "manifest.json"
+    _edit_manifest(folder, lambda m: m.update(colour="red"))  # a typo must not pass for an unset field
+    code, err, out = _translate(folder)
+    assert (code, out, len(err)) == (2, "", 1)
+    assert err[0].startswith(f"lite translate: error: {manifest}: unknown key(s) colour (expected one of: batches, ")
+    shutil.copyfile(exported / "export" / "tflite-fp32" / "manifest.json", manifest)
+    _edit_manifest(folder, lambda m: m["ids"].update(eos="2"))
+    _refused(folder, f"{manifest}.ids.eos: expected int, got '2'")
+    shutil.copyfile(exported / "export" / "tflite-fp32" / "manifest.json", manifest)
+    _edit_manifest(folder, lambda m: m.pop("batches"))
+    _refused(folder, f"{manifest}: missing field(s) batches (needed by tflite graphs)")

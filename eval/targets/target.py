@@ -24,6 +24,7 @@ RUNTIME_FILES = [
     "lite/__init__.py",
     "lite/errors.py",
     "lite/files.py",
+    "lite/records.py",
 ]
 
 
