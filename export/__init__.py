@@ -1,5 +1,6 @@
 """Export to TFLite and ONNX behind a parity gate, and the torch-free on-device runtime.
 
+    graph_io.py     the graphs' tensor names, shapes and cache layout     - no torch
     graphs.py       the static-shape encoder and decoder-step graphs both exporters trace
     to_tflite.py    litert-torch conversion, ai-edge-quantizer recipes, builtin-op check
     to_onnx.py      torch.onnx conversion, onnxruntime quantization, op-domain check

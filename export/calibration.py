@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes
+from export.graph_io import POS, SRC, TOKEN, is_cache
+from export.graphs import DecoderStepGraph, EncoderGraph, graph_io
 from lite.models.seq2seq import EncoderDecoder
 
 
@@ -39,11 +40,7 @@ def calibration_inputs(
     """
     cfg = model.cfg
     encoder, step = EncoderGraph(model), DecoderStepGraph(model)
-    empty = {
-        name: torch.zeros(shape)
-        for name, shape in cache_shapes(model, 1, src_len, target_slots).items()
-        if name.startswith(("self_", "conv_"))
-    }
+    empty = {name: torch.zeros(shape) for name, shape in graph_io(model).caches(1, target_slots).items()}
     total_steps = sum(min(len(t), target_slots) for _, t in pairs)
     keep_prob = min(1.0, max_decoder_samples / max(total_steps, 1))
     rng = np.random.default_rng(seed)
@@ -51,19 +48,19 @@ def calibration_inputs(
     dec_samples: list[dict[str, np.ndarray]] = []
     for src_ids, tgt_ids in pairs:
         src = pad_source(src_ids, src_len, cfg.pad_id)
-        enc_samples.append({"src": src})
-        memory = encoder({"src": torch.from_numpy(src)})
+        enc_samples.append({SRC: src})
+        memory = encoder({SRC: torch.from_numpy(src)})
         state = dict(empty)
         prev = [cfg.bos_id] + tgt_ids[: target_slots - 1]
         for pos, token in enumerate(prev):
             inputs = {
-                "token": torch.tensor([[token]], dtype=torch.int32),
-                "pos": torch.tensor([pos], dtype=torch.int32),
+                TOKEN: torch.tensor([[token]], dtype=torch.int32),
+                POS: torch.tensor([pos], dtype=torch.int32),
                 **memory,
                 **state,
             }
             if rng.random() < keep_prob and len(dec_samples) < max_decoder_samples:
                 dec_samples.append({k: v.numpy().copy() for k, v in inputs.items()})
             out = step(inputs)
-            state = {k: v for k, v in out.items() if k != "logits"}
+            state = {k: v for k, v in out.items() if is_cache(k)}
     return enc_samples, dec_samples

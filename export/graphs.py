@@ -8,13 +8,12 @@ On-device interpreters want fixed shapes and no Python control flow (DESIGN.md, 
   written with torch.where(arange == pos) (index_put/scatter becomes STABLEHLO_SCATTER in TFLite and
   breaks static int8; slicing at a runtime index does not export at all).
 
-Graph inputs and outputs are dicts of named tensors, one tensor per decoder layer i (pruning may give
-layers different head counts, widths and kernel sizes), every tensor at most 4-D so int8 kernels take it:
-    cross_k_i, cross_v_i  [B*Hc, S, Dh]     from the encoder
-    self_k_i,  self_v_i   [B*H,  T, Dh]     T slots (the longest output + 1), slot t = position t
-    conv_i                [B, K_i-1, Cc]    LSRA only: the last K_i-1 GLU outputs (oldest first)
-The decoder step returns "logits" [B, V] and the same cache names with the updated values. Sparse
-decoder heads read which slots they see from a constant per-head table at row `pos`.
+Graph inputs and outputs are dicts of named tensors, declared in export/graph_io.py (graph_io(model)
+gives this model's): one tensor per decoder layer (pruning may give layers different head counts,
+widths and kernel sizes), every tensor at most 4-D so int8 kernels take it. The self-attention caches
+have one slot per position (the longest output + 1); conv_i holds the last K_i-1 GLU outputs of the
+LSRA convolution branch, oldest first. The decoder step returns the logits and every cache updated.
+Sparse decoder heads read which slots they see from a constant per-head table at row `pos`.
 Masked scores use a bounded fill (EXPORT_MASK_FILL): large constants ruin int8 score scales (DESIGN.md).
 """
 
@@ -26,6 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from export.graph_io import (
+    LOGITS,
+    POS,
+    SRC,
+    SRC_KEEP,
+    TOKEN,
+    DecoderLayer,
+    GraphIO,
+    conv_window,
+    cross_k,
+    cross_v,
+    self_k,
+    self_v,
+)
 from lite.errors import UnsupportedModelError
 from lite.models.attention import MultiheadAttention
 from lite.models.blocks import LSRAMixer
@@ -72,11 +85,11 @@ class EncoderGraph(nn.Module):
         self.model = export_copy(model)
 
     def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        memory, pad = self.model.encode(inputs["src"])
-        out = {"src_keep": (~pad).float()}
+        memory, pad = self.model.encode(inputs[SRC])
+        out = {SRC_KEEP: (~pad).float()}
         for i, block in enumerate(self.model.decoder):
             k, v = block.cross.project_kv(memory)  # [B, Hc, S, Dh]
-            out[f"cross_k_{i}"], out[f"cross_v_{i}"] = k.flatten(0, 1), v.flatten(0, 1)
+            out[cross_k(i)], out[cross_v(i)] = k.flatten(0, 1), v.flatten(0, 1)
         return out
 
 
@@ -143,15 +156,15 @@ class DecoderStepGraph(nn.Module):
 
     def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         model = self.model
-        token, pos = inputs["token"], inputs["pos"]
+        token, pos = inputs[TOKEN], inputs[POS]
         b = token.shape[0]
         emb = model.tgt_embed
         x = emb.tokens(token) * emb.scale + emb.positions(pos).unsqueeze(0)  # [B, 1, D]
         # the slot count comes from the cache input: static in TFLite, a named dynamic axis in ONNX
-        slots = torch.arange(inputs["self_k_0"].shape[1], dtype=torch.int32)
+        slots = torch.arange(inputs[self_k(0)].shape[1], dtype=torch.int32)
         write = (slots == pos).view(1, -1, 1)
         visible = (slots <= pos).view(1, 1, 1, -1)
-        src_visible = (inputs["src_keep"] > 0.5)[:, None, None, :]
+        src_visible = (inputs[SRC_KEEP] > 0.5)[:, None, None, :]
         out: dict[str, Tensor] = {}
         for i, block in enumerate(model.decoder):
             mixer = block.mixer
@@ -163,58 +176,59 @@ class DecoderStepGraph(nn.Module):
             def mix(h: Tensor) -> Tensor:
                 if isinstance(mixer, LSRAMixer):
                     ha, hc = h[..., : mixer.branch_dim], h[..., mixer.branch_dim :]
-                    a, k, v = self._self_attention(
-                        mixer.attn, ha, inputs[f"self_k_{i}"], inputs[f"self_v_{i}"], write, seen
-                    )
-                    c, out[f"conv_{i}"] = self._conv(i, mixer.conv, hc, inputs[f"conv_{i}"])
+                    a, k, v = self._self_attention(mixer.attn, ha, inputs[self_k(i)], inputs[self_v(i)], write, seen)
+                    c, out[conv_window(i)] = self._conv(i, mixer.conv, hc, inputs[conv_window(i)])
                     y = torch.cat([a, c], dim=-1)
                 else:
-                    y, k, v = self._self_attention(
-                        mixer.attn, h, inputs[f"self_k_{i}"], inputs[f"self_v_{i}"], write, seen
-                    )
-                out[f"self_k_{i}"], out[f"self_v_{i}"] = k, v
+                    y, k, v = self._self_attention(mixer.attn, h, inputs[self_k(i)], inputs[self_v(i)], write, seen)
+                out[self_k(i)], out[self_v(i)] = k, v
                 return y
 
             def cross(h: Tensor) -> Tensor:
                 attn = block.cross
                 q = _query(attn, h)
                 shape = (b, q.shape[1], -1, attn.head_dim)
-                k, v = inputs[f"cross_k_{i}"].view(shape), inputs[f"cross_v_{i}"].view(shape)
+                k, v = inputs[cross_k(i)].view(shape), inputs[cross_v(i)].view(shape)
                 return attn.out_proj(_attend(q, k, v, src_visible))
 
             x = block.mix_res(x, mix)
             x = block.cross_res(x, cross)
             x = block.ffn_res(x, block.ffn)
-        return {"logits": model.output(model.decoder_norm(x)).squeeze(1), **out}
+        return {LOGITS: model.output(model.decoder_norm(x)).squeeze(1), **out}
 
 
-def cache_shapes(model: EncoderDecoder, batch: int, src_len: int, max_target_len: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the decoder-step inputs after token and pos, in graph input order."""
-    shapes: dict[str, tuple[int, ...]] = {"src_keep": (batch, src_len)}
-    for i, block in enumerate(model.decoder):
-        cross = block.cross
-        shapes[f"cross_k_{i}"] = shapes[f"cross_v_{i}"] = (batch * cross.num_heads, src_len, cross.head_dim)
-    for i, block in enumerate(model.decoder):
-        attn = block.mixer.attn
-        shapes[f"self_k_{i}"] = shapes[f"self_v_{i}"] = (batch * attn.num_heads, max_target_len, attn.head_dim)
-        if isinstance(block.mixer, LSRAMixer):
-            branch = block.mixer.conv
-            shapes[f"conv_{i}"] = (batch, branch.kernel_size - 1, branch.output.in_features)
-    return shapes
+def graph_io(model: EncoderDecoder) -> GraphIO:
+    """The graphs' inputs and outputs for this model, from the widths of its decoder layers."""
+    layers = []
+    for block in model.decoder:
+        cross, attn = block.cross, block.mixer.attn
+        branch = block.mixer.conv if isinstance(block.mixer, LSRAMixer) else None
+        layers.append(
+            DecoderLayer(
+                cross_heads=cross.num_heads,
+                cross_head_dim=cross.head_dim,
+                heads=attn.num_heads,
+                head_dim=attn.head_dim,
+                conv_kernel=branch.kernel_size if branch else 0,
+                conv_channels=branch.output.in_features if branch else 0,
+            )
+        )
+    return GraphIO(tuple(layers), model.cfg.vocab_size)
 
 
 def encoder_sample(model: EncoderDecoder, src_len: int) -> dict[str, Tensor]:
     src = torch.full((1, src_len), model.cfg.pad_id, dtype=torch.int32)
     src[0, : max(1, src_len // 2)] = model.cfg.bos_id + 2  # some real tokens, the rest padding
-    return {"src": src}
+    return {SRC: src}
 
 
 def decoder_sample(model: EncoderDecoder, batch: int, src_len: int, max_target_len: int) -> dict[str, Tensor]:
-    """Sample inputs of the decoder step (what the exporters trace with)."""
+    """Sample inputs of the decoder step (what the exporters trace with), in graph input order."""
     sample = {
-        "token": torch.full((batch, 1), model.cfg.bos_id, dtype=torch.int32),
-        "pos": torch.zeros(1, dtype=torch.int32),
+        TOKEN: torch.full((batch, 1), model.cfg.bos_id, dtype=torch.int32),
+        POS: torch.zeros(1, dtype=torch.int32),
     }
-    for name, shape in cache_shapes(model, batch, src_len, max_target_len).items():
-        sample[name] = torch.ones(shape) if name == "src_keep" else torch.randn(shape) * 0.1
+    for name, shape in graph_io(model).decoder_inputs(batch, src_len, max_target_len).items():
+        if name not in sample:
+            sample[name] = torch.ones(shape) if name == SRC_KEEP else torch.randn(shape) * 0.1
     return sample

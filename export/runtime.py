@@ -5,7 +5,8 @@
 Reads a model folder written by `lite export` (manifest.json, the graphs, spm.model), refuses names
 that leave the folder and files the manifest does not list, verifies every checksum (export/manifest.py),
 then per sentence: tokenize, run the encoder once, run decoder steps with the caches
-(greedy or beam search, the same rules as lite/decode.py), detokenize.
+(greedy or beam search, the same rules as lite/decode.py), detokenize. The graphs' tensor names and
+cache layout are export/graph_io.py's.
 
 Backends: TFLite graphs through ai_edge_litert (fallback: tflite_runtime), ONNX graphs through
 onnxruntime. Graph files packed with xz (`*.xz`, export.pack: xz; export/packing.py) are decompressed
@@ -24,6 +25,18 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from export.graph_io import (
+    LOGITS,
+    POS,
+    SRC,
+    TOKEN,
+    at_batch,
+    decode_signature,
+    encode_signature,
+    from_onnx_output,
+    has_slots,
+    tflite_input,
+)
 from export.manifest import Manifest, onnx_external_data, read_manifest, require_listed
 from export.packing import is_packed, read_graph
 from lite.errors import LiteError, ModelFolderError, UsageError
@@ -64,7 +77,7 @@ class TFLiteBackend:
         signatures = self.interpreter.get_signature_list()
         self.src_lens = sorted(manifest.src_lens)
         self.batches = sorted(manifest.batches)
-        wanted = [f"encode_{s}" for s in self.src_lens] + [f"decode_{b}" for b in self.batches]
+        wanted = [encode_signature(s) for s in self.src_lens] + [decode_signature(b) for b in self.batches]
         absent = [w for w in wanted if w not in signatures]
         if absent:
             raise ModelFolderError(f"{path}: signature(s) {', '.join(absent)} missing (has {', '.join(signatures)})")
@@ -77,20 +90,20 @@ class TFLiteBackend:
         bucket = next(s for s in self.src_lens if s >= n)
         padded = np.zeros((1, bucket), dtype=np.int32)
         padded[:, :n] = src
-        out = self.runners[f"encode_{bucket}"](inputs_src=padded)
+        out = self.runners[encode_signature(bucket)](**{tflite_input(SRC): padded})
         grow = self.max_src_len - bucket
         if grow:
             out = {k: np.pad(v, [(0, 0), (0, grow)] + [(0, 0)] * (v.ndim - 2)) for k, v in out.items()}
         return out
 
     def step(self, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-        runner = self.runners.get(f"decode_{batch}")
+        runner = self.runners.get(decode_signature(batch))
         if runner is None:
             raise UsageError(
                 f"this model folder has decoder batch sizes {self.batches}; beam {batch} needs "
-                f"decode_{batch} (export with decode.beam: {batch})"
+                f"{decode_signature(batch)} (export with decode.beam: {batch})"
             )
-        return runner(**{f"inputs_{k}": v for k, v in inputs.items()})
+        return runner(**{tflite_input(k): v for k, v in inputs.items()})
 
 
 class OnnxBackend:
@@ -135,14 +148,14 @@ class OnnxBackend:
         self.max_src_len = manifest.max_src_len
 
     def _run(self, part: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        # ONNX is single-assignment: updated caches are named "<input>_next" (export/to_onnx.py)
+        # ONNX is single-assignment: updated caches have their own output names (export/graph_io.py)
         return {
-            name.removesuffix("_next"): value
+            from_onnx_output(name): value
             for name, value in zip(self.outputs[part], self.sessions[part].run(None, inputs))
         }
 
     def encode(self, src: np.ndarray) -> dict[str, np.ndarray]:
-        return self._run("encoder", {"src": src})
+        return self._run("encoder", {SRC: src})
 
     def step(self, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
         return self._run("decoder", inputs)
@@ -210,8 +223,8 @@ class Translator:
         for name, value in memory.items():  # src_keep [1, S]; cross [Hc, S, Dh] per hypothesis
             state[name] = np.tile(value, (batch,) + (1,) * (value.ndim - 1)) if batch > 1 else value
         for name, shape in self.cache.items():
-            shape = (shape[0] * batch,) + shape[1:]
-            if self.backend.dynamic_cache and name.startswith("self_"):
+            shape = at_batch(shape, batch)
+            if self.backend.dynamic_cache and has_slots(name):
                 shape = (shape[0], steps) + shape[2:]
             state[name] = np.zeros(shape, dtype=np.float32)
         return state
@@ -219,11 +232,11 @@ class Translator:
     def step(self, state: dict[str, np.ndarray], tokens: np.ndarray, pos: int) -> np.ndarray:
         """Feed tokens [B] at position pos; updates the caches in `state`, returns logits [B, V]."""
         batch = tokens.shape[0]
-        inputs = dict(state, token=tokens.astype(np.int32).reshape(batch, 1), pos=np.array([pos], dtype=np.int32))
+        inputs = state | {TOKEN: tokens.astype(np.int32).reshape(batch, 1), POS: np.array([pos], dtype=np.int32)}
         out = self.backend.step(inputs, batch)
         for name in self.cache:
             state[name] = out[name]
-        return out["logits"]
+        return out[LOGITS]
 
     def log_probs(self, logits: np.ndarray) -> np.ndarray:
         lprobs = _log_softmax(logits)
@@ -251,7 +264,7 @@ class Translator:
         """One sentence; the rules of lite/decode.py beam_search (score / (length + 1) ** lenpen)."""
         max_len = self.max_len(len(ids))
         state = self.initial_state(self.encode(ids), beam, max_len + 1)
-        heads = {name: shape[0] for name, shape in self.cache.items()}  # rows per hypothesis
+        heads = {name: shape[0] for name, shape in self.cache.items()}  # rows per hypothesis (graph_io layout)
         scores = np.full(beam, -np.inf)
         scores[0] = 0.0
         hyps: list[list[int]] = [[] for _ in range(beam)]

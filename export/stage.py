@@ -27,7 +27,8 @@ from typing import Callable
 import torch
 
 from export.calibration import calibration_inputs
-from export.graphs import cache_shapes
+from export.graph_io import BATCH, CACHE_LEN, LOGITS, SRC_LEN, decode_signature, encode_signature
+from export.graphs import graph_io
 from export.manifest import DecodeDefaults, GraphMacs, Manifest, TokenIds, read_manifest, write_manifest
 from export.packing import pack_file
 from export.parity import failures, parity
@@ -67,14 +68,14 @@ def _graph_macs(folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig) -
         from export.macs_onnx import onnx_macs
 
         s = t = 30
-        enc = onnx_macs(folder / "encoder.onnx", dims={"src_len": s}, logits=[])
-        dec = onnx_macs(folder / "decoder.onnx", dims={"batch": 1, "src_len": s, "cache_len": t}, logits=["logits"])
+        enc = onnx_macs(folder / "encoder.onnx", dims={SRC_LEN: s}, logits=[])
+        dec = onnx_macs(folder / "decoder.onnx", dims={BATCH: 1, SRC_LEN: s, CACHE_LEN: t}, logits=[LOGITS])
     else:
         from export.macs_tflite import tflite_macs
 
         s, t = cfg.export.max_src_len, cfg.export.max_target_len
-        enc = tflite_macs(folder / "model.tflite", f"encode_{s}")
-        dec = tflite_macs(folder / "model.tflite", "decode_1")
+        enc = tflite_macs(folder / "model.tflite", encode_signature(s))
+        dec = tflite_macs(folder / "model.tflite", decode_signature(1))
     graph = enc["macs_excluding_output_projection"] + t * dec["macs_excluding_output_projection"]
     analytic = count_macs(model.cfg, s, t)["macs"]
     if graph != analytic:
@@ -162,11 +163,7 @@ def _build(
         graphs = {k: pack_file(folder / g).name for k, g in graphs.items()}
         packed["pack_seconds"] = round(time.monotonic() - packing, 1)
     mcfg = model.cfg
-    cache = {
-        k: list(v)
-        for k, v in cache_shapes(model, 1, ex.max_src_len, ex.max_target_len).items()
-        if k.startswith(("self_", "conv_"))
-    }
+    cache = {k: list(v) for k, v in graph_io(model).caches(1, ex.max_target_len).items()}
     manifest = Manifest(
         format=fmt,
         precision=precision,

@@ -4,6 +4,7 @@
         out_dir/encoder.onnx   {"src": int32 [1, src_len]} -> {"src_keep", "cross_k_i", "cross_v_i"}
         out_dir/decoder.onnx   {"token" int32 [batch, 1], "pos" int32 [1], "src_keep", "cross_*",
                                 "self_k_i", "self_v_i", "conv_i"} -> {"logits", "<cache>_next"}
+        (names, shapes and dynamic axes: export/graph_io.py)
     check_onnx_ops(path) -> {op: count}, ExportError on a non-standard op.
 
 Route (measured on this machine; shared/DESIGN.md):
@@ -43,23 +44,16 @@ import numpy as np
 import onnx
 import torch
 
-from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes, decoder_sample, encoder_sample
+from export.graph_io import BATCH, CACHE_LEN, GRAPH_ARGUMENT, SRC_LEN, onnx_output
+from export.graphs import DecoderStepGraph, EncoderGraph, decoder_sample, encoder_sample, graph_io
 from lite.config import PRECISIONS
 from lite.errors import ConversionError, UsageError
 from lite.models.seq2seq import EncoderDecoder
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 GRAPHS = ("encoder", "decoder")
-# suffix of the updated-cache outputs of decoder.onnx: input "self_k_0" -> output "self_k_0_next"
-CACHE_OUTPUT_SUFFIX = "_next"
 # traced with batch 2: torch.export specialises a dimension whose sample size is 1
 SAMPLE_BATCH = 2
-
-
-def output_name(name: str) -> str:
-    """ONNX name of a graph output: an updated cache gets CACHE_OUTPUT_SUFFIX (ONNX is single-assignment,
-    so an output cannot reuse its input's name); "logits" and the encoder outputs keep theirs."""
-    return name + CACHE_OUTPUT_SUFFIX if name.startswith(("self_", "conv_")) else name
 
 
 def check_onnx_ops(path: Path, *, allow_onnxruntime_contrib: bool = False) -> dict[str, int]:
@@ -138,16 +132,17 @@ def convert_onnx(
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="onnx-fp32-") as tmp:
         fp32 = files if precision == "fp32" else {name: Path(tmp) / f"{name}.onnx" for name in GRAPHS}
+        declared = graph_io(model)
         _export(
             EncoderGraph(model).eval(),
-            {"inputs": encoder_sample(model, src_len)},
-            _encoder_axes(limit),
+            encoder_sample(model, src_len),
+            _dims(declared.encoder_axes(), limit),
             fp32["encoder"],
         )
         _export(
             DecoderStepGraph(model).eval(),
-            {"inputs": decoder_sample(model, SAMPLE_BATCH, src_len, slots)},
-            _decoder_axes(model, limit),
+            decoder_sample(model, SAMPLE_BATCH, src_len, slots),
+            _dims(declared.decoder_axes(), limit),
             fp32["decoder"],
         )
         exported = time.perf_counter()
@@ -197,33 +192,21 @@ def convert_onnx(
 # ---- fp32 export -------------------------------------------------------------------------------
 
 
-def _encoder_axes(limit: int) -> dict:
-    return {"src": {1: torch.export.Dim("src_len", min=1, max=limit)}}
-
-
-def _decoder_axes(model: EncoderDecoder, limit: int) -> dict:
-    """Dims of every decoder-step input: batch, src_len, cache_len; head-folded axes are heads*batch."""
+def _dims(axes: dict[str, dict[int, tuple[str, int]] | None], limit: int) -> dict:
+    """torch.export Dims for GraphIO's dynamic axes: batch up to 1024, lengths up to `limit`; a head-folded
+    axis is heads * batch."""
     dim = torch.export.Dim
-    batch = dim("batch", min=1, max=1024)
-    src, slots = dim("src_len", min=1, max=limit), dim("cache_len", min=1, max=limit)
-    axes: dict[str, dict | None] = {"token": {0: batch}, "pos": None}
-    for name, shape in cache_shapes(model, 1, 1, 1).items():  # batch 1: the first dim is the head count
-        folded = batch if shape[0] == 1 else shape[0] * batch
-        if name == "src_keep":
-            axes[name] = {0: batch, 1: src}
-        elif name.startswith("cross_"):
-            axes[name] = {0: folded, 1: src}
-        elif name.startswith("self_"):
-            axes[name] = {0: folded, 1: slots}
-        else:  # conv_i: [B, K-1, C]
-            axes[name] = {0: batch}
-    return axes
+    named = {BATCH: dim(BATCH, min=1, max=1024), SRC_LEN: dim(SRC_LEN, min=1, max=limit)}
+    named[CACHE_LEN] = dim(CACHE_LEN, min=1, max=limit)
+    return {
+        name: None if spec is None else {axis: named[n] if k == 1 else k * named[n] for axis, (n, k) in spec.items()}
+        for name, spec in axes.items()
+    }
 
 
-def _export(graph: torch.nn.Module, kwargs: dict, axes: dict, path: Path) -> None:
-    inputs = kwargs["inputs"]
+def _export(graph: torch.nn.Module, inputs: dict, axes: dict, path: Path) -> None:
     with torch.no_grad():
-        output_names = [output_name(name) for name in graph(inputs)]
+        output_names = [onnx_output(name) for name in graph(inputs)]
     try:
         # the exporter prints its progress to stdout and warns that equal derived axes share a name
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -232,12 +215,12 @@ def _export(graph: torch.nn.Module, kwargs: dict, axes: dict, path: Path) -> Non
                 graph,
                 (),
                 str(path),
-                kwargs=kwargs,
+                kwargs={GRAPH_ARGUMENT: inputs},
                 dynamo=True,
                 external_data=False,
                 input_names=list(inputs),
                 output_names=output_names,
-                dynamic_shapes={"inputs": axes},
+                dynamic_shapes={GRAPH_ARGUMENT: axes},
                 verbose=False,
             )
     except Exception as exc:  # noqa: BLE001 - any exporter failure is an export failure of this file

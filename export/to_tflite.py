@@ -3,7 +3,8 @@ batch sizes, as named signatures sharing one copy of the weights, at one of four
 
 Route (shared/DESIGN.md, measured):
 1. litert-torch (torch.export -> TFLite, builtin ops only, exact in fp32) converts the static-shape
-   graphs of export/graphs.py, one signature per shape:
+   graphs of export/graphs.py, one signature per shape (names, shapes and types: export/graph_io.py,
+   tflite_signatures):
        encode_<S>   inputs_src [1, S] int32                   -> src_keep, cross_k_i, cross_v_i
        decode_<B>   inputs_token [B, 1], inputs_pos [1] int32,
                     inputs_<cache> (src_keep, cross_*, self_*, conv_*) -> logits [B, V] and the updated caches
@@ -36,7 +37,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes, decoder_sample, encoder_sample
+from export.graph_io import (
+    GRAPH_ARGUMENT,
+    POS,
+    SRC,
+    SRC_KEEP,
+    decode_signature,
+    encode_signature,
+    self_k,
+    tflite_input,
+    tflite_signatures,
+)
+from export.graphs import DecoderStepGraph, EncoderGraph, decoder_sample, encoder_sample, graph_io
 from lite.config import PRECISIONS
 from lite.errors import ConversionError, ExportError, UsageError
 from lite.files import atomic_path
@@ -135,10 +147,10 @@ def _convert_float(model: EncoderDecoder, src_lens: list[int], target_slots: int
     step = DecoderStepGraph(model).eval()
     with torch.no_grad():
         for s in src_lens:
-            converter.signature(f"encode_{s}", encoder, sample_kwargs={"inputs": encoder_sample(model, s)})
+            converter.signature(encode_signature(s), encoder, sample_kwargs={GRAPH_ARGUMENT: encoder_sample(model, s)})
         for b in batches:
             sample = decoder_sample(model, b, max(src_lens), target_slots)
-            converter.signature(f"decode_{b}", step, sample_kwargs={"inputs": sample})
+            converter.signature(decode_signature(b), step, sample_kwargs={GRAPH_ARGUMENT: sample})
         return bytes(converter.convert().model_content())
 
 
@@ -148,21 +160,21 @@ def _encoder_samples(
     """Calibration sources re-padded (or cut, ending in eos) to `src_len`."""
     out = []
     for sample in samples:
-        ids = sample["src"][0]
+        ids = sample[SRC][0]
         ids = ids[ids != pad_id]
         if len(ids) > src_len:
             ids = np.concatenate([ids[: src_len - 1], [eos_id]])
         src = np.full((1, src_len), pad_id, dtype=np.int32)
         src[0, : len(ids)] = ids
-        out.append({"inputs_src": src})
+        out.append({tflite_input(SRC): src})
     return out
 
 
 def _decoder_samples(samples: list[dict[str, np.ndarray]], batch: int) -> list[dict[str, np.ndarray]]:
-    """Batch-1 decoder steps tiled to `batch` rows (every input but the shared position is batch-major)."""
+    """Batch-1 decoder steps tiled to `batch` hypotheses (every input but the shared position is batch-major)."""
     return [
         {
-            f"inputs_{k}": v if k == "pos" or batch == 1 else np.concatenate([v] * batch, axis=0)
+            tflite_input(k): v if k == POS or batch == 1 else np.concatenate([v] * batch, axis=0)
             for k, v in sample.items()
         }
         for sample in samples
@@ -176,14 +188,14 @@ def _calibration_data(
     enc, dec = calibration
     if not enc or not dec:
         raise UsageError("int8 calibration needs encoder and decoder samples (export.calibration.calibration_inputs)")
-    recorded = (dec[0]["src_keep"].shape[1], dec[0]["self_k_0"].shape[1])
+    recorded = (dec[0][SRC_KEEP].shape[1], dec[0][self_k(0)].shape[1])
     if recorded != (max(src_lens), target_slots):
         raise UsageError(
             f"decoder calibration samples were recorded at src_len {recorded[0]} with {recorded[1]} "
             f"cache slots; this export needs src_len {max(src_lens)} and {target_slots} slots"
         )
-    data = {f"encode_{s}": _encoder_samples(enc, s, model.cfg.pad_id, model.cfg.eos_id) for s in src_lens}
-    data |= {f"decode_{b}": _decoder_samples(dec, b) for b in batches}
+    data = {encode_signature(s): _encoder_samples(enc, s, model.cfg.pad_id, model.cfg.eos_id) for s in src_lens}
+    data |= {decode_signature(b): _decoder_samples(dec, b) for b in batches}
     return data
 
 
@@ -281,7 +293,7 @@ def convert_tflite(
         ops = check_builtin_ops(path)
         _check_signature_tensors(path)
         signatures = read_signatures(path)
-        _check_signatures(path, signatures, _expected_signatures(model, src_lens, target_slots, batches))
+        _check_signatures(path, signatures, tflite_signatures(graph_io(model), src_lens, target_slots, batches))
     except ExportError:
         path.unlink(missing_ok=True)
         raise
@@ -298,29 +310,9 @@ def convert_tflite(
     return info
 
 
-def _expected_signatures(model: EncoderDecoder, src_lens: list[int], target_slots: int, batches: list[int]) -> dict:
-    """What the runtime relies on: names, shapes and float32/int32 types of every signature tensor."""
-    expected = {}
-    for s in src_lens:
-        outputs = {
-            k: [list(v), "float32"]
-            for k, v in cache_shapes(model, 1, s, target_slots).items()
-            if k == "src_keep" or k.startswith("cross_")
-        }
-        expected[f"encode_{s}"] = {"inputs": {"inputs_src": [[1, s], "int32"]}, "outputs": outputs}
-    for b in batches:
-        caches = {k: [list(v), "float32"] for k, v in cache_shapes(model, b, max(src_lens), target_slots).items()}
-        inputs = {"inputs_token": [[b, 1], "int32"], "inputs_pos": [[1], "int32"]}
-        inputs |= {f"inputs_{k}": v for k, v in caches.items()}
-        outputs = {"logits": [[b, model.cfg.vocab_size], "float32"]}
-        outputs |= {k: v for k, v in caches.items() if k.startswith(("self_", "conv_"))}
-        expected[f"decode_{b}"] = {"inputs": inputs, "outputs": outputs}
-    return expected
-
-
 def _check_signatures(path: Path, got: dict, expected: dict) -> None:
-    """Every expected signature tensor present with its shape and a float32/int32 type (int8 graphs
-    quantize inside: callers feed caches back unchanged)."""
+    """Every signature tensor the runtime relies on (graph_io.tflite_signatures) present with its shape
+    and float32/int32 type (int8 graphs quantize inside: callers feed caches back unchanged), and no other."""
     problems = [f"signature {name} missing" for name in expected if name not in got]
     for name, want in expected.items():
         for kind in ("inputs", "outputs"):

@@ -170,6 +170,28 @@ def test_torch_free_translation_matches_the_in_process_runtime(exported, docs_co
     assert out[:-1] == expected and all(expected[i] for i in (0, 2, 3))
 
 
+def test_the_shipped_runtime_files_translate_on_their_own(exported, tmp_path):
+    """RUNTIME_FILES is all the runtime needs: copied alone, with torch and PyYAML unimportable, it translates."""
+    from eval.targets.target import stage_runtime
+
+    stage_runtime(ROOT, tmp_path)
+    folder = exported / "export" / "onnx-int8"
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = sys.modules['yaml'] = None  # any import of them raises ImportError\n"
+        "from export.runtime import main\n"
+        "sys.exit(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--model", str(folder), "--beam", "1", "Click OK."],
+        cwd=tmp_path / "runtime",
+        capture_output=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().splitlines() == list(Translator(folder).translate(["Click OK."], beam=1))
+
+
 def test_bad_input_and_damaged_folders(exported, tmp_path):
     folder = exported / "export" / "tflite-fp32"
     # invalid UTF-8 names the line; nothing is a traceback

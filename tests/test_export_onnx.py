@@ -15,9 +15,10 @@ import torch
 from onnx import helper, numpy_helper
 
 from export.calibration import calibration_inputs
-from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes, decoder_sample
+from export.graph_io import ONNX_CACHE_SUFFIX, onnx_output
+from export.graphs import DecoderStepGraph, EncoderGraph, decoder_sample, graph_io
 from export.macs_onnx import onnx_macs
-from export.to_onnx import CACHE_OUTPUT_SUFFIX, check_onnx_ops, convert_onnx, output_name
+from export.to_onnx import check_onnx_ops, convert_onnx
 from lite.config import ModelConfig
 from lite.errors import ExportError, UsageError
 from lite.metrics.macs import count_macs
@@ -94,7 +95,7 @@ def sessions(info) -> tuple:
 
 def run(session, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Outputs keyed like the torch graph's dict (the "_next" suffix of updated caches removed)."""
-    names = [o.name.removesuffix(CACHE_OUTPUT_SUFFIX) for o in session.get_outputs()]
+    names = [o.name.removesuffix(ONNX_CACHE_SUFFIX) for o in session.get_outputs()]
     return dict(zip(names, session.run(None, inputs)))
 
 
@@ -160,17 +161,15 @@ def test_names_types_and_dynamic_axes(exports, arch):
         dec_names = list(DecoderStepGraph(model)(sample))
     assert [o.name for o in enc.output] == enc_names == ["src_keep", "cross_k_0", "cross_v_0", "cross_k_1", "cross_v_1"]
     assert [i.name for i in dec.input] == list(sample)
-    assert [o.name for o in dec.output] == [output_name(n) for n in dec_names]
+    assert [o.name for o in dec.output] == [onnx_output(n) for n in dec_names]
     assert dec.output[0].name == "logits" and all(o.name.endswith("_next") for o in dec.output[1:])
-    assert {n.removesuffix("_next") for n in [o.name for o in dec.output[1:]]} == {
-        n for n in cache_shapes(model, 1, 1, 1) if n.startswith(("self_", "conv_"))
-    }
+    assert {n.removesuffix("_next") for n in [o.name for o in dec.output[1:]]} == set(graph_io(model).caches(1, 1))
     by_name = {i.name: i for i in dec.input}
     assert by_name["token"].type.tensor_type.elem_type == onnx.TensorProto.INT32
     assert dims(by_name["token"]) == ["batch", 1]
     assert by_name["pos"].type.tensor_type.elem_type == onnx.TensorProto.INT32 and dims(by_name["pos"]) == [1]
     assert dims(by_name["src_keep"]) == ["batch", "src_len"]
-    shapes = cache_shapes(model, 1, 1, 1)  # 2 heads folded into the batch axis
+    shapes = graph_io(model).caches(1, 1)  # 2 heads folded into the batch axis
     assert dims(by_name["self_k_0"]) == ["2*batch", "cache_len", shapes["self_k_0"][2]]
     assert dims(by_name["cross_v_1"]) == ["2*batch", "src_len", 16]
     assert dims(dec.output[0]) == ["batch", 200]

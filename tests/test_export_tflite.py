@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from export.calibration import calibration_inputs
-from export.graphs import DecoderStepGraph, EncoderGraph, cache_shapes
+from export.graphs import DecoderStepGraph, EncoderGraph, graph_io
 from export.macs_tflite import tflite_macs
 from export.to_tflite import check_builtin_ops, convert_tflite
 from lite.config import ModelConfig
@@ -50,11 +50,7 @@ def source(n: int, length: int, seed: int = 0) -> np.ndarray:
 
 
 def empty_caches(model: EncoderDecoder, batch: int) -> dict[str, np.ndarray]:
-    return {
-        k: np.zeros(v, dtype=np.float32)
-        for k, v in cache_shapes(model, batch, max(SRC_LENS), SLOTS).items()
-        if k.startswith(("self_", "conv_"))
-    }
+    return {k: np.zeros(v, dtype=np.float32) for k, v in graph_io(model).caches(batch, SLOTS).items()}
 
 
 def run_steps(runner, memory: dict, caches: dict, tokens: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -148,8 +144,7 @@ def test_signatures_names_shapes_and_types(lsra, exports):
     assert dec["inputs"]["inputs_self_k_1"] == [[4, SLOTS, 8], "float32"]  # LSRA: 2 heads of 8 on 16 channels
     assert dec["inputs"]["inputs_conv_1"] == [[2, 4, 16], "float32"]  # kernel 5: the last 4 GLU outputs
     assert dec["outputs"]["logits"] == [[2, 200], "float32"]
-    caches = {k for k in cache_shapes(lsra, 2, 16, SLOTS) if k.startswith(("self_", "conv_"))}
-    assert set(dec["outputs"]) == {"logits"} | caches
+    assert set(dec["outputs"]) == {"logits"} | set(graph_io(lsra).caches(2, SLOTS))
     # every precision keeps the same float32/int32 signature tensors: int8 quantizes inside the graph
     for precision, (_, other) in exports.items():
         assert other["signatures"] == {k: v for k, v in sigs.items() if k in other["signatures"]}, precision
@@ -322,7 +317,7 @@ def test_transformer_export_and_macs(tmp_path):
     for k, v in want.items():
         np.testing.assert_allclose(memory[k], v.numpy(), atol=1e-4, rtol=0)
     tokens = np.random.default_rng(7).integers(3, 200, (5, 1))
-    caches = {k: np.zeros(v, np.float32) for k, v in cache_shapes(model, 1, 16, SLOTS).items() if k.startswith("self_")}
+    caches = {k: np.zeros(v, np.float32) for k, v in graph_io(model).caches(1, SLOTS).items()}
     for g, w in zip(run_steps(runners["decode_1"], memory, caches, tokens), torch_steps(model, memory, caches, tokens)):
         for k in w:
             np.testing.assert_allclose(g[k], w[k], atol=1e-4, rtol=0)
@@ -369,11 +364,7 @@ def test_sparse_decoder_heads_export_like_incremental_decoding(tmp_path):
     src = source(11, 16)
     memory = runners["encode_16"](inputs_src=src)
     tokens = np.random.default_rng(3).integers(3, 200, (9, 1))
-    caches = {
-        k: np.zeros(v, np.float32)
-        for k, v in cache_shapes(model, 1, 16, SLOTS).items()
-        if k.startswith(("self_", "conv_"))
-    }
+    caches = {k: np.zeros(v, np.float32) for k, v in graph_io(model).caches(1, SLOTS).items()}
     graph_steps = torch_steps(model, memory, caches, tokens)
     for got, want in zip(run_steps(runners["decode_1"], memory, caches, tokens), graph_steps):
         np.testing.assert_allclose(got["logits"], want["logits"], atol=1e-4, rtol=0)

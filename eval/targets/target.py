@@ -19,6 +19,7 @@ RUNTIME_FILES = [
     "export/__init__.py",
     "export/runtime.py",
     "export/manifest.py",
+    "export/graph_io.py",
     "export/packing.py",
     "export/on_device.py",
     "lite/__init__.py",
