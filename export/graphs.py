@@ -1,6 +1,6 @@
 """Static-shape graphs of a trained model, the form both exporters trace: the encoder and one decoder step.
 
-On-device interpreters want fixed shapes and no Python control flow (DESIGN.md, measured routes):
+On-device interpreters want fixed shapes and no Python control flow (docs/design.md, "Export routes"):
 - `EncoderGraph`: source ids [1, S] (int32, right-padded) -> the cross-attention keys and values of
   every decoder layer (computed once per sentence) and the source keep-mask (1.0 at real tokens).
 - `DecoderStepGraph`: one token per hypothesis [B, 1] and its position `pos` [1] (int32), plus fixed-size
@@ -14,7 +14,8 @@ widths and kernel sizes), every tensor at most 4-D so int8 kernels take it. The 
 have one slot per position (the longest output + 1); conv_i holds the last K_i-1 GLU outputs of the
 LSRA convolution branch, oldest first. The decoder step returns the logits and every cache updated.
 Sparse decoder heads read which slots they see from a constant per-head table at row `pos`.
-Masked scores use a bounded fill (EXPORT_MASK_FILL): large constants ruin int8 score scales (DESIGN.md).
+Masked scores use a bounded fill (EXPORT_MASK_FILL): large constants ruin int8 score scales
+(docs/design.md).
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> dict:
     """What an export depends on: a folder made with the same settings is reused."""
     ex = to_dict(cfg.export)
     ex.pop("formats"), ex.pop("precisions")
-    if ex["pack"] == "none":  # absent as before packing existed: folders exported then stay reusable
+    if ex["pack"] == "none":  # unpacked folders carry no "pack" setting, so their settings match
         ex.pop("pack")
     for limits in ex["parity"].values():  # likewise for gates without an fp32 comparison
         if limits.get("max_bleu_drop_vs_fp32") is None:

@@ -7,14 +7,14 @@
         (names, shapes and dynamic axes: export/graph_io.py)
     check_onnx_ops(path) -> {op: count}, ExportError on a non-standard op.
 
-Route (measured on this machine; shared/DESIGN.md):
+Route (measured on this machine; docs/design.md, "Export routes"):
 1. torch.onnx.export(dynamo=True, external_data=False) traces each graph with torch.export and writes
    ONE self-contained .onnx (weights embedded; the models are a few MB, far below protobuf's 2 GB).
    The graphs take one dict of named tensors, passed as the `inputs` keyword (a trailing dict in
    `args` would be read as keyword arguments), and the graph inputs carry the dict keys. Dynamic
    axes are torch.export Dims: encoder "src_len"; decoder "batch", "src_len", "cache_len" (head-folded
    axes become derived dims such as "4*batch"). No fallback to the TorchScript exporter: it silently
-   bakes the traced `pos` into the graph (DESIGN.md), and a wrong graph is worse than an error.
+   bakes the traced `pos` into the graph (docs/design.md), and a wrong graph is worse than an error.
 2. The updated caches are outputs "<name>_next" (output_name): ONNX is single-assignment, so an
    output named like its input is an invalid model that onnxruntime refuses to load.
 3. Two clean-ups of the exported file: the exporter's per-node metadata (stack traces with local

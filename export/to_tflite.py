@@ -1,7 +1,7 @@
 """PyTorch -> one .tflite file: the encoder at several source lengths and the decoder step at several
 batch sizes, as named signatures sharing one copy of the weights, at one of four precisions.
 
-Route (shared/DESIGN.md, measured):
+Route (measured; docs/design.md, "Export routes"):
 1. litert-torch (torch.export -> TFLite, builtin ops only, exact in fp32) converts the static-shape
    graphs of export/graphs.py, one signature per shape (names, shapes and types: export/graph_io.py,
    tflite_signatures):
@@ -57,7 +57,7 @@ from lite.models.seq2seq import EncoderDecoder
 # Ops kept float in the int8 file (ai-edge-quantizer "no_quantize"); everything else it supports is
 # static int8. INPUT / OUTPUT are the signature's own tensors: callers keep feeding float caches and
 # reading float logits, and the graph quantizes/dequantizes inside. With int8 graph inputs/outputs a
-# cache would carry one scale in and another out and drift step to step (DESIGN.md). Inside, a cache
+# cache would carry one scale in and another out and drift step to step (docs/design.md). Inside, a cache
 # passes through the slot-writing SELECT_V2, whose int8 output keeps its input's scale, so re-quantizing
 # the dequantized cache next step gives back the same integers: a written slot stayed bit-identical
 # over 40 steps of the default model. (Keeping SELECT_V2 float as well hit an ai-edge-quantizer 0.10 bug: the subgraph
