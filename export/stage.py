@@ -33,11 +33,12 @@ from export.manifest import DecodeDefaults, GraphMacs, Manifest, TokenIds, read_
 from export.packing import pack_file
 from export.parity import failures, parity
 from export.runtime import Translator
+from lite.artifacts import ArtifactRow, put_row
 from lite.checkpoint import load_model
 from lite.config import RunConfig, to_dict
 from lite.data.corpus import load_pairs
 from lite.errors import GateError, GraphMacMismatchError, RunFolderError, UnsupportedModelError
-from lite.files import read_json, sha256_file, write_json_atomic
+from lite.files import sha256_file
 from lite.metrics.macs import count_macs
 from lite.models.seq2seq import EncoderDecoder
 from lite.provenance import provenance
@@ -293,26 +294,25 @@ def _packed_note(manifest: Manifest) -> str:
     return f" ({manifest.pack}-packed; {sum(manifest.graph_bytes_unpacked.values()):,} unpacked)"
 
 
-def _artifact_row(paths: RunPaths, folder: Path, manifest: Manifest, cfg: RunConfig) -> dict:
+def _artifact_row(paths: RunPaths, folder: Path, manifest: Manifest, cfg: RunConfig) -> ArtifactRow:
     p = manifest.parity
     size = manifest.graph_bytes()
     packed = f"graphs {size:,} bytes{_packed_note(manifest)}; " if manifest.pack is not None else ""
     macs = manifest.graph_macs
-    return {
-        "name": folder.name,
-        "path": str(folder.relative_to(paths.root)),
-        "format": manifest.format,
-        "precision": manifest.precision,
-        "size_bytes": size,
-        "macs": manifest.macs,
-        "macs_method": f"analytic; {manifest.format} graph count agrees "
-        f"({macs.graph:,} at {macs.src_len}+{macs.steps})",
-        "source_model": "model.pt",
-        "notes": packed + f"parity on {p['sentences']} test sentences: top-1 {p['top1']:.4f}, max logit diff "
+    return ArtifactRow(
+        name=folder.name,
+        path=str(folder.relative_to(paths.root)),
+        format=manifest.format,
+        precision=manifest.precision,
+        size_bytes=size,
+        macs=manifest.macs,
+        macs_method=f"analytic; {manifest.format} graph count agrees ({macs.graph:,} at {macs.src_len}+{macs.steps})",
+        source_model="model.pt",
+        notes=packed + f"parity on {p['sentences']} test sentences: top-1 {p['top1']:.4f}, max logit diff "
         f"{p['max_logit_diff']:.2g}, greedy BLEU {p['bleu_artifact']:.2f} vs PyTorch {p['bleu_pytorch']:.2f}"
         + (f" and {p['fp32_reference']['artifact']} {p['bleu_fp32']:.2f}" if "bleu_fp32" in p else ""),
-        "provenance": provenance(cfg, seed=cfg.train.seed, threads=cfg.train.threads),
-    }
+        provenance=provenance(cfg, seed=cfg.train.seed, threads=cfg.train.threads),
+    )
 
 
 def _check_sparse_support(model_cfg, formats: list[str], where: Path) -> None:
@@ -429,12 +429,7 @@ def export_run(
             if not reused:
                 manifest = export_one(model, cfg, paths, fmt, precision, calibration, progress, log, fp32_reference)
             manifests.append(manifest)
-            rows = read_json(paths.root / "artifacts.json", [])
-            row = _artifact_row(paths, folder, manifest, cfg)
-            old = next((r for r in rows if r.get("name") == folder.name), None)
-            if reused and old:  # measurements of this very folder (BLEU, latency, instructions) stay
-                row.update(
-                    {k: old[k] for k in ("bleu", "latency_ms", "instructions", "targets", "provenance") if k in old}
-                )
-            write_json_atomic([r for r in rows if r is not old] + [row], paths.root / "artifacts.json")
+            # a reused folder keeps the measurements of this very folder (BLEU, latency, instructions)
+            keep = ("bleu", "latency_ms", "instructions", "targets", "provenance") if reused else ()
+            put_row(paths.root, _artifact_row(paths, folder, manifest, cfg), keep)
     return manifests
