@@ -96,7 +96,7 @@ class Manifest:
         max_positions         the model's position table size
         src_lens, batches     TFLite only: the encode_<S> source lengths and decode_<B> batch sizes
         cache                 decoder cache tensor name -> shape at batch 1, in graph input order
-                          (export/graph_io.py GraphIO.caches at target_slots)
+                              (export/graph_io.py GraphIO.caches at target_slots)
         decode                the run's decode settings (DecodeDefaults)
         macs                  analytic MACs per sentence (paper convention, lite.metrics.macs)
         graph_macs            the graph count that agrees with it (GraphMacs)
