@@ -138,13 +138,17 @@ def _pruner(model: EncoderDecoder, cfg: StructuredConfig, example: tuple) -> tp.
 
 
 def _taylor_gradients(model: EncoderDecoder, examples: list[Example], batches: int, max_tokens: int) -> None:
-    """Accumulate dL/dw over a few fixed training batches (GroupTaylorImportance reads .grad)."""
+    """Accumulate dL/dw over a few fixed training batches (GroupTaylorImportance reads .grad). Dropout is
+    on, with masks from a generator seeded here: torch's default generator starts from a different seed
+    in every process, and the importance (so which channels go) follows the masks."""
     model.zero_grad(set_to_none=True)
     model.train()
-    for idx in make_batches(examples, max_tokens, seed=0)[:batches]:
-        batch = collate(examples, idx, model.cfg.pad_id, model.cfg.bos_id)
-        loss, _ = batch_loss(model, batch, 0.0)
-        (loss / batch.ntokens).backward()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for idx in make_batches(examples, max_tokens, seed=0)[:batches]:
+            batch = collate(examples, idx, model.cfg.pad_id, model.cfg.bos_id)
+            loss, _ = batch_loss(model, batch, 0.0)
+            (loss / batch.ntokens).backward()
     model.eval()
 
 
