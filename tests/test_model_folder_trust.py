@@ -238,6 +238,16 @@ def test_external_weights_are_found_in_nested_graphs():
         onnx_external_data(data[:-3])
 
 
+def test_a_manifest_written_before_loads_unchanged(tmp_path):
+    """A schema-1 manifest as `lite export` wrote it before the Manifest dataclass (the smoke run's
+    onnx-fp32): every key is declared, and writing it again gives the same text."""
+    raw = (Path(__file__).parent / "data" / "manifest-onnx-fp32-schema1.json").read_text(encoding="utf-8")
+    (tmp_path / "manifest.json").write_text(raw, encoding="utf-8")
+    manifest = read_manifest(tmp_path, verify=False)  # the graphs themselves are not kept
+    assert manifest.graph_macs.graph == manifest.graph_macs.analytic and manifest.ids.eos == 2
+    assert json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n" == raw
+
+
 def test_manifest_reads_and_writes_back_unchanged(exported, tmp_path):
     """read_manifest -> write_manifest gives the same bytes: every key a manifest carries is declared."""
     for name in ("tflite-fp32", "onnx-int8"):
