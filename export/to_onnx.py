@@ -15,7 +15,7 @@ Route (measured on this machine; docs/design.md, "Export routes"):
    axes are torch.export Dims: encoder "src_len"; decoder "batch", "src_len", "cache_len" (head-folded
    axes become derived dims such as "4*batch"). No fallback to the TorchScript exporter: it silently
    bakes the traced `pos` into the graph (docs/design.md), and a wrong graph is worse than an error.
-2. The updated caches are outputs "<name>_next" (output_name): ONNX is single-assignment, so an
+2. The updated caches are outputs "<name>_next" (graph_io.onnx_output): ONNX is single-assignment, so an
    output named like its input is an invalid model that onnxruntime refuses to load.
 3. Two clean-ups of the exported file: the exporter's per-node metadata (stack traces with local
    paths, ~0.8 kB a node) is dropped, and the tied embedding is stored once (_share_tied_embedding).
