@@ -127,11 +127,7 @@ def artifacts_path(root: Path) -> Path:
 def read_rows(root: Path) -> list[ArtifactRow]:
     """The rows of ROOT/artifacts.json; none when the file does not exist."""
     path = artifacts_path(root)
-    try:
-        data = read_json(path, [])
-    except ValueError as exc:  # damaged JSON or UTF-8: the message already names the file
-        raise RunFolderError(str(exc)) from None
-    return parse_rows(data, path)
+    return parse_rows(read_json(path, []), path)  # a damaged file: RunFolderError from read_json
 
 
 def write_rows(root: Path, rows: list[ArtifactRow]) -> None:

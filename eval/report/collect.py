@@ -60,21 +60,10 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _read_json(path: Path, default: Any = None) -> Any:
-    """lite.files.read_json, a damaged file being a RunFolderError (the same one-line message)."""
-    try:
-        return read_json(path, default)
-    except ValueError as exc:
-        raise RunFolderError(str(exc)) from None
-
-
 def _model_config_of(checkpoint_path: Path) -> dict:
     from lite.checkpoint import load
 
-    try:
-        record = load(checkpoint_path)  # RunFolderError when missing
-    except ValueError as exc:  # unreadable: the message names the file
-        raise RunFolderError(str(exc)) from None
+    record = load(checkpoint_path)  # RunFolderError when missing or unreadable
     if not isinstance(record, dict) or not isinstance(record.get("model_config"), dict):
         raise RunFolderError(f'{checkpoint_path}: no "model_config" in the checkpoint')
     return record["model_config"]
@@ -103,7 +92,7 @@ def _summary(mcfg: ModelConfig) -> dict:
 def _file_size(path: Path, fmt: str) -> int | None:
     """Bytes on disk of an artifact's file or model folder; None when it is not there."""
     if path.is_dir():  # a model folder from `lite export`: the graphs it ships (tokenizer and manifest aside)
-        manifest = _read_json(path / "manifest.json", {})
+        manifest = read_json(path / "manifest.json", {})
         graphs = [path / g for g in manifest.get("graphs", {}).values()]
         return sum(g.stat().st_size for g in graphs) if graphs and all(g.is_file() for g in graphs) else None
     if not path.is_file():
@@ -254,7 +243,7 @@ def _open_run(root: Path) -> _Run:
 
 def _read_results(run: _Run) -> dict[str, dict]:
     """BLEU records of results.json; none (and a note) when the run was not evaluated."""
-    raw = _read_json(run.paths.results, {})
+    raw = read_json(run.paths.results, {})
     if not isinstance(raw, dict):
         raise RunFolderError(f'{run.paths.results}: expected a JSON object of "split/decoding" records')
     results = _bleu_records(raw, str(run.paths.results), run.cfg.data.corpus, "results.json")
@@ -264,7 +253,7 @@ def _read_results(run: _Run) -> dict[str, dict]:
 
 
 def _read_train(run: _Run) -> dict | None:
-    train = _read_json(run.paths.train_summary)
+    train = read_json(run.paths.train_summary)
     if train is not None and not isinstance(train, dict):
         raise RunFolderError(f"{run.paths.train_summary}: expected a JSON object")
     return train
@@ -285,7 +274,7 @@ def _run_model(run: _Run) -> tuple[Model, Size]:
 def _read_artifacts(run: _Run) -> list[ArtifactRow]:
     """The rows of artifacts.json (lite.artifacts checks them); none when the file does not exist."""
     path = artifacts_path(run.root)
-    return parse_rows(_read_json(path, []), path)
+    return parse_rows(read_json(path, []), path)
 
 
 def _entry_bleu(run: _Run, entry: ArtifactRow, source: str) -> dict[str, dict]:
