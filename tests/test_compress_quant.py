@@ -75,6 +75,10 @@ def smoke(smoke_run):
 def tuned(smoke):
     """prepare_qat -> a few Adam steps on real batches (what compress.finetune does) -> convert_qat,
     keeping what the fake-quant forward computed with just before converting."""
+    # one intra-op thread whatever ran before (compress.finetune leaves its own count set): the six
+    # steps' float sums, and so the figures below, then do not depend on the test order
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     model = load_model(smoke.paths.model)
     keys = list(model.state_dict())
     prepare_qat(model, QATConfig())
@@ -96,6 +100,7 @@ def tuned(smoke):
     with torch.no_grad():
         seen = {name: [m.weight.detach().clone() for m in mods] for name, mods in sites.items()}
     convert_qat(model)
+    torch.set_num_threads(threads)
     frozen = {n for n, p in originals.items() if not p.requires_grad}
     return SimpleNamespace(model=model, keys=keys, seen=seen, moved=moved, frozen=frozen)
 
@@ -265,7 +270,10 @@ def test_the_int8_artifact_holds_the_qat_weights_and_follows_the_qat_model(smoke
     # the runtime's own rounding: XNNPACK quantizes every FULLY_CONNECTED input per token (asymmetric
     # int8, half a step = 1/510 of the token's range) and the depthwise-conv input per tensor, and the
     # conv kernels are rounded; the plain model's artifact has that plus the weight rounding.
-    # Measured on smoke models: QAT mean 0.019-0.030, max 0.029-0.051; plain mean 0.031-0.049, max 0.049-0.10.
+    # Measured on smoke models: QAT mean 0.019-0.030, max 0.029-0.063; plain mean 0.031-0.049, max 0.049-0.10.
+    # The claim is checked step by step: the largest single difference is one step of ~420, where the
+    # activation rounding both artifacts share can outweigh the weights' (QAT max 0.063 against the plain
+    # model's 0.077 on one CI machine), while the QAT artifact was closer at 98-99.5% of the steps.
     sentences = smoke.valid_ex[:12]
     qat_diff, qat_scale = _teacher_forced_diffs(tuned.model, qat_folder, sentences)
     plain_diff, _ = _teacher_forced_diffs(smoke.model, plain_folder, sentences)
@@ -275,7 +283,9 @@ def test_the_int8_artifact_holds_the_qat_weights_and_follows_the_qat_model(smoke
         f"max {plain_diff.max():.4f}; "
         f"largest |logit| {qat_scale:.2f}"
     )
-    assert qat_diff.mean() < 0.75 * plain_diff.mean() and qat_diff.max() < 0.8 * plain_diff.max()
+    closer = float((qat_diff < plain_diff).mean())
+    print(f"the QAT artifact is closer to its model at {closer:.1%} of the steps")
+    assert qat_diff.mean() < 0.75 * plain_diff.mean() and closer > 0.9
     # 8-bit activations through the decoder's handful of Linears in series: well under 1% of the logit
     # scale (measured 0.5%; the plain model's artifact reaches 1%)
     assert qat_diff.max() < 0.01 * qat_scale
