@@ -11,11 +11,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup compress tokenizer train evaluate export report test test-all lint bench bench-headline bench-latency bench-compression bench-attention bench-listops bench-arm bench-ddp help
+.PHONY: setup compress tokenizer shortlist train evaluate export report test test-all lint bench bench-headline bench-latency bench-compression bench-attention bench-listops bench-arm bench-ddp help
 
 help:
 	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>] [RECIPE=configs/compress/default.yaml]"
-	@echo "                  data -> tokenizer -> train -> BLEU -> export -> compress (prune, distil, int8) -> report"
+	@echo "                  data -> tokenizer -> train -> BLEU -> shortlist -> export -> compress (prune, distil, int8) -> report"
 	@echo "make report RUN='runs/default runs/default-transformer'   budget report from saved measurements"
 	@echo "make test        the test suite (fast; what .ci/run runs)"
 	@echo "make test-all    also the slow end-to-end tests"
@@ -41,6 +41,10 @@ $(STAMP): pyproject.toml scripts/setup.sh
 tokenizer: setup
 	$(BIN)/lite tokenizer $(RUN) --config $(CONFIG)
 
+# The vocabulary shortlist (IBM model 1 on the training split, seconds): exported folders carry it.
+shortlist: tokenizer
+	$(BIN)/lite shortlist $(RUN)
+
 train: tokenizer
 	$(BIN)/lite train $(RUN) --config $(CONFIG) $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume,)
 
@@ -50,7 +54,7 @@ evaluate: train
 
 # TFLite/ONNX model folders for devices, each behind the parity gate (formats/precisions: export
 # section), then each scored on the whole test split through the on-device runtime (greedy).
-export: evaluate
+export: evaluate shortlist
 	$(BIN)/lite export $(RUN)
 	$(BIN)/lite evaluate $(RUN) --artifact all --beam 1
 

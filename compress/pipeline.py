@@ -4,6 +4,7 @@
       config.yaml                      the run's config, model section = the compressed widths,
                                        export section = the recipe's
       tokenizer/spm.model              copied from RUN
+      shortlist.npz                    copied from RUN when it has one (the vocabulary is the same)
       steps/NN-<kind>.pt               model (+ fine-grained masks) after each step: a rerun resumes
                                        after the last step whose recipe prefix is unchanged
       compress.json                    what each step did (widths, sparsities, fine-tuning losses, time),
@@ -146,7 +147,7 @@ def compress_run(
 
 
 def _prepare_output(run: RunPaths, recipe: Recipe, force: bool) -> RunPaths:
-    """RUN/compressed/<recipe name>/ holding RUN's tokenizer; emptied first with `force`."""
+    """RUN/compressed/<recipe name>/ holding RUN's tokenizer (and shortlist); emptied first with `force`."""
     if not run.model.is_file():
         raise RunFolderError(f"{run.model}: no trained model (run `lite train {run.root}` first)")
     out = output_paths(run, recipe)
@@ -156,6 +157,8 @@ def _prepare_output(run: RunPaths, recipe: Recipe, force: bool) -> RunPaths:
     (out.root / "tokenizer").mkdir(exist_ok=True)
     for src in run.tokenizer.parent.iterdir():
         shutil.copyfile(src, out.root / "tokenizer" / src.name)
+    if run.shortlist.is_file():
+        shutil.copyfile(run.shortlist, out.shortlist)
     return out
 
 

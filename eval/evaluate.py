@@ -1,7 +1,8 @@
 """Decode a split of the run's corpus with the trained model and score it with sacrebleu.
 
 Writes eval/<split>.<decoding>.hyp (one line per source) and merges the scores into
-results.json under "<split>/<decoding>", e.g. "test/greedy" or "test/beam4-lenpen1.0".
+results.json under "<split>/<decoding>", e.g. "test/greedy" or "test/beam4-lenpen1.0"; decoding with
+the vocabulary shortlist (decode.shortlist, or shortlist=True) adds "-shortlist" to the name.
 
 `evaluate_artifact` does the same for an exported model folder through the on-device runtime (what
 ships, not PyTorch) and records the score in that artifact's row of artifacts.json.
@@ -19,15 +20,27 @@ from lite.checkpoint import load_model
 from lite.config import RunConfig
 from lite.data.corpus import load_pairs
 from lite.decode import translate
+from lite.errors import RunFolderError
 from lite.files import read_json, sha256_file, write_json_atomic, write_text_atomic
 from lite.metrics.bleu import score
 from lite.provenance import provenance
 from lite.run import RunPaths
+from lite.shortlist import Shortlist, load_shortlist
 from lite.tokenizer import Tokenizer
 
 
-def decoding_name(beam: int, lenpen: float) -> str:
-    return "greedy" if beam == 1 else f"beam{beam}-lenpen{lenpen:g}"
+def decoding_name(beam: int, lenpen: float, shortlist: bool = False) -> str:
+    name = "greedy" if beam == 1 else f"beam{beam}-lenpen{lenpen:g}"
+    return f"{name}-shortlist" if shortlist else name
+
+
+def _shortlist(paths: RunPaths, vocab_size: int, wanted: bool) -> tuple[Shortlist | None, str | None]:
+    """The run's shortlist and its sha256 when decoding with it, else (None, None)."""
+    if not wanted:
+        return None, None
+    if not paths.shortlist.is_file():
+        raise RunFolderError(f"{paths.shortlist}: no shortlist in this run; run `lite shortlist {paths.root}` first")
+    return load_shortlist(paths.shortlist, vocab_size), sha256_file(paths.shortlist)
 
 
 def evaluate(
@@ -38,26 +51,36 @@ def evaluate(
     lenpen: float | None = None,
     progress: bool = True,
     force: bool = False,
+    shortlist: bool | None = None,
 ) -> dict:
     """Translate `split`, score it, record it in results.json; returns this decoding's record.
+    `shortlist` None: the config's decode.shortlist.
 
-    A record already made from the same model.pt (same checksum) is returned as it is unless `force`."""
+    A record already made from the same model.pt and shortlist (same checksums) is returned as it is
+    unless `force`."""
     dcfg = replace(
         cfg.decode,
         beam=cfg.decode.beam if beam is None else beam,
         lenpen=cfg.decode.lenpen if lenpen is None else lenpen,
+        shortlist=cfg.decode.shortlist if shortlist is None else shortlist,
     )
-    name = decoding_name(dcfg.beam, dcfg.lenpen)
+    name = decoding_name(dcfg.beam, dcfg.lenpen, dcfg.shortlist)
     model_sha = sha256_file(paths.model) if paths.model.is_file() else None
+    lexical, shortlist_sha = _shortlist(paths, Tokenizer(paths.tokenizer).vocab_size, dcfg.shortlist)
     cached = read_json(paths.results, {}).get(f"{split}/{name}")
-    if cached and not force and cached.get("model_sha256") == model_sha:
+    if (
+        cached
+        and not force
+        and cached.get("model_sha256") == model_sha
+        and cached.get("shortlist_sha256") == shortlist_sha
+    ):
         return cached | {"cached": True}
     torch.set_num_threads(cfg.train.threads)
     model = load_model(paths.model)
     tokenizer = Tokenizer(paths.tokenizer)
     pairs, info = load_pairs(cfg.data, split)
     started = time.monotonic()
-    hyps = translate(model, tokenizer, [s for s, _ in pairs], dcfg, progress=progress)
+    hyps = translate(model, tokenizer, [s for s, _ in pairs], dcfg, progress=progress, shortlist=lexical)
     seconds = time.monotonic() - started
     write_text_atomic("".join(h + "\n" for h in hyps), paths.eval_dir / f"{split}.{name}.hyp")
     record = score(hyps, [t for _, t in pairs]) | {
@@ -71,6 +94,7 @@ def evaluate(
         "seconds_per_sentence": round(seconds / max(len(pairs), 1), 4),
         "threads": cfg.train.threads,
         "model_sha256": model_sha,
+        "shortlist_sha256": shortlist_sha,
         "provenance": provenance(cfg, seed=cfg.train.seed, threads=cfg.train.threads),
     }
     results = read_json(paths.results, {})
@@ -88,19 +112,21 @@ def evaluate_artifact(
     lenpen: float | None = None,
     progress: bool = True,
     threads: int | None = None,
+    shortlist: bool | None = None,
 ) -> dict:
     """Translate `split` with the exported folder of artifacts.json entry `name` (export/runtime.py),
-    score it, and store the record under that entry's "bleu"; cached by the folder's manifest checksum."""
+    score it, and store the record under that entry's "bleu"; cached by the folder's manifest checksum.
+    `shortlist` None: the folder's decode default."""
     from tqdm import tqdm
 
     from export.runtime import Translator
 
     row = find_row(paths.root, name)
     folder = paths.root / row.path
-    translator = Translator(folder, num_threads=threads)
+    translator = Translator(folder, num_threads=threads, shortlist=shortlist)
     beam = translator.decode_cfg.beam if beam is None else beam
     lenpen = translator.decode_cfg.lenpen if lenpen is None else lenpen
-    decoding = decoding_name(beam, lenpen)
+    decoding = decoding_name(beam, lenpen, translator.shortlist is not None)
     manifest_sha = sha256_file(folder / "manifest.json")
     cached = (row.bleu or {}).get(f"{split}/{decoding}")
     if isinstance(cached, dict) and cached.get("manifest_sha256") == manifest_sha:

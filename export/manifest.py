@@ -4,6 +4,8 @@
                                                    or the same names + ".xz" (export.pack: xz,
                                                    export/packing.py; "bytes" is then the packed size)
     spm.model                                      the sentencepiece tokenizer
+    shortlist.npz                                  the vocabulary shortlist, when the run has one
+                                                   (lite/shortlist.py)
     manifest.json                                  config, vocabulary ids, precision, shapes, MACs,
                                                    parity figures, and sha256 + size of every file:
                                                    a `Manifest` (its docstring gives every field)
@@ -63,6 +65,7 @@ class DecodeDefaults:
     lenpen: float  # hypothesis score / (length + 1) ** lenpen
     max_len_a: float  # at most a * source length + b output tokens
     max_len_b: int
+    shortlist: bool = False  # decode with the folder's shortlist unless told otherwise
 
 
 @dataclass
@@ -87,6 +90,7 @@ class Manifest:
         graphs                graph role -> file name: {"tflite"} or {"encoder", "decoder"} (GRAPH_ROLES);
                               names end in ".xz" when packed
         tokenizer             the sentencepiece model's file name
+        shortlist             the vocabulary shortlist's file name (lite/shortlist.py); absent without one
         model_config          the lite.config.ModelConfig the graphs were traced from, as a dict
         src_lang, tgt_lang    the language pair
         ids                   pad, bos and eos ids
@@ -119,6 +123,7 @@ class Manifest:
     precision: str
     graphs: dict[str, str]
     tokenizer: str
+    shortlist: str | None = None
     model_config: dict
     src_lang: str
     tgt_lang: str
@@ -238,6 +243,8 @@ def _check_names(folder: Path, manifest: Manifest) -> None:
     for name in manifest.files:
         member_path(folder, name, "files key")
     loaded = {f"graphs.{role}": name for role, name in manifest.graphs.items()} | {"tokenizer": manifest.tokenizer}
+    if manifest.shortlist is not None:
+        loaded["shortlist"] = manifest.shortlist
     for field_name, name in loaded.items():
         member_path(folder, name, field_name)
     if not any(name in manifest.files for name in loaded.values()):

@@ -13,6 +13,12 @@ onnxruntime. Graph files packed with xz (`*.xz`, export.pack: xz; export/packing
 in memory at load and given to the interpreter as bytes: smaller on disk, the same size in memory.
 Sources longer than the graphs' max_src_len are truncated to it (eos kept) with a warning on stderr:
 a static graph cannot take more, and dropping the line would break one-line-per-input.
+
+Vocabulary shortlist (lite/shortlist.py; a folder exported from a run with one lists shortlist.npz):
+with it on (`--shortlist`, or the folder's decode default) each sentence may only produce its
+candidates, the softmax taken over them, the same rule as lite/decode.py. The graphs still compute
+every logit and the runtime keeps the candidates' (no time saved yet: the step graphs have no
+candidate input).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from export.graph_io import (
 from export.manifest import Manifest, onnx_external_data, read_manifest, require_listed
 from export.packing import is_packed, read_graph
 from lite.errors import LiteError, ModelFolderError, UsageError
+from lite.shortlist import Shortlist, load_shortlist
 
 BATCH_LINES = 32  # lines read (and flushed) together when streaming
 
@@ -165,8 +172,14 @@ class Translator:
     """Greedy and beam search over the exported encoder and decoder-step graphs."""
 
     def __init__(
-        self, folder: str | Path, num_threads: int | None = None, verify: bool = True, kernels: str = "default"
+        self,
+        folder: str | Path,
+        num_threads: int | None = None,
+        verify: bool = True,
+        kernels: str = "default",
+        shortlist: bool | None = None,
     ):
+        """`shortlist`: decode with the folder's vocabulary shortlist (None: the folder's decode default)."""
         self.folder = Path(folder)
         self.manifest = m = read_manifest(self.folder, verify=verify)
         try:
@@ -190,6 +203,11 @@ class Translator:
         self.cache = {name: tuple(shape) for name, shape in m.cache.items()}  # shapes at batch 1
         self.decode_cfg = m.decode
         self.truncated = 0  # sources cut to max_src_len so far
+        self.shortlist: Shortlist | None = None
+        if m.decode.shortlist if shortlist is None else shortlist:
+            if m.shortlist is None:
+                raise ModelFolderError(f"{self.folder}: this model folder has no shortlist (export a run that has one)")
+            self.shortlist = load_shortlist(self.folder / m.shortlist, m.vocab_size)  # checked by read_manifest
 
     # -- graphs ---------------------------------------------------------------------------------
     def source_ids(self, text: str) -> list[int]:
@@ -229,31 +247,44 @@ class Translator:
             state[name] = np.zeros(shape, dtype=np.float32)
         return state
 
-    def step(self, state: dict[str, np.ndarray], tokens: np.ndarray, pos: int) -> np.ndarray:
-        """Feed tokens [B] at position pos; updates the caches in `state`, returns logits [B, V]."""
+    def candidates(self, ids: list[int]) -> np.ndarray | None:
+        """The target ids a sentence with source `ids` may produce (None: the whole vocabulary)."""
+        return None if self.shortlist is None else self.shortlist.candidates(ids)
+
+    def step(
+        self, state: dict[str, np.ndarray], tokens: np.ndarray, pos: int, cands: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Feed tokens [B] at position pos; updates the caches in `state`, returns logits [B, V], or
+        [B, len(cands)] for candidate ids `cands`."""
         batch = tokens.shape[0]
         inputs = state | {TOKEN: tokens.astype(np.int32).reshape(batch, 1), POS: np.array([pos], dtype=np.int32)}
         out = self.backend.step(inputs, batch)
         for name in self.cache:
             state[name] = out[name]
-        return out[LOGITS]
+        return out[LOGITS] if cands is None else out[LOGITS][:, cands]
 
-    def log_probs(self, logits: np.ndarray) -> np.ndarray:
+    def log_probs(self, logits: np.ndarray, cands: np.ndarray | None = None) -> np.ndarray:
+        """Log-softmax over the vocabulary, or over candidate ids `cands` (logits [B, len(cands)])."""
         lprobs = _log_softmax(logits)
-        lprobs[:, self.pad] = -np.inf  # pad and bos are never generated (as lite/decode.py)
-        lprobs[:, self.bos] = -np.inf
+        ids = np.arange(lprobs.shape[1]) if cands is None else cands
+        lprobs[:, (ids == self.pad) | (ids == self.bos)] = -np.inf  # never generated (as lite/decode.py)
         return lprobs
 
     # -- search ---------------------------------------------------------------------------------
     def greedy(self, ids: list[int]) -> list[int]:
         max_len = self.max_len(len(ids))
-        return self.greedy_from(self.initial_state(self.encode(ids), 1, max_len), self.bos, 0, max_len)
+        state = self.initial_state(self.encode(ids), 1, max_len)
+        return self.greedy_from(state, self.bos, 0, max_len, self.candidates(ids))
 
-    def greedy_from(self, state: dict[str, np.ndarray], token: int, pos: int, budget: int) -> list[int]:
-        """Greedy tokens (eos excluded, at most `budget`) after feeding `token` at `pos` to `state`."""
+    def greedy_from(
+        self, state: dict[str, np.ndarray], token: int, pos: int, budget: int, cands: np.ndarray | None = None
+    ) -> list[int]:
+        """Greedy tokens (eos excluded, at most `budget`) after feeding `token` at `pos` to `state`,
+        among candidate ids `cands` (None: the whole vocabulary)."""
         out: list[int] = []
         while len(out) < budget:
-            token = int(self.log_probs(self.step(state, np.array([token]), pos))[0].argmax())
+            best = int(self.log_probs(self.step(state, np.array([token]), pos, cands), cands)[0].argmax())
+            token = best if cands is None else int(cands[best])
             if token == self.eos:
                 break
             out.append(token)
@@ -263,6 +294,7 @@ class Translator:
     def beam_search(self, ids: list[int], beam: int, lenpen: float) -> list[int]:
         """One sentence; the rules of lite/decode.py beam_search (score / (length + 1) ** lenpen)."""
         max_len = self.max_len(len(ids))
+        cands = self.candidates(ids)
         state = self.initial_state(self.encode(ids), beam, max_len + 1)
         heads = {name: shape[0] for name, shape in self.cache.items()}  # rows per hypothesis (graph_io layout)
         scores = np.full(beam, -np.inf)
@@ -271,17 +303,20 @@ class Translator:
         prev = np.full(beam, self.bos)
         finished: list[tuple[float, list[int]]] = []
         for pos in range(max_len + 1):  # max_len tokens, then eos
-            lprobs = self.log_probs(self.step(state, prev, pos))
+            lprobs = self.log_probs(self.step(state, prev, pos, cands), cands)
             vocab = lprobs.shape[1]
+            eos = self.eos if cands is None else int(np.searchsorted(cands, self.eos))  # eos is a candidate
             if pos == max_len:  # force the end
                 forced = np.full_like(lprobs, -np.inf)
-                forced[:, self.eos] = np.maximum(lprobs[:, self.eos], -1e9)
+                forced[:, eos] = np.maximum(lprobs[:, eos], -1e9)
                 lprobs = forced
             cand = (scores[:, None] + lprobs).reshape(-1)
             n = min(2 * beam, cand.size)
             top = np.argpartition(-cand, n - 1)[:n]
             top = top[np.argsort(-cand[top], kind="stable")]
             rows, toks = top // vocab, top % vocab
+            if cands is not None:
+                toks = cands[toks]  # candidate index -> token id
             keep = []
             for j, (r, t, i) in enumerate(zip(rows, toks, top)):
                 if t == self.eos:  # finished when among the top `beam` candidates
@@ -341,9 +376,10 @@ def run(
     lenpen: float | None = None,
     threads: int | None = None,
     out: TextIO = sys.stdout,
+    shortlist: bool | None = None,
 ) -> int:
     """`--model DIR [TEXT | -] [--file F]`: translate and print one line per input line."""
-    translator = Translator(model, num_threads=threads)
+    translator = Translator(model, num_threads=threads, shortlist=shortlist)
     if text not in (None, "-") and not file:
         sources: Iterator[str] = iter(text.split("\n"))
         name = "argument"
@@ -371,6 +407,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lenpen", type=float, help="length penalty exponent (default: the folder's decode.lenpen)")
     parser.add_argument("--threads", type=int, help="interpreter threads (default: the interpreter's choice)")
     parser.add_argument("--file", help="read lines from this file")
+    parser.add_argument(
+        "--shortlist",
+        action=argparse.BooleanOptionalAction,
+        help="only the vocabulary shortlist's candidates per sentence (default: the folder's decode.shortlist)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run(args.model, args.text, args.file, args.beam, args.lenpen, args.threads)
+        return run(args.model, args.text, args.file, args.beam, args.lenpen, args.threads, shortlist=args.shortlist)
     except LiteError as exc:
         print(f"translate: error: {exc}", file=sys.stderr)
         return 2

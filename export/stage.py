@@ -43,6 +43,7 @@ from lite.metrics.macs import count_macs
 from lite.models.seq2seq import EncoderDecoder
 from lite.provenance import provenance
 from lite.run import RunPaths
+from lite.shortlist import load_shortlist
 from lite.sparse.patterns import is_learned
 from lite.tokenizer import Tokenizer
 
@@ -93,7 +94,7 @@ def _graph_macs(folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig) -
     )
 
 
-def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> dict:
+def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str, shortlist_sha: str | None) -> dict:
     """What an export depends on: a folder made with the same settings is reused."""
     ex = to_dict(cfg.export)
     ex.pop("formats"), ex.pop("precisions")
@@ -102,14 +103,24 @@ def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> dict:
     for limits in ex["parity"].values():  # likewise for gates without an fp32 comparison
         if limits.get("max_bleu_drop_vs_fp32") is None:
             limits.pop("max_bleu_drop_vs_fp32", None)
+    decode = to_dict(cfg.decode)
+    if not decode["shortlist"]:  # folders made before the shortlist existed carry neither
+        decode.pop("shortlist")
+    shortlist = {"shortlist_sha256": shortlist_sha} if shortlist_sha else {}
     return {
         "format": fmt,
         "precision": precision,
         "source_sha256": model_sha,
         "export": ex,
-        "decode": to_dict(cfg.decode),
+        "decode": decode,
         "data": to_dict(cfg.data),
+        **shortlist,
     }
+
+
+def _shortlist_sha(paths: RunPaths) -> str | None:
+    """sha256 of the run's vocabulary shortlist (copied into every folder), None without one."""
+    return sha256_file(paths.shortlist) if paths.shortlist.is_file() else None
 
 
 def _build(
@@ -120,6 +131,11 @@ def _build(
     ex = cfg.export
     started = time.monotonic()
     shutil.copyfile(paths.tokenizer, folder / "spm.model")
+    shortlist = None
+    if paths.shortlist.is_file():
+        load_shortlist(paths.shortlist, model.cfg.vocab_size)  # a broken or foreign one stops here
+        shortlist = paths.shortlist.name
+        shutil.copyfile(paths.shortlist, folder / shortlist)
     calib = calibration() if precision == "int8" else None
     if fmt == "tflite":
         from export.to_tflite import check_builtin_ops, convert_tflite
@@ -170,6 +186,7 @@ def _build(
         precision=precision,
         graphs=graphs,
         tokenizer="spm.model",
+        shortlist=shortlist,
         model_config=to_dict(mcfg),
         src_lang=cfg.data.src_lang,
         tgt_lang=cfg.data.tgt_lang,
@@ -185,6 +202,7 @@ def _build(
             lenpen=cfg.decode.lenpen,
             max_len_a=cfg.decode.max_len_a,
             max_len_b=cfg.decode.max_len_b,
+            shortlist=cfg.decode.shortlist and shortlist is not None,
         ),
         macs=count_macs(mcfg)["macs"],
         graph_macs=graph_macs,
@@ -192,7 +210,7 @@ def _build(
         converter=info,
         convert_seconds=round(convert_seconds, 1),
         **packed,
-        settings=_settings(cfg, fmt, precision, sha256_file(paths.model)),
+        settings=_settings(cfg, fmt, precision, sha256_file(paths.model), _shortlist_sha(paths)),
     )
     return write_manifest(folder, manifest)
 
@@ -331,15 +349,18 @@ def _check_sparse_support(model_cfg, formats: list[str], where: Path) -> None:
         )
 
 
-def _current_manifest(folder: Path, cfg: RunConfig, fmt: str, precision: str, model_sha: str) -> Manifest | None:
-    """The manifest of `folder` if it was made from this model.pt with these export settings, else None."""
+def _current_manifest(
+    folder: Path, cfg: RunConfig, fmt: str, precision: str, model_sha: str, shortlist_sha: str | None
+) -> Manifest | None:
+    """The manifest of `folder` if it was made from this model.pt (and shortlist) with these export
+    settings, else None."""
     if not folder.is_dir():
         return None
     try:
         manifest = read_manifest(folder)
     except ValueError:
         return None
-    return manifest if manifest.settings == _settings(cfg, fmt, precision, model_sha) else None
+    return manifest if manifest.settings == _settings(cfg, fmt, precision, model_sha, shortlist_sha) else None
 
 
 def _fp32_reference(
@@ -352,7 +373,7 @@ def _fp32_reference(
     reference would make any drop look small), and removed afterwards."""
     name = f"{fmt}-fp32"
     final = paths.root / "export" / name
-    manifest = _current_manifest(final, cfg, fmt, "fp32", model_sha)
+    manifest = _current_manifest(final, cfg, fmt, "fp32", model_sha, _shortlist_sha(paths))
     if manifest and manifest.parity and manifest.parity["sentences"] == len(pairs):  # same settings: same sentences
         return {
             "artifact": name,
@@ -416,13 +437,14 @@ def export_run(
             references[fmt] = _fp32_reference(model, cfg, paths, fmt, pairs, model_sha, progress, log)
         return references[fmt]
 
+    shortlist_sha = _shortlist_sha(paths)
     # fp32 first: the gates that compare with it then find it published instead of building one
     precisions = sorted(precisions, key=lambda p: p != "fp32")
     manifests = []
     for fmt in formats:
         for precision in precisions:
             folder = paths.root / "export" / f"{fmt}-{precision}"
-            manifest = None if force else _current_manifest(folder, cfg, fmt, precision, model_sha)
+            manifest = None if force else _current_manifest(folder, cfg, fmt, precision, model_sha, shortlist_sha)
             if manifest:
                 log(f"{folder}: up to date (same model.pt and export settings; --force rebuilds)")
             reused = manifest is not None

@@ -194,6 +194,17 @@ class DecodeConfig:
     max_len_a: float = 1.2  # max target length = a * source length + b
     max_len_b: int = 10
     batch_size: int = 64
+    shortlist: bool = False  # score only the sentence's shortlist candidates (needs `lite shortlist RUN`)
+
+
+@dataclass
+class ShortlistConfig:
+    """How `lite shortlist RUN` learns the vocabulary shortlist (lite/data/lexicon.py, lite/shortlist.py)."""
+
+    frequent: int = 100  # the most frequent target tokens, always candidates
+    per_source: int = 50  # per source token, its most likely target tokens under IBM model 1
+    iterations: int = 5  # EM iterations of IBM model 1
+    max_pairs: int | None = None  # training pairs used (None: all of the training split)
 
 
 @dataclass
@@ -255,6 +266,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    shortlist: ShortlistConfig = field(default_factory=ShortlistConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
@@ -269,6 +281,10 @@ def validate(cfg: RunConfig, where: str) -> None:
         (cfg.train.schedule in ("inverse_sqrt", "cosine"), "train.schedule", "inverse_sqrt or cosine"),
         (cfg.tokenizer.model_type in ("unigram", "bpe"), "tokenizer.model_type", "unigram or bpe"),
         (cfg.decode.beam >= 1, "decode.beam", ">= 1"),
+        (cfg.shortlist.frequent >= 1, "shortlist.frequent", ">= 1"),
+        (cfg.shortlist.per_source >= 1, "shortlist.per_source", ">= 1"),
+        (cfg.shortlist.iterations >= 1, "shortlist.iterations", ">= 1"),
+        (cfg.shortlist.max_pairs is None or cfg.shortlist.max_pairs >= 1, "shortlist.max_pairs", "null or >= 1"),
         (set(cfg.export.formats) <= set(FORMATS), "export.formats", f"a list from {FORMATS}"),
         (set(cfg.export.precisions) <= set(PRECISIONS), "export.precisions", f"a list from {PRECISIONS}"),
         (cfg.export.pack in ("none", "xz"), "export.pack", "none or xz"),

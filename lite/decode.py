@@ -1,15 +1,22 @@
-"""Greedy and beam search over the incremental decoder, and batched translation of text."""
+"""Greedy and beam search over the incremental decoder, and batched translation of text.
+
+With a vocabulary shortlist (lite/shortlist.py) each sentence may only produce its candidates: the
+other logits are set to -inf before the log-softmax, so the softmax runs over the candidates, as in
+the runtime, which computes only the candidates' logits (export/runtime.py). Computing them all here
+and masking keeps this the reference the runtime is checked against."""
 
 from __future__ import annotations
 
 import sys
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
 from lite.config import DecodeConfig
 from lite.models.seq2seq import EncoderDecoder, reorder_cache
+from lite.shortlist import Shortlist
 
 
 def _max_len(src: Tensor, model: EncoderDecoder, cfg: DecodeConfig) -> int:
@@ -18,9 +25,14 @@ def _max_len(src: Tensor, model: EncoderDecoder, cfg: DecodeConfig) -> int:
     return max(1, min(int(cfg.max_len_a * src_len + cfg.max_len_b), model.cfg.max_positions - 2))
 
 
-def _step_lprobs(model: EncoderDecoder, prev: Tensor, memory: Tensor, pad: Tensor, cache: dict) -> Tensor:
-    """Log-probabilities of the next token [N, V]; pad and bos are never generated."""
+def _step_lprobs(
+    model: EncoderDecoder, prev: Tensor, memory: Tensor, pad: Tensor, cache: dict, allowed: Tensor | None
+) -> Tensor:
+    """Log-probabilities of the next token [N, V]; pad and bos are never generated, and with `allowed`
+    [N, V] (a shortlist) nothing outside it."""
     logits = model.decode(prev, memory, pad, cache)[:, -1].float()
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, -torch.inf)
     lprobs = torch.log_softmax(logits, dim=-1)
     lprobs[:, model.cfg.pad_id] = -torch.inf
     lprobs[:, model.cfg.bos_id] = -torch.inf
@@ -28,8 +40,9 @@ def _step_lprobs(model: EncoderDecoder, prev: Tensor, memory: Tensor, pad: Tenso
 
 
 @torch.no_grad()
-def greedy(model: EncoderDecoder, src: Tensor, cfg: DecodeConfig) -> list[list[int]]:
-    """Argmax decoding for a batch of sources [B, S]; returns token ids without eos."""
+def greedy(model: EncoderDecoder, src: Tensor, cfg: DecodeConfig, allowed: Tensor | None = None) -> list[list[int]]:
+    """Argmax decoding for a batch of sources [B, S]; returns token ids without eos. `allowed` [B, V]:
+    the tokens each sentence may produce (None: all)."""
     eos = model.cfg.eos_id
     memory, pad = model.encode(src)
     cache: dict = {}
@@ -37,7 +50,7 @@ def greedy(model: EncoderDecoder, src: Tensor, cfg: DecodeConfig) -> list[list[i
     out: list[list[int]] = [[] for _ in range(src.shape[0])]
     done = torch.zeros(src.shape[0], dtype=torch.bool)
     for _ in range(_max_len(src, model, cfg)):
-        token = _step_lprobs(model, prev, memory, pad, cache).argmax(-1)
+        token = _step_lprobs(model, prev, memory, pad, cache, allowed).argmax(-1)
         for i in torch.nonzero(~done).flatten().tolist():
             if int(token[i]) != eos:
                 out[i].append(int(token[i]))
@@ -49,7 +62,9 @@ def greedy(model: EncoderDecoder, src: Tensor, cfg: DecodeConfig) -> list[list[i
 
 
 @torch.no_grad()
-def beam_search(model: EncoderDecoder, src: Tensor, cfg: DecodeConfig) -> list[list[int]]:
+def beam_search(
+    model: EncoderDecoder, src: Tensor, cfg: DecodeConfig, allowed: Tensor | None = None
+) -> list[list[int]]:
     """Beam search with length penalty: a finished hypothesis scores sum(log p) / length ** lenpen
     (length counts the eos). A sentence stops when `beam` hypotheses have finished; at the length
     limit the open beams are finished as they are."""
@@ -58,6 +73,7 @@ def beam_search(model: EncoderDecoder, src: Tensor, cfg: DecodeConfig) -> list[l
     memory, pad = model.encode(src)
     memory = memory.repeat_interleave(k, dim=0)
     pad = pad.repeat_interleave(k, dim=0)
+    allowed = None if allowed is None else allowed.repeat_interleave(k, dim=0)
     cache: dict = {}
     scores = torch.full((bsz, k), -torch.inf)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first at step 0
@@ -66,7 +82,7 @@ def beam_search(model: EncoderDecoder, src: Tensor, cfg: DecodeConfig) -> list[l
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(bsz)]
     max_len = _max_len(src, model, cfg)
     for step in range(max_len + 1):  # max_len tokens, then eos
-        lprobs = _step_lprobs(model, prev, memory, pad, cache)
+        lprobs = _step_lprobs(model, prev, memory, pad, cache, allowed)
         vocab = lprobs.shape[-1]
         if step == max_len:  # force the end
             forced = torch.full_like(lprobs, -torch.inf)
@@ -96,9 +112,15 @@ def beam_search(model: EncoderDecoder, src: Tensor, cfg: DecodeConfig) -> list[l
 
 
 def translate(
-    model: EncoderDecoder, tokenizer, lines: list[str], cfg: DecodeConfig, progress: bool = False
+    model: EncoderDecoder,
+    tokenizer,
+    lines: list[str],
+    cfg: DecodeConfig,
+    progress: bool = False,
+    shortlist: Shortlist | None = None,
 ) -> list[str]:
-    """Translate lines in length-sorted batches; output order follows input order. Empty lines stay empty."""
+    """Translate lines in length-sorted batches; output order follows input order. Empty lines stay empty.
+    With `shortlist`, each sentence produces only its candidates."""
     model.eval()
     ids = tokenizer.encode_batch(lines)
     limit = model.cfg.max_positions - 1
@@ -118,7 +140,8 @@ def translate(
         src = torch.full((len(seqs), max(map(len, seqs))), model.cfg.pad_id, dtype=torch.long)
         for row, s in enumerate(seqs):
             src[row, : len(s)] = torch.tensor(s)
-        for i, hyp in zip(chunk, search(model, src, cfg)):
+        allowed = None if shortlist is None else torch.from_numpy(np.stack([shortlist.mask(s) for s in seqs]))
+        for i, hyp in zip(chunk, search(model, src, cfg, allowed)):
             out[i] = tokenizer.decode(hyp)
         bar.update(len(chunk))
     bar.close()

@@ -9,6 +9,7 @@ runs/<name>/
   train.json             training summary (steps, time, tokens/s, best valid loss)
   eval/                  hypotheses per split and decoding
   results.json           BLEU and friends per split and decoding
+  shortlist.npz          the vocabulary shortlist (`lite shortlist RUN`; lite/shortlist.py)
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class RunPaths:
     @property
     def results(self) -> Path:
         return self.root / "results.json"
+
+    @property
+    def shortlist(self) -> Path:
+        return self.root / "shortlist.npz"
 
 
 def open_run(run_dir: Path, config: Path | None) -> tuple[RunPaths, RunConfig]:

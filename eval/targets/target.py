@@ -26,6 +26,7 @@ RUNTIME_FILES = [
     "lite/errors.py",
     "lite/files.py",
     "lite/records.py",
+    "lite/shortlist.py",
 ]
 
 

@@ -2,6 +2,7 @@
 
 lite data build docs-en-de            build a real corpus (cached)
 lite tokenizer RUN --config C         train the joint sentencepiece model
+lite shortlist RUN                    learn the vocabulary shortlist (IBM model 1)
 lite train RUN [--resume]             train the model of the run's config
 lite train RUN --nproc 2              ... on 2 processes (DDP; or torchrun ... -m lite train RUN)
 lite evaluate RUN [--beam 4]          translate the test split, score BLEU

@@ -18,7 +18,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return _artifacts(args, cfg, paths)
     from eval.evaluate import evaluate
 
-    record = evaluate(cfg, paths, args.split, args.beam, args.lenpen, progress=not args.quiet, force=args.force)
+    record = evaluate(
+        cfg,
+        paths,
+        args.split,
+        args.beam,
+        args.lenpen,
+        progress=not args.quiet,
+        force=args.force,
+        shortlist=args.shortlist,
+    )
     print(
         f"{'(cached) ' if record.get('cached') else ''}{record['split']} {record['decoding']}: "
         f"BLEU {record['bleu']} chrF {record['chrf']} "
@@ -36,7 +45,9 @@ def _artifacts(args: argparse.Namespace, cfg, paths) -> int:
     if names == ["all"]:
         names = [r.name for r in read_rows(paths.root) if r.format != "pytorch"]
     for name in names:
-        record = evaluate_artifact(cfg, paths, name, args.split, args.beam, args.lenpen, progress=not args.quiet)
+        record = evaluate_artifact(
+            cfg, paths, name, args.split, args.beam, args.lenpen, progress=not args.quiet, shortlist=args.shortlist
+        )
         print(
             f"{'(cached) ' if record.get('cached') else ''}{name} {record['split']} {record['decoding']}: "
             f"BLEU {record['bleu']} chrF {record['chrf']} ({record['sentences']} sentences)"
@@ -94,6 +105,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--lenpen", type=float, help="length penalty exponent (default: decode.lenpen)")
     ev.add_argument(
         "--force", action="store_true", help="decode again even if results.json has this decoding of this model"
+    )
+    ev.add_argument(
+        "--shortlist",
+        action=argparse.BooleanOptionalAction,
+        help="score only each sentence's vocabulary shortlist candidates (RUN/shortlist.npz, `lite shortlist`; "
+        "default: decode.shortlist); recorded as <decoding>-shortlist",
     )
     ev.add_argument(
         "--artifact",

@@ -1,4 +1,5 @@
-"""`lite tokenizer RUN` and `lite train RUN`: the vocabulary and the model of a run."""
+"""`lite tokenizer RUN`, `lite shortlist RUN` and `lite train RUN`: the vocabulary, its shortlist and
+the model of a run."""
 
 from __future__ import annotations
 
@@ -24,6 +25,25 @@ def run_tokenizer(args: argparse.Namespace) -> int:
         [s for p in pairs for s in p], cfg.tokenizer, paths.tokenizer.with_suffix(""), cfg.train.seed, cfg.train.threads
     )
     print(f"{model}: vocabulary {Tokenizer(model).vocab_size} trained on {len(pairs)} pairs")
+    return 0
+
+
+def run_shortlist(args: argparse.Namespace) -> int:
+    from lite.data.lexicon import build_run_shortlist
+    from lite.run import open_run
+
+    paths, cfg = open_run(Path(args.run), args.config)
+    if not paths.tokenizer.is_file():
+        from lite.errors import RunFolderError
+
+        raise RunFolderError(f"{paths.tokenizer}: not found; run `lite tokenizer {args.run}` first")
+    s = build_run_shortlist(cfg, paths, progress=not args.quiet, force=args.force)
+    print(
+        f"{'(cached) ' if s.get('cached') else ''}{paths.shortlist}: {s['entries']} entries from "
+        f"{s['train_pairs']} pairs; valid: {s['valid_candidates_mean']} candidates per sentence "
+        f"(max {s['valid_candidates_max']}) of {s['vocab_size']}, covering "
+        f"{s['valid_reference_coverage']:.2%} of the reference tokens"
+    )
     return 0
 
 
@@ -77,6 +97,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     tok = run_parser(sub, "tokenizer", "train the joint sentencepiece vocabulary on the training split")
     tok.add_argument("--force", action="store_true", help="retrain even if RUN/tokenizer/spm.model exists")
     tok.set_defaults(func=run_tokenizer)
+
+    sl = run_parser(
+        sub,
+        "shortlist",
+        "learn the vocabulary shortlist (IBM model 1 on the training split; shortlist section of the "
+        "config) into RUN/shortlist.npz; exported folders then carry it and decoding can use it "
+        "(decode.shortlist, or --shortlist on evaluate and translate)",
+    )
+    sl.add_argument("--force", action="store_true", help="learn again even if RUN/shortlist.npz is current")
+    sl.set_defaults(func=run_shortlist)
 
     tr = run_parser(sub, "train", "train the model; checkpoints in RUN/checkpoints, final weights in RUN/model.pt")
     tr.add_argument("--resume", action="store_true", help="continue exactly from RUN/checkpoints/last.pt")

@@ -25,9 +25,8 @@ def run_translate(args: argparse.Namespace) -> int:
     if args.model:  # the exported folder through the torch-free runtime
         from export.runtime import run
 
-        return run(
-            args.model, args.positional[0] if args.positional else None, args.file, args.beam, args.lenpen, args.threads
-        )
+        text = args.positional[0] if args.positional else None
+        return run(args.model, text, args.file, args.beam, args.lenpen, args.threads, shortlist=args.shortlist)
     if not args.positional:
         raise UsageError("give a RUN folder, or --model DIR for an exported model folder")
     args.run, args.text = args.positional[0], (args.positional[1:] or [None])[0]
@@ -45,7 +44,13 @@ def run_translate(args: argparse.Namespace) -> int:
         beam=args.beam or cfg.decode.beam,
         lenpen=args.lenpen if args.lenpen is not None else cfg.decode.lenpen,
     )
-    for out in translate(load_model(paths.model), Tokenizer(paths.tokenizer), lines, dcfg):
+    shortlist = None
+    if cfg.decode.shortlist if args.shortlist is None else args.shortlist:
+        from lite.shortlist import load_shortlist
+
+        shortlist = load_shortlist(paths.shortlist)
+    tokenizer = Tokenizer(paths.tokenizer)
+    for out in translate(load_model(paths.model), tokenizer, lines, dcfg, shortlist=shortlist):
         print(out)
     return 0
 
