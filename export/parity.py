@@ -26,14 +26,16 @@ CHUNK = 16  # sentences per batched PyTorch pass
 
 @torch.no_grad()
 def _torch_reference(
-    model: EncoderDecoder, sources: list[list[int]], max_lens: list[int]
+    model: EncoderDecoder, sources: list[list[int]], max_lens: list[int], allowed: list[np.ndarray] | None = None
 ) -> list[tuple[list[int], np.ndarray]]:
-    """Per sentence: PyTorch greedy tokens (eos excluded, at most its max_len) and the logits
-    [steps, V] of every step taken. Batched: padding does not change the model's outputs."""
+    """Per sentence: PyTorch greedy tokens (eos excluded, at most its max_len; among its `allowed`
+    tokens [V] if given) and the logits [steps, V] of every step taken. Batched: padding does not
+    change the model's outputs."""
     cfg = model.cfg
     out = []
     for start in range(0, len(sources), CHUNK):
         chunk, limits = sources[start : start + CHUNK], max_lens[start : start + CHUNK]
+        keep = None if allowed is None else torch.from_numpy(np.stack(allowed[start : start + CHUNK]))
         src = torch.full((len(chunk), max(map(len, chunk))), cfg.pad_id, dtype=torch.long)
         for row, ids in enumerate(chunk):
             src[row, : len(ids)] = torch.tensor(ids)
@@ -47,6 +49,8 @@ def _torch_reference(
             logits = model.decode(prev, memory, pad, cache)[:, -1]
             masked = logits.clone()
             masked[:, [cfg.pad_id, cfg.bos_id]] = -torch.inf
+            if keep is not None:
+                masked = masked.masked_fill(~keep, -torch.inf)
             nxt = masked.argmax(-1)
             for i in range(len(chunk)):
                 if done[i]:
@@ -68,23 +72,27 @@ def _torch_reference(
 def _artifact_pass(
     translator: Translator, ids: list[int], max_len: int, forced: list[int], ref_logits: np.ndarray, skip: list[int]
 ) -> tuple[float, int, int, list[int]]:
-    """Feed PyTorch's tokens to the artifact (teacher forcing) and compare logits per step; where the
-    artifact's own argmax first differs, its free-running greedy continues from a copy of the state.
+    """Feed PyTorch's tokens to the artifact (teacher forcing) and compare logits per step (at the
+    sentence's shortlist candidates when the translator has a shortlist); where the artifact's own
+    argmax first differs, its free-running greedy continues from a copy of the state.
     Returns (max |logit diff|, agreeing steps, steps, the artifact's free greedy tokens)."""
     state = translator.initial_state(translator.encode(ids), 1, max_len)
+    cands = translator.candidates(ids)
+    ids_at = np.arange(ref_logits.shape[1]) if cands is None else cands  # token id of each compared logit
+    skipped = np.isin(ids_at, skip)
     worst, agree, own = 0.0, 0, None
     for pos, token in enumerate([translator.bos] + forced[: len(ref_logits) - 1]):
-        logits = translator.step(state, np.array([token]), pos)[0].astype(np.float64)
-        ref = ref_logits[pos].astype(np.float64)
+        logits = translator.step(state, np.array([token]), pos, cands)[0].astype(np.float64)
+        ref = ref_logits[pos][ids_at].astype(np.float64)
         worst = max(worst, float(np.abs(logits - ref).max()))
-        logits[skip], ref[skip] = -np.inf, -np.inf
-        mine = int(logits.argmax())
-        agree += int(mine == int(ref.argmax()))
-        if own is None and mine != int(ref.argmax()):
+        logits[skipped], ref[skipped] = -np.inf, -np.inf
+        mine, theirs = int(ids_at[logits.argmax()]), int(ids_at[ref.argmax()])
+        agree += int(mine == theirs)
+        if own is None and mine != theirs:
             own = forced[:pos] + ([] if mine == translator.eos else [mine])
             if mine != translator.eos and len(own) < max_len:
                 own += translator.greedy_from(
-                    {k: v.copy() for k, v in state.items()}, mine, pos + 1, max_len - len(own)
+                    {k: v.copy() for k, v in state.items()}, mine, pos + 1, max_len - len(own), cands
                 )
     return worst, agree, len(ref_logits), forced if own is None else own
 
@@ -95,7 +103,8 @@ def parity(model: EncoderDecoder, translator: Translator, pairs: list[tuple[str,
     model.eval()
     sources = [translator.source_ids(src) for src, _ in pairs]
     max_lens = [translator.max_len(len(ids)) for ids in sources]
-    reference = _torch_reference(model, sources, max_lens)
+    allowed = None if translator.shortlist is None else [translator.shortlist.mask(ids) for ids in sources]
+    reference = _torch_reference(model, sources, max_lens, allowed)
     worst, agree, steps, identical = 0.0, 0, 0, 0
     hyps_torch, hyps_art = [], []
     skip = [model.cfg.pad_id, model.cfg.bos_id]

@@ -16,9 +16,11 @@ a static graph cannot take more, and dropping the line would break one-line-per-
 
 Vocabulary shortlist (lite/shortlist.py; a folder exported from a run with one lists shortlist.npz):
 with it on (`--shortlist`, or the folder's decode default) each sentence may only produce its
-candidates, the softmax taken over them, the same rule as lite/decode.py. The graphs still compute
-every logit and the runtime keeps the candidates' (no time saved yet: the step graphs have no
-candidate input).
+candidates, the softmax taken over them, the same rule as lite/decode.py. A TFLite folder has
+shortlisted decoder steps (decode_<B>_k<K>, manifest shortlist_sizes) that compute only K candidates'
+logits: a sentence uses the smallest K that holds its candidates (padded with repeats of the first).
+With more candidates than the largest K, and in ONNX folders, the full step runs and the runtime keeps
+the candidates' logits: the same result, without the saving.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from export.graph_io import (
+    CANDS,
     LOGITS,
     POS,
     SRC,
@@ -84,7 +87,10 @@ class TFLiteBackend:
         signatures = self.interpreter.get_signature_list()
         self.src_lens = sorted(manifest.src_lens)
         self.batches = sorted(manifest.batches)
-        wanted = [encode_signature(s) for s in self.src_lens] + [decode_signature(b) for b in self.batches]
+        self.shortlist_sizes = sorted(manifest.shortlist_sizes or [])
+        wanted = [encode_signature(s) for s in self.src_lens] + [
+            decode_signature(b, k) for b in self.batches for k in (0, *self.shortlist_sizes)
+        ]
         absent = [w for w in wanted if w not in signatures]
         if absent:
             raise ModelFolderError(f"{path}: signature(s) {', '.join(absent)} missing (has {', '.join(signatures)})")
@@ -103,8 +109,13 @@ class TFLiteBackend:
             out = {k: np.pad(v, [(0, 0), (0, grow)] + [(0, 0)] * (v.ndim - 2)) for k, v in out.items()}
         return out
 
-    def step(self, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-        runner = self.runners.get(decode_signature(batch))
+    def shortlist_size(self, candidates: int) -> int:
+        """The K of the smallest shortlisted step that holds `candidates`; 0: none does."""
+        return next((k for k in self.shortlist_sizes if k >= candidates), 0)
+
+    def step(self, inputs: dict[str, np.ndarray], batch: int, cands_size: int = 0) -> dict[str, np.ndarray]:
+        """One decoder step; with cands_size K, the shortlisted step (inputs then hold cands [K])."""
+        runner = self.runners.get(decode_signature(batch, cands_size))
         if runner is None:
             raise UsageError(
                 f"this model folder has decoder batch sizes {self.batches}; beam {batch} needs "
@@ -164,7 +175,10 @@ class OnnxBackend:
     def encode(self, src: np.ndarray) -> dict[str, np.ndarray]:
         return self._run("encoder", {SRC: src})
 
-    def step(self, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    def shortlist_size(self, candidates: int) -> int:
+        return 0  # the ONNX decoder computes every logit
+
+    def step(self, inputs: dict[str, np.ndarray], batch: int, cands_size: int = 0) -> dict[str, np.ndarray]:
         return self._run("decoder", inputs)
 
 
@@ -258,10 +272,15 @@ class Translator:
         [B, len(cands)] for candidate ids `cands`."""
         batch = tokens.shape[0]
         inputs = state | {TOKEN: tokens.astype(np.int32).reshape(batch, 1), POS: np.array([pos], dtype=np.int32)}
-        out = self.backend.step(inputs, batch)
+        size = 0 if cands is None else self.backend.shortlist_size(len(cands))
+        if size:
+            inputs[CANDS] = np.pad(cands, (0, size - len(cands)), mode="edge")
+        out = self.backend.step(inputs, batch, size)
         for name in self.cache:
             state[name] = out[name]
-        return out[LOGITS] if cands is None else out[LOGITS][:, cands]
+        if cands is None:
+            return out[LOGITS]
+        return out[LOGITS][:, : len(cands)] if size else out[LOGITS][:, cands]
 
     def log_probs(self, logits: np.ndarray, cands: np.ndarray | None = None) -> np.ndarray:
         """Log-softmax over the vocabulary, or over candidate ids `cands` (logits [B, len(cands)])."""

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from export.graph_io import (
+    CANDS,
     GRAPH_ARGUMENT,
     POS,
     SRC,
@@ -138,8 +139,11 @@ def _log_tail(log_path: Path, lines: int = 15) -> str:
     return ("\nconverter log (last lines):\n" + "\n".join(text.splitlines()[-lines:])) if text else ""
 
 
-def _convert_float(model: EncoderDecoder, src_lens: list[int], target_slots: int, batches: list[int]) -> bytes:
-    """The float32 file from litert-torch, one signature per encoder length and decoder batch size."""
+def _convert_float(
+    model: EncoderDecoder, src_lens: list[int], target_slots: int, batches: list[int], shortlist_sizes: list[int]
+) -> bytes:
+    """The float32 file from litert-torch, one signature per encoder length, decoder batch size and
+    (batch size, shortlist size)."""
     import litert_torch
 
     converter = litert_torch.Converter()
@@ -149,8 +153,9 @@ def _convert_float(model: EncoderDecoder, src_lens: list[int], target_slots: int
         for s in src_lens:
             converter.signature(encode_signature(s), encoder, sample_kwargs={GRAPH_ARGUMENT: encoder_sample(model, s)})
         for b in batches:
-            sample = decoder_sample(model, b, max(src_lens), target_slots)
-            converter.signature(decode_signature(b), step, sample_kwargs={GRAPH_ARGUMENT: sample})
+            for k in (0, *shortlist_sizes):
+                sample = decoder_sample(model, b, max(src_lens), target_slots, k)
+                converter.signature(decode_signature(b, k), step, sample_kwargs={GRAPH_ARGUMENT: sample})
         return bytes(converter.convert().model_content())
 
 
@@ -182,9 +187,16 @@ def _decoder_samples(samples: list[dict[str, np.ndarray]], batch: int) -> list[d
 
 
 def _calibration_data(
-    model: EncoderDecoder, calibration, src_lens: list[int], target_slots: int, batches: list[int]
+    model: EncoderDecoder,
+    calibration,
+    src_lens: list[int],
+    target_slots: int,
+    batches: list[int],
+    shortlist_sizes: list[int],
 ) -> dict[str, list[dict[str, np.ndarray]]]:
-    """{signature: samples named like its inputs} from calibration_inputs()' (encoder, decoder) samples."""
+    """{signature: samples named like its inputs} from calibration_inputs()' (encoder, decoder) samples.
+    A shortlisted step's samples are the full step's with candidates 0..K-1: sentencepiece numbers its
+    pieces most frequent first, so these are the rows real shortlists draw from most."""
     enc, dec = calibration
     if not enc or not dec:
         raise UsageError("int8 calibration needs encoder and decoder samples (export.calibration.calibration_inputs)")
@@ -196,6 +208,10 @@ def _calibration_data(
         )
     data = {encode_signature(s): _encoder_samples(enc, s, model.cfg.pad_id, model.cfg.eos_id) for s in src_lens}
     data |= {decode_signature(b): _decoder_samples(dec, b) for b in batches}
+    for b in batches:
+        for k in shortlist_sizes:
+            cands = {tflite_input(CANDS): np.arange(k, dtype=np.int32)}
+            data[decode_signature(b, k)] = [sample | cands for sample in data[decode_signature(b)]]
     return data
 
 
@@ -252,9 +268,11 @@ def convert_tflite(
     target_slots: int,
     batches: list[int],
     calibration: tuple[list[dict], list[dict]] | None = None,
+    shortlist_sizes: list[int] = (),
 ) -> dict:
     """Write one .tflite file at `path` with signatures encode_<S> (S in src_lens) and decode_<B>
-    (B in batches; decoder step at src_len max(src_lens) with `target_slots` cache slots).
+    (B in batches; decoder step at src_len max(src_lens) with `target_slots` cache slots), and
+    decode_<B>_k<K> (K in shortlist_sizes: the step computing the logits of K candidate ids).
 
     precision: fp32 | fp16 | dynamic-int8 | int8. int8 needs `calibration`: (encoder samples, decoder
     samples) from export.calibration.calibration_inputs at src_len max(src_lens) and target_slots.
@@ -266,18 +284,20 @@ def convert_tflite(
     """
     path = Path(path)
     _check_args(precision, src_lens, target_slots, batches)
-    src_lens, batches = sorted(src_lens), sorted(batches)
+    src_lens, batches, shortlist_sizes = sorted(src_lens), sorted(batches), sorted(shortlist_sizes)
     if precision == "int8" and calibration is None:
         raise UsageError("precision int8 needs calibration samples (export.calibration.calibration_inputs)")
     calibration_data = (
-        _calibration_data(model, calibration, src_lens, target_slots, batches) if precision == "int8" else None
+        _calibration_data(model, calibration, src_lens, target_slots, batches, shortlist_sizes)
+        if precision == "int8"
+        else None
     )
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "converter.log"
         try:
             with _quiet(log):
-                data = _convert_float(model, src_lens, target_slots, batches)
+                data = _convert_float(model, src_lens, target_slots, batches, shortlist_sizes)
                 recipe = "none (litert-torch float32)"
                 if precision != "fp32":
                     data, recipe = _quantize(data, precision, calibration_data)
@@ -293,7 +313,8 @@ def convert_tflite(
         ops = check_builtin_ops(path)
         _check_signature_tensors(path)
         signatures = read_signatures(path)
-        _check_signatures(path, signatures, tflite_signatures(graph_io(model), src_lens, target_slots, batches))
+        expected = tflite_signatures(graph_io(model), src_lens, target_slots, batches, shortlist_sizes)
+        _check_signatures(path, signatures, expected)
     except ExportError:
         path.unlink(missing_ok=True)
         raise

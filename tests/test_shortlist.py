@@ -198,15 +198,30 @@ def test_the_shortlist_is_checksummed_and_required_when_asked_for(exported, shor
                                             "(export a run that has one)"]  # fmt: skip
 
 
-def test_export_carries_the_shortlist_and_evaluate_scores_with_it(shortlisted):
-    done = lite("export", str(shortlisted), "--format", "onnx", "--precision", "fp32", "--quiet")
+def test_export_carries_the_shortlist_and_gates_its_shortlisted_steps(shortlisted):
+    done = lite("export", str(shortlisted), "--format", "tflite", "--precision", "fp32", "--quiet")
     assert done.returncode == 0, done.stderr.decode()
-    folder = shortlisted / "export" / "onnx-fp32"
+    folder = shortlisted / "export" / "tflite-fp32"
     manifest = read_manifest(folder)
     assert manifest.shortlist == "shortlist.npz" and "shortlist.npz" in manifest.files
     assert (folder / "shortlist.npz").read_bytes() == RunPaths(shortlisted).shortlist.read_bytes()
     assert manifest.settings["shortlist_sha256"] == manifest.files["shortlist.npz"].sha256
-    for extra in ([], ["--artifact", "onnx-fp32"]):
+    # one shortlisted step per decoder batch size (configs/smoke.yaml: 512 candidates), gated like the rest
+    assert manifest.shortlist_sizes == [512]
+    assert {"decode_1_k512", "decode_2_k512"} <= set(manifest.converter["signatures"])
+    gate = manifest.parity["shortlist"]
+    assert gate["max_logit_diff"] < 1e-3 and gate["top1"] == 1.0 and gate["bleu_drop"] == 0.0
+    # the shortlisted step computes exactly the full step's logits at the candidates
+    translator = Translator(folder, shortlist=True)
+    ids = _test_sources(shortlisted, 1)[0]
+    cands = translator.candidates(ids)
+    assert translator.backend.shortlist_size(len(cands)) == 512
+    states = [translator.initial_state(translator.encode(ids), 1, 10) for _ in range(2)]
+    for pos, token in enumerate([translator.bos, 5, 17]):
+        short = translator.step(states[0], np.array([token]), pos, cands)
+        full = translator.step(states[1], np.array([token]), pos)
+        np.testing.assert_allclose(short, full[:, cands], atol=1e-4)
+    for extra in ([], ["--artifact", "tflite-fp32"]):
         done = lite("evaluate", str(shortlisted), "--beam", "1", "--shortlist", "--quiet", *extra)
         assert done.returncode == 0, done.stderr.decode()
         assert " greedy-shortlist: BLEU " in done.stdout.decode()
