@@ -69,7 +69,7 @@ report: setup
 	$(BIN)/lite report $(RUN)
 
 test: setup lint
-	$(BIN)/python -m pytest -x -q -m "not slow"
+	$(BIN)/python -m pytest -x -q -m "not slow" --durations=15
 
 # ruff, pinned in pyproject.toml (dev): lint rules and line length 120 are in [tool.ruff] there.
 lint: setup

@@ -9,16 +9,16 @@ records samples under these names, and the runtime (export/runtime.py) feeds and
                   the memory: src_keep [B, S], cross_k_i, cross_v_i [B*Hc, S, Dc],
                   the caches: self_k_i, self_v_i [B*H, T, Dh], conv_i [B, K-1, C] (LSRA only)
                   ->  logits [B, V] and every cache, updated
-    shortlisted   the decoder step's inputs + cands [K] int32 (the candidate token ids, the vocabulary
-    decoder step  shortlist's, lite/shortlist.py)  ->  logits [B, K] (logits of the candidates) and
-                  every cache, updated
+    hidden step   the decoder step's inputs  ->  hidden [B, D] (the final decoder state, before the
+                  output projection) and every cache, updated: with a vocabulary shortlist
+                  (lite/shortlist.py) the runtime projects it onto the candidates' rows itself
 
 per decoder layer i; S source tokens, T cache slots (slot t = position t), V the vocabulary. Layout:
 every tensor but pos is batch-major, its first axis batch x rows per hypothesis (the heads of an
 attention tensor, else 1), hypothesis-major (at_batch); only self-attention caches have a slot axis
 (axis 1, has_slots). Every tensor is float32 except the int32 ids and position (INT32).
 
-TFLite: one file with signatures encode_<S>, decode_<B> and decode_<B>_k<K>; inputs are named GRAPH_ARGUMENT + "_" +
+TFLite: one file with signatures encode_<S>, decode_<B> and decode_<B>_hidden; inputs are named GRAPH_ARGUMENT + "_" +
 name (the traced forward's argument is a dict of named tensors), outputs by name. ONNX: encoder.onnx
 and decoder.onnx with inputs and outputs by name, except the updated caches: "<name>_next", since an
 ONNX output cannot reuse its input's name.
@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SRC, SRC_KEEP, TOKEN, POS, LOGITS, CANDS = "src", "src_keep", "token", "pos", "logits", "cands"
-INT32 = (SRC, TOKEN, POS, CANDS)  # every other tensor is float32
+SRC, SRC_KEEP, TOKEN, POS, LOGITS, HIDDEN = "src", "src_keep", "token", "pos", "logits", "hidden"
+INT32 = (SRC, TOKEN, POS)  # every other tensor is float32
 GRAPH_ARGUMENT = "inputs"  # the graphs' forward takes one dict of named tensors under this name
 TFLITE_INPUT_PREFIX = GRAPH_ARGUMENT + "_"
 ONNX_CACHE_SUFFIX = "_next"
@@ -84,9 +84,9 @@ def encode_signature(src_len: int) -> str:
     return f"encode_{src_len}"
 
 
-def decode_signature(batch: int, cands: int = 0) -> str:
-    """decode_<B>, or decode_<B>_k<K> for the step that computes the logits of K candidates."""
-    return f"decode_{batch}_k{cands}" if cands else f"decode_{batch}"
+def decode_signature(batch: int, hidden: bool = False) -> str:
+    """decode_<B>, or decode_<B>_hidden for the step that stops before the output projection."""
+    return f"decode_{batch}_hidden" if hidden else f"decode_{batch}"
 
 
 def tflite_input(name: str) -> str:
@@ -120,6 +120,7 @@ class GraphIO:
 
     layers: tuple[DecoderLayer, ...]
     vocab_size: int
+    embed_dim: int = 0  # width of the hidden output (the hidden step)
 
     def memory(self, batch: int, src_len: int) -> dict[str, Shape]:
         """What the encoder computes once per sentence and every decoder step reads."""
@@ -143,13 +144,12 @@ class GraphIO:
     def encoder_outputs(self, src_len: int) -> dict[str, Shape]:
         return self.memory(1, src_len)
 
-    def decoder_inputs(self, batch: int, src_len: int, slots: int, cands: int = 0) -> dict[str, Shape]:
-        """cands: K for the shortlisted step (a cands [K] input last), 0 for the full one."""
-        shortlist = {CANDS: (cands,)} if cands else {}
-        return {TOKEN: (batch, 1), POS: (1,), **self.memory(batch, src_len), **self.caches(batch, slots), **shortlist}
+    def decoder_inputs(self, batch: int, src_len: int, slots: int) -> dict[str, Shape]:
+        return {TOKEN: (batch, 1), POS: (1,), **self.memory(batch, src_len), **self.caches(batch, slots)}
 
-    def decoder_outputs(self, batch: int, slots: int, cands: int = 0) -> dict[str, Shape]:
-        return {LOGITS: (batch, cands or self.vocab_size), **self.caches(batch, slots)}
+    def decoder_outputs(self, batch: int, slots: int, hidden: bool = False) -> dict[str, Shape]:
+        first = {HIDDEN: (batch, self.embed_dim)} if hidden else {LOGITS: (batch, self.vocab_size)}
+        return {**first, **self.caches(batch, slots)}
 
     def decoder_axes(self) -> dict[str, dict[int, tuple[str, int]] | None]:
         """Per decoder-step input, its dynamic axes: {axis: (BATCH | SRC_LEN | CACHE_LEN, factor)}, the
@@ -172,11 +172,11 @@ class GraphIO:
 
 
 def tflite_signatures(
-    io: GraphIO, src_lens: list[int], slots: int, batches: list[int], shortlist_sizes: list[int] = ()
+    io: GraphIO, src_lens: list[int], slots: int, batches: list[int], hidden: bool = False
 ) -> dict[str, dict[str, dict[str, list]]]:
     """{signature: {"inputs": {name: [shape, dtype]}, "outputs": ...}} of the .tflite file: encode_<S> per
-    source length, decode_<B> per batch size at the longest source length, and decode_<B>_k<K> per batch
-    size and shortlist size K."""
+    source length, decode_<B> per batch size at the longest source length, and with `hidden`
+    decode_<B>_hidden per batch size."""
 
     def spec(shapes: dict[str, Shape], prefix: str = "") -> dict[str, list]:
         return {prefix + name: [list(shape), dtype(name)] for name, shape in shapes.items()}
@@ -188,9 +188,9 @@ def tflite_signatures(
             "outputs": spec(io.encoder_outputs(s)),
         }
     for b in batches:
-        for k in (0, *shortlist_sizes):
-            out[decode_signature(b, k)] = {
-                "inputs": spec(io.decoder_inputs(b, max(src_lens), slots, k), TFLITE_INPUT_PREFIX),
-                "outputs": spec(io.decoder_outputs(b, slots, k)),
+        for h in (False, True) if hidden else (False,):
+            out[decode_signature(b, h)] = {
+                "inputs": spec(io.decoder_inputs(b, max(src_lens), slots), TFLITE_INPUT_PREFIX),
+                "outputs": spec(io.decoder_outputs(b, slots, h)),
             }
     return out

@@ -4,8 +4,9 @@ On-device interpreters want fixed shapes and no Python control flow (docs/design
 - `EncoderGraph`: source ids [1, S] (int32, right-padded) -> the cross-attention keys and values of
   every decoder layer (computed once per sentence) and the source keep-mask (1.0 at real tokens).
 - `DecoderStepGraph`: one token per hypothesis [B, 1] and its position `pos` [1] (int32), plus fixed-size
-  caches -> logits [B, V] and the updated caches; given candidate ids `cands` [K] (a vocabulary
-  shortlist), logits [B, K] from only those rows of the output projection. The self-attention cache
+  caches -> logits [B, V] and the updated caches (or, built with hidden=True, the final decoder state
+  [B, D] before the output projection: a runtime with a vocabulary shortlist projects it onto the
+  candidates' rows itself). The self-attention cache
   has max_target_len slots, written with torch.where(arange == pos) (index_put/scatter becomes
   STABLEHLO_SCATTER in TFLite and breaks static int8; slicing at a runtime index does not export at all).
 
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from export.graph_io import (
-    CANDS,
+    HIDDEN,
     LOGITS,
     POS,
     SRC,
@@ -108,10 +109,12 @@ def _query(attn: MultiheadAttention, h: Tensor) -> Tensor:
 
 
 class DecoderStepGraph(nn.Module):
-    """One incremental decoder step over fixed-size caches (names and shapes: module docstring)."""
+    """One incremental decoder step over fixed-size caches (names and shapes: module docstring); with
+    `hidden`, returning the final decoder state instead of the logits."""
 
-    def __init__(self, model: EncoderDecoder):
+    def __init__(self, model: EncoderDecoder, hidden: bool = False):
         super().__init__()
+        self.hidden = hidden
         self.model = export_copy(model)
         # Normalised lightweight kernels are constants: precompute them (the converter does not fold
         # a softmax of constant weights). Empty for layers without one.
@@ -197,9 +200,8 @@ class DecoderStepGraph(nn.Module):
             x = block.mix_res(x, mix)
             x = block.cross_res(x, cross)
             x = block.ffn_res(x, block.ffn)
-        if CANDS in inputs:  # the shortlisted step: only the candidates' rows of the output projection
-            rows = F.embedding(inputs[CANDS], model.output.weight)  # EMBEDDING_LOOKUP: int8 tables stay int8
-            return {LOGITS: model.decoder_norm(x).squeeze(1) @ rows.t(), **out}
+        if self.hidden:
+            return {HIDDEN: model.decoder_norm(x).squeeze(1), **out}
         return {LOGITS: model.output(model.decoder_norm(x)).squeeze(1), **out}
 
 
@@ -219,7 +221,7 @@ def graph_io(model: EncoderDecoder) -> GraphIO:
                 conv_channels=branch.output.in_features if branch else 0,
             )
         )
-    return GraphIO(tuple(layers), model.cfg.vocab_size)
+    return GraphIO(tuple(layers), model.cfg.vocab_size, model.cfg.embed_dim)
 
 
 def encoder_sample(model: EncoderDecoder, src_len: int) -> dict[str, Tensor]:
@@ -228,18 +230,13 @@ def encoder_sample(model: EncoderDecoder, src_len: int) -> dict[str, Tensor]:
     return {SRC: src}
 
 
-def decoder_sample(
-    model: EncoderDecoder, batch: int, src_len: int, max_target_len: int, cands: int = 0
-) -> dict[str, Tensor]:
-    """Sample inputs of the decoder step (what the exporters trace with), in graph input order; with
-    `cands` K, of the shortlisted step (candidates 0..K-1)."""
+def decoder_sample(model: EncoderDecoder, batch: int, src_len: int, max_target_len: int) -> dict[str, Tensor]:
+    """Sample inputs of the decoder step (what the exporters trace with), in graph input order."""
     sample = {
         TOKEN: torch.full((batch, 1), model.cfg.bos_id, dtype=torch.int32),
         POS: torch.zeros(1, dtype=torch.int32),
     }
-    for name, shape in graph_io(model).decoder_inputs(batch, src_len, max_target_len, cands).items():
-        if name == CANDS:
-            sample[name] = torch.arange(cands, dtype=torch.int32)
-        elif name not in sample:
+    for name, shape in graph_io(model).decoder_inputs(batch, src_len, max_target_len).items():
+        if name not in sample:
             sample[name] = torch.ones(shape) if name == SRC_KEEP else torch.randn(shape) * 0.1
     return sample

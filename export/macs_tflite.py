@@ -224,7 +224,8 @@ def tflite_macs(path: Path, signature: str) -> dict:
     """MACs of one signature's subgraph of a .tflite file, counted per op from static tensor shapes.
 
     Returns {"macs_total", "macs_excluding_output_projection", "by_op": {op name: macs} (the
-    elementwise contraction counted as "MUL+SUM"), "output_projection": {"op", "macs"} or None,
+    elementwise contraction counted as "MUL+SUM"), "output_projection": {"op", "macs", "weight" (its
+    weight's tensor index in the subgraph)} or None,
     "signature", "subgraph"}. Raises UsageError for a missing file or an unknown signature (listing
     the file's), GraphShapeError or UnsupportedOpError naming the op.
     """
@@ -257,7 +258,9 @@ def tflite_macs(path: Path, signature: str) -> dict:
         "macs_total": total,
         "macs_excluding_output_projection": total - excluded,
         "by_op": dict(sorted(by_op.items())),
-        "output_projection": None if projection is None else {"op": g.label(projection), "macs": excluded},
+        "output_projection": None
+        if projection is None
+        else {"op": g.label(projection), "macs": excluded, "weight": int(g.ops[projection][1][1])},
         "signature": signature,
         "subgraph": index,
     }

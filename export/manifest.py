@@ -99,7 +99,9 @@ class Manifest:
         target_slots          self-attention cache slots: output tokens + 1
         max_positions         the model's position table size
         src_lens, batches     TFLite only: the encode_<S> source lengths and decode_<B> batch sizes
-        shortlist_sizes       TFLite with a shortlist only: the K of the decode_<B>_k<K> signatures
+        projection            TFLite with a shortlist only: {"subgraph", "tensor"}, where decode_1 keeps
+                              the output projection's weight; the runtime reads it to project
+                              decode_<B>_hidden onto the candidates' rows
         cache                 decoder cache tensor name -> shape at batch 1, in graph input order
                               (export/graph_io.py GraphIO.caches at target_slots)
         decode                the run's decode settings (DecodeDefaults)
@@ -135,7 +137,7 @@ class Manifest:
     max_positions: int
     src_lens: list[int] | None = None
     batches: list[int] | None = None
-    shortlist_sizes: list[int] | None = None
+    projection: dict[str, int] | None = None
     cache: dict[str, list[int]]
     decode: DecodeDefaults
     macs: int

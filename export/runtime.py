@@ -16,11 +16,12 @@ a static graph cannot take more, and dropping the line would break one-line-per-
 
 Vocabulary shortlist (lite/shortlist.py; a folder exported from a run with one lists shortlist.npz):
 with it on (`--shortlist`, or the folder's decode default) each sentence may only produce its
-candidates, the softmax taken over them, the same rule as lite/decode.py. A TFLite folder has
-shortlisted decoder steps (decode_<B>_k<K>, manifest shortlist_sizes) that compute only K candidates'
-logits: a sentence uses the smallest K that holds its candidates (padded with repeats of the first).
-With more candidates than the largest K, and in ONNX folders, the full step runs and the runtime keeps
-the candidates' logits: the same result, without the saving.
+candidates, the softmax taken over them, the same rule as lite/decode.py. A TFLite folder with a
+shortlist has decoder steps that stop before the output projection (decode_<B>_hidden); the runtime
+reads the projection's weight from the graph file once (manifest "projection"), dequantizes the
+sentence's candidate rows once per sentence, and projects each step's hidden state onto them in numpy
+(K x embed_dim MACs instead of vocab x embed_dim). ONNX folders run the full step and keep the
+candidates' logits: the same result, without the saving.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from export.graph_io import (
-    CANDS,
+    HIDDEN,
     LOGITS,
     POS,
     SRC,
@@ -87,15 +88,42 @@ class TFLiteBackend:
         signatures = self.interpreter.get_signature_list()
         self.src_lens = sorted(manifest.src_lens)
         self.batches = sorted(manifest.batches)
-        self.shortlist_sizes = sorted(manifest.shortlist_sizes or [])
+        self.hidden = manifest.projection is not None
         wanted = [encode_signature(s) for s in self.src_lens] + [
-            decode_signature(b, k) for b in self.batches for k in (0, *self.shortlist_sizes)
+            decode_signature(b, h) for b in self.batches for h in ((False, True) if self.hidden else (False,))
         ]
         absent = [w for w in wanted if w not in signatures]
         if absent:
             raise ModelFolderError(f"{path}: signature(s) {', '.join(absent)} missing (has {', '.join(signatures)})")
         self.runners = {name: self.interpreter.get_signature_runner(name) for name in wanted}
         self.max_src_len = self.src_lens[-1]
+        self.table: np.ndarray | None = None  # the output projection's weight [V, D], int8 or float
+        self.row_scales: np.ndarray | None = None  # per-row scales of an int8 table
+        if self.hidden:
+            self._read_projection(path, manifest)
+
+    def _read_projection(self, path: Path, manifest: Manifest) -> None:
+        where = manifest.projection
+        try:
+            details = self.interpreter.get_tensor_details(subgraph_index=where["subgraph"])
+            detail = next(d for d in details if d["index"] == where["tensor"])
+            table = self.interpreter.get_tensor(where["tensor"], subgraph_index=where["subgraph"])
+        except (KeyError, StopIteration, ValueError, RuntimeError) as exc:
+            raise ModelFolderError(f"{path}: manifest projection {where} names no tensor of the file ({exc})") from None
+        shape = (manifest.vocab_size, manifest.model_config.get("embed_dim"))
+        if table.shape != shape:
+            raise ModelFolderError(f"{path}: manifest projection {where} has shape {table.shape}, expected {shape}")
+        if table.dtype == np.int8:
+            scales = np.asarray(detail["quantization_parameters"]["scales"], dtype=np.float32)
+            if scales.shape != (shape[0],):
+                raise ModelFolderError(f"{path}: the int8 projection has {scales.size} scales, expected one per row")
+            self.row_scales = scales
+        self.table = table
+
+    def candidate_rows(self, cands: np.ndarray) -> np.ndarray:
+        """The output projection's rows of candidate ids `cands`, float32 [K, D] (dequantized)."""
+        rows = self.table[cands].astype(np.float32)
+        return rows if self.row_scales is None else rows * self.row_scales[cands, None]
 
     def encode(self, src: np.ndarray) -> dict[str, np.ndarray]:
         """src [1, n] int32 -> encoder outputs padded to max_src_len (padding is masked by src_keep)."""
@@ -109,13 +137,9 @@ class TFLiteBackend:
             out = {k: np.pad(v, [(0, 0), (0, grow)] + [(0, 0)] * (v.ndim - 2)) for k, v in out.items()}
         return out
 
-    def shortlist_size(self, candidates: int) -> int:
-        """The K of the smallest shortlisted step that holds `candidates`; 0: none does."""
-        return next((k for k in self.shortlist_sizes if k >= candidates), 0)
-
-    def step(self, inputs: dict[str, np.ndarray], batch: int, cands_size: int = 0) -> dict[str, np.ndarray]:
-        """One decoder step; with cands_size K, the shortlisted step (inputs then hold cands [K])."""
-        runner = self.runners.get(decode_signature(batch, cands_size))
+    def step(self, inputs: dict[str, np.ndarray], batch: int, hidden: bool = False) -> dict[str, np.ndarray]:
+        """One decoder step; with `hidden`, the step that returns the hidden state instead of logits."""
+        runner = self.runners.get(decode_signature(batch, hidden))
         if runner is None:
             raise UsageError(
                 f"this model folder has decoder batch sizes {self.batches}; beam {batch} needs "
@@ -175,10 +199,9 @@ class OnnxBackend:
     def encode(self, src: np.ndarray) -> dict[str, np.ndarray]:
         return self._run("encoder", {SRC: src})
 
-    def shortlist_size(self, candidates: int) -> int:
-        return 0  # the ONNX decoder computes every logit
+    hidden = False  # the ONNX decoder computes every logit
 
-    def step(self, inputs: dict[str, np.ndarray], batch: int, cands_size: int = 0) -> dict[str, np.ndarray]:
+    def step(self, inputs: dict[str, np.ndarray], batch: int, hidden: bool = False) -> dict[str, np.ndarray]:
         return self._run("decoder", inputs)
 
 
@@ -218,6 +241,7 @@ class Translator:
         self.decode_cfg = m.decode
         self.truncated = 0  # sources cut to max_src_len so far
         self.shortlist: Shortlist | None = None
+        self._rows: tuple[np.ndarray | None, np.ndarray | None] = (None, None)  # (cands, their projection rows)
         if m.decode.shortlist if shortlist is None else shortlist:
             if m.shortlist is None:
                 raise ModelFolderError(f"{self.folder}: this model folder has no shortlist (export a run that has one)")
@@ -272,15 +296,17 @@ class Translator:
         [B, len(cands)] for candidate ids `cands`."""
         batch = tokens.shape[0]
         inputs = state | {TOKEN: tokens.astype(np.int32).reshape(batch, 1), POS: np.array([pos], dtype=np.int32)}
-        size = 0 if cands is None else self.backend.shortlist_size(len(cands))
-        if size:
-            inputs[CANDS] = np.pad(cands, (0, size - len(cands)), mode="edge")
-        out = self.backend.step(inputs, batch, size)
+        hidden = cands is not None and self.backend.hidden
+        out = self.backend.step(inputs, batch, hidden)
         for name in self.cache:
             state[name] = out[name]
         if cands is None:
             return out[LOGITS]
-        return out[LOGITS][:, : len(cands)] if size else out[LOGITS][:, cands]
+        if not hidden:
+            return out[LOGITS][:, cands]
+        if self._rows[0] is not cands:  # the candidates' rows, once per sentence
+            self._rows = (cands, self.backend.candidate_rows(cands))
+        return out[HIDDEN] @ self._rows[1].T
 
     def log_probs(self, logits: np.ndarray, cands: np.ndarray | None = None) -> np.ndarray:
         """Log-softmax over the vocabulary, or over candidate ids `cands` (logits [B, len(cands)])."""

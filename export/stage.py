@@ -60,13 +60,17 @@ def _calibration(model: EncoderDecoder, cfg: RunConfig, tokenizer: Tokenizer) ->
     return calibration_inputs(model, ids, ex.max_src_len, ex.max_target_len)
 
 
-def _graph_macs(folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig, shortlist_sizes: list[int]) -> GraphMacs:
+def _graph_macs(
+    folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig, hidden: bool
+) -> tuple[GraphMacs, dict[str, int] | None]:
     """MACs read from the exported files, next to the analytic count at the same shapes.
 
     ONNX (dynamic axes): encoder + 30 decoder steps at 30 source tokens and 30 cache slots, i.e. the
     paper convention. TFLite (static): encode_<max_src_len> + max_target_len decoder steps over all
-    cache slots, compared with the analytic count at those lengths. Each shortlisted step
-    decode_1_k<K> must count as decode_1 but for its projection: K x embed_dim."""
+    cache slots, compared with the analytic count at those lengths. With `hidden`, decode_1_hidden must
+    count as decode_1 without its projection; returns where the projection's weight is with it (the
+    runtime projects the hidden state onto a shortlist's rows of it, K x embed_dim MACs per step)."""
+    projection = None
     if fmt == "onnx":
         from export.macs_onnx import onnx_macs
 
@@ -79,16 +83,14 @@ def _graph_macs(folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig, s
         s, t = cfg.export.max_src_len, cfg.export.max_target_len
         enc = tflite_macs(folder / "model.tflite", encode_signature(s))
         dec = tflite_macs(folder / "model.tflite", decode_signature(1))
-        for k in shortlist_sizes:
-            short = tflite_macs(folder / "model.tflite", decode_signature(1, k))
-            found = (short["macs_excluding_output_projection"], (short["output_projection"] or {}).get("macs"))
-            expected = (dec["macs_excluding_output_projection"], k * model.cfg.embed_dim)
-            if found != expected:
+        if hidden:
+            short = tflite_macs(folder / "model.tflite", decode_signature(1, hidden=True))
+            if short["macs_total"] != dec["macs_excluding_output_projection"] or short["output_projection"]:
                 raise GraphMacMismatchError(
-                    f"{folder}: {decode_signature(1, k)} counts {found[0]:,} MACs + a projection of "
-                    f"{found[1]}, expected {expected[0]:,} + {expected[1]:,} (the full step's, with {k} "
-                    "candidate rows)"
+                    f"{folder}: {decode_signature(1, hidden=True)} counts {short['macs_total']:,} MACs, expected "
+                    f"{dec['macs_excluding_output_projection']:,} (the full step's without the projection)"
                 )
+            projection = {"subgraph": dec["subgraph"], "tensor": dec["output_projection"]["weight"]}
     graph = enc["macs_excluding_output_projection"] + t * dec["macs_excluding_output_projection"]
     analytic = count_macs(model.cfg, s, t)["macs"]
     if graph != analytic:
@@ -102,7 +104,7 @@ def _graph_macs(folder: Path, fmt: str, model: EncoderDecoder, cfg: RunConfig, s
         src_len=s,
         steps=t,
         output_projection_per_step=dec["macs_total"] - dec["macs_excluding_output_projection"],
-    )
+    ), projection
 
 
 def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str, shortlist_sha: str | None) -> dict:
@@ -111,8 +113,6 @@ def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str, shortlis
     ex.pop("formats"), ex.pop("precisions")
     if ex["pack"] == "none":  # unpacked folders carry no "pack" setting, so their settings match
         ex.pop("pack")
-    if not shortlist_sha:  # likewise: the shortlisted steps exist only with a shortlist
-        ex.pop("shortlist_sizes")
     for limits in ex["parity"].values():  # likewise for gates without an fp32 comparison
         if limits.get("max_bleu_drop_vs_fp32") is None:
             limits.pop("max_bleu_drop_vs_fp32", None)
@@ -155,7 +155,6 @@ def _build(
 
         batches = sorted({1, cfg.decode.beam})
         src_lens = sorted(set(ex.src_buckets) | {ex.max_src_len})
-        sizes = sorted(k for k in ex.shortlist_sizes if k < model.cfg.vocab_size) if shortlist else []
         info = convert_tflite(
             model,
             folder / "model.tflite",
@@ -164,11 +163,12 @@ def _build(
             target_slots=ex.max_target_len,
             batches=batches,
             calibration=calib,
-            shortlist_sizes=sizes,
+            # fp16 files dequantize weights inside the graph: no constant for the runtime to read
+            hidden=shortlist is not None and precision != "fp16",
         )
         ops = check_builtin_ops(folder / "model.tflite")
         graphs = {"tflite": "model.tflite"}
-        shape_info = {"src_lens": src_lens, "batches": batches} | ({"shortlist_sizes": sizes} if sizes else {})
+        shape_info = {"src_lens": src_lens, "batches": batches}
     else:
         from export.to_onnx import check_onnx_ops, convert_onnx
 
@@ -187,7 +187,10 @@ def _build(
         graphs = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
         shape_info = {}
     convert_seconds = time.monotonic() - started
-    graph_macs = _graph_macs(folder, fmt, model, cfg, shape_info.get("shortlist_sizes", []))  # the plain files
+    hidden = fmt == "tflite" and shortlist is not None and precision != "fp16"
+    graph_macs, projection = _graph_macs(folder, fmt, model, cfg, hidden)
+    if projection:
+        shape_info["projection"] = projection
     packed: dict = {}
     if ex.pack == "xz":  # before the gate: the gate (and later BLEU) runs on what ships
         packing = time.monotonic()
@@ -246,12 +249,12 @@ def _gate(
     progress: bool,
 ) -> dict:
     """The parity figures (with the thresholds) of the artifact built in `folder`, to be published as
-    `artifact`; GateError naming the artifact and every missed criterion. A folder with shortlisted
-    decoder steps passes the gate twice: as every folder, and decoding with its shortlist (figures
-    under "shortlist", the same thresholds but the fp32 comparison)."""
+    `artifact`; GateError naming the artifact and every missed criterion. A TFLite folder with a
+    shortlist (and so hidden decoder steps) passes the gate twice: as every folder, and decoding with
+    its shortlist (figures under "shortlist", the same thresholds but the fp32 comparison)."""
     figures = parity(model, Translator(folder), pairs, progress=progress)
     limits = getattr(cfg.export.parity, _thresholds_name(precision))
-    if read_manifest(folder, verify=False).shortlist_sizes:
+    if read_manifest(folder, verify=False).projection:
         figures["shortlist"] = parity(model, Translator(folder, shortlist=True), pairs, progress=progress)
     if limits.max_bleu_drop_vs_fp32 is not None and fp32_reference is not None:
         ref = fp32_reference(fmt, pairs)

@@ -38,7 +38,6 @@ import numpy as np
 import torch
 
 from export.graph_io import (
-    CANDS,
     GRAPH_ARGUMENT,
     POS,
     SRC,
@@ -140,22 +139,22 @@ def _log_tail(log_path: Path, lines: int = 15) -> str:
 
 
 def _convert_float(
-    model: EncoderDecoder, src_lens: list[int], target_slots: int, batches: list[int], shortlist_sizes: list[int]
+    model: EncoderDecoder, src_lens: list[int], target_slots: int, batches: list[int], hidden: bool
 ) -> bytes:
-    """The float32 file from litert-torch, one signature per encoder length, decoder batch size and
-    (batch size, shortlist size)."""
+    """The float32 file from litert-torch, one signature per encoder length and decoder batch size (and
+    with `hidden`, one more per batch size: the step without the output projection)."""
     import litert_torch
 
     converter = litert_torch.Converter()
     encoder = EncoderGraph(model).eval()
-    step = DecoderStepGraph(model).eval()
+    steps = {False: DecoderStepGraph(model).eval(), True: DecoderStepGraph(model, hidden=True).eval()}
     with torch.no_grad():
         for s in src_lens:
             converter.signature(encode_signature(s), encoder, sample_kwargs={GRAPH_ARGUMENT: encoder_sample(model, s)})
         for b in batches:
-            for k in (0, *shortlist_sizes):
-                sample = decoder_sample(model, b, max(src_lens), target_slots, k)
-                converter.signature(decode_signature(b, k), step, sample_kwargs={GRAPH_ARGUMENT: sample})
+            for h in (False, True) if hidden else (False,):
+                sample = decoder_sample(model, b, max(src_lens), target_slots)
+                converter.signature(decode_signature(b, h), steps[h], sample_kwargs={GRAPH_ARGUMENT: sample})
         return bytes(converter.convert().model_content())
 
 
@@ -192,11 +191,10 @@ def _calibration_data(
     src_lens: list[int],
     target_slots: int,
     batches: list[int],
-    shortlist_sizes: list[int],
+    hidden: bool,
 ) -> dict[str, list[dict[str, np.ndarray]]]:
-    """{signature: samples named like its inputs} from calibration_inputs()' (encoder, decoder) samples.
-    A shortlisted step's samples are the full step's with candidates 0..K-1: sentencepiece numbers its
-    pieces most frequent first, so these are the rows real shortlists draw from most."""
+    """{signature: samples named like its inputs} from calibration_inputs()' (encoder, decoder) samples;
+    a hidden step takes the full step's."""
     enc, dec = calibration
     if not enc or not dec:
         raise UsageError("int8 calibration needs encoder and decoder samples (export.calibration.calibration_inputs)")
@@ -208,10 +206,8 @@ def _calibration_data(
         )
     data = {encode_signature(s): _encoder_samples(enc, s, model.cfg.pad_id, model.cfg.eos_id) for s in src_lens}
     data |= {decode_signature(b): _decoder_samples(dec, b) for b in batches}
-    for b in batches:
-        for k in shortlist_sizes:
-            cands = {tflite_input(CANDS): np.arange(k, dtype=np.int32)}
-            data[decode_signature(b, k)] = [sample | cands for sample in data[decode_signature(b)]]
+    if hidden:
+        data |= {decode_signature(b, True): data[decode_signature(b)] for b in batches}
     return data
 
 
@@ -268,11 +264,11 @@ def convert_tflite(
     target_slots: int,
     batches: list[int],
     calibration: tuple[list[dict], list[dict]] | None = None,
-    shortlist_sizes: list[int] = (),
+    hidden: bool = False,
 ) -> dict:
     """Write one .tflite file at `path` with signatures encode_<S> (S in src_lens) and decode_<B>
     (B in batches; decoder step at src_len max(src_lens) with `target_slots` cache slots), and
-    decode_<B>_k<K> (K in shortlist_sizes: the step computing the logits of K candidate ids).
+    with `hidden` decode_<B>_hidden (the step up to the output projection, for shortlist decoding).
 
     precision: fp32 | fp16 | dynamic-int8 | int8. int8 needs `calibration`: (encoder samples, decoder
     samples) from export.calibration.calibration_inputs at src_len max(src_lens) and target_slots.
@@ -284,20 +280,18 @@ def convert_tflite(
     """
     path = Path(path)
     _check_args(precision, src_lens, target_slots, batches)
-    src_lens, batches, shortlist_sizes = sorted(src_lens), sorted(batches), sorted(shortlist_sizes)
+    src_lens, batches = sorted(src_lens), sorted(batches)
     if precision == "int8" and calibration is None:
         raise UsageError("precision int8 needs calibration samples (export.calibration.calibration_inputs)")
     calibration_data = (
-        _calibration_data(model, calibration, src_lens, target_slots, batches, shortlist_sizes)
-        if precision == "int8"
-        else None
+        _calibration_data(model, calibration, src_lens, target_slots, batches, hidden) if precision == "int8" else None
     )
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "converter.log"
         try:
             with _quiet(log):
-                data = _convert_float(model, src_lens, target_slots, batches, shortlist_sizes)
+                data = _convert_float(model, src_lens, target_slots, batches, hidden)
                 recipe = "none (litert-torch float32)"
                 if precision != "fp32":
                     data, recipe = _quantize(data, precision, calibration_data)
@@ -313,7 +307,7 @@ def convert_tflite(
         ops = check_builtin_ops(path)
         _check_signature_tensors(path)
         signatures = read_signatures(path)
-        expected = tflite_signatures(graph_io(model), src_lens, target_slots, batches, shortlist_sizes)
+        expected = tflite_signatures(graph_io(model), src_lens, target_slots, batches, hidden)
         _check_signatures(path, signatures, expected)
     except ExportError:
         path.unlink(missing_ok=True)

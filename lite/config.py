@@ -249,11 +249,6 @@ class ExportConfig:
     precisions: list[str] = field(default_factory=lambda: ["fp32", "dynamic-int8", "int8"])
     max_src_len: int = 128  # longer sources are truncated (with a warning) by the runtime
     src_buckets: list[int] = field(default_factory=lambda: [32, 64])  # extra, shorter encoder signatures (TFLite)
-    # candidate counts of the shortlisted decoder steps (TFLite, when the run has a shortlist): a sentence
-    # uses the smallest that holds its candidates, padded; one with more uses the full step. Each size
-    # adds one signature per decoder batch size: graph structure, no weights (~60 KB each, fp32 smoke).
-    # Sizes from the vocabulary size up are skipped: the full step computes no more.
-    shortlist_sizes: list[int] = field(default_factory=lambda: [1024])
     max_target_len: int = 160  # self-attention cache slots: output tokens + 1
     parity_sentences: int = 100  # real test sentences decoded by PyTorch and by the artifact
     calibration_sentences: int = 200  # real training sentences for static int8
@@ -293,12 +288,6 @@ def validate(cfg: RunConfig, where: str) -> None:
         (set(cfg.export.formats) <= set(FORMATS), "export.formats", f"a list from {FORMATS}"),
         (set(cfg.export.precisions) <= set(PRECISIONS), "export.precisions", f"a list from {PRECISIONS}"),
         (cfg.export.pack in ("none", "xz"), "export.pack", "none or xz"),
-        (
-            all(k > 0 for k in cfg.export.shortlist_sizes)
-            and len(set(cfg.export.shortlist_sizes)) == len(cfg.export.shortlist_sizes),
-            "export.shortlist_sizes",
-            "distinct positive candidate counts",
-        ),
         (
             all(0 < b < cfg.export.max_src_len for b in cfg.export.src_buckets),
             "export.src_buckets",

@@ -206,16 +206,16 @@ def test_export_carries_the_shortlist_and_gates_its_shortlisted_steps(shortliste
     assert manifest.shortlist == "shortlist.npz" and "shortlist.npz" in manifest.files
     assert (folder / "shortlist.npz").read_bytes() == RunPaths(shortlisted).shortlist.read_bytes()
     assert manifest.settings["shortlist_sha256"] == manifest.files["shortlist.npz"].sha256
-    # one shortlisted step per decoder batch size (configs/smoke.yaml: 512 candidates), gated like the rest
-    assert manifest.shortlist_sizes == [512]
-    assert {"decode_1_k512", "decode_2_k512"} <= set(manifest.converter["signatures"])
+    # a decoder step without the output projection per batch size, gated like the rest; the runtime
+    # projects its hidden state onto the candidates' rows of the projection it reads from the file
+    assert manifest.projection is not None
+    assert {"decode_1_hidden", "decode_2_hidden"} <= set(manifest.converter["signatures"])
     gate = manifest.parity["shortlist"]
     assert gate["max_logit_diff"] < 1e-3 and gate["top1"] == 1.0 and gate["bleu_drop"] == 0.0
-    # the shortlisted step computes exactly the full step's logits at the candidates
     translator = Translator(folder, shortlist=True)
     ids = _test_sources(shortlisted, 1)[0]
     cands = translator.candidates(ids)
-    assert translator.backend.shortlist_size(len(cands)) == 512
+    assert translator.backend.hidden and translator.backend.table.shape == (1000, manifest.model_config["embed_dim"])
     states = [translator.initial_state(translator.encode(ids), 1, 10) for _ in range(2)]
     for pos, token in enumerate([translator.bos, 5, 17]):
         short = translator.step(states[0], np.array([token]), pos, cands)
