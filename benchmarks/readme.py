@@ -139,6 +139,25 @@ def compression_table(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shortlist_table(d: dict) -> str:
+    """Greedy test BLEU and latency with and without the vocabulary shortlist, per engine."""
+    lines = [
+        "| engine | test BLEU | with shortlist | ms / sentence | with shortlist | ms / step | with shortlist "
+        "| speed-up |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| PyTorch (greedy, batched) | {d['bleu_test_greedy']['pytorch']:.2f} "
+        f"| {d['bleu_test_greedy']['pytorch-shortlist']:.2f} | | | | | |",
+    ]
+    for name, a in d["artifacts"].items():
+        s, t = a["sentence"], a["step_ms"]
+        lines.append(
+            f"| {name} | {a['bleu']:.2f} | {a['bleu_shortlist']:.2f} | {s['full']['median_ms']:.2f} "
+            f"| {s['shortlist']['median_ms']:.2f} | {t['full']:.3f} | {t['shortlist']:.3f} "
+            f"| {a['speedup_sentence']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # table name -> (JSON file under benchmarks/results/, renderer)
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "headline": ("headline.json", headline_table),
@@ -148,6 +167,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "listops-short": ("listops-short.json", listops_table),
     "attention": ("attention_scaling.json", attention_table),
     "compression": ("compression.json", compression_table),
+    "shortlist": ("shortlist.json", shortlist_table),
 }
 
 
