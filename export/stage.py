@@ -113,6 +113,8 @@ def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str, shortlis
     ex.pop("formats"), ex.pop("precisions")
     if ex["pack"] == "none":  # unpacked folders carry no "pack" setting, so their settings match
         ex.pop("pack")
+    if ex["hidden_steps"]:  # likewise for the default
+        ex.pop("hidden_steps")
     for limits in ex["parity"].values():  # likewise for gates without an fp32 comparison
         if limits.get("max_bleu_drop_vs_fp32") is None:
             limits.pop("max_bleu_drop_vs_fp32", None)
@@ -134,6 +136,12 @@ def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str, shortlis
 def _shortlist_sha(paths: RunPaths) -> str | None:
     """sha256 of the run's vocabulary shortlist (copied into every folder), None without one."""
     return sha256_file(paths.shortlist) if paths.shortlist.is_file() else None
+
+
+def _hidden_steps(cfg: RunConfig, fmt: str, precision: str, shortlist: str | None) -> bool:
+    """Whether the folder gets decode_<B>_hidden steps: TFLite with a shortlist, export.hidden_steps on,
+    and not fp16 (its weights are dequantized inside the graph: no constant for the runtime to read)."""
+    return fmt == "tflite" and shortlist is not None and cfg.export.hidden_steps and precision != "fp16"
 
 
 def _build(
@@ -163,8 +171,7 @@ def _build(
             target_slots=ex.max_target_len,
             batches=batches,
             calibration=calib,
-            # fp16 files dequantize weights inside the graph: no constant for the runtime to read
-            hidden=shortlist is not None and precision != "fp16",
+            hidden=_hidden_steps(cfg, fmt, precision, shortlist),
         )
         ops = check_builtin_ops(folder / "model.tflite")
         graphs = {"tflite": "model.tflite"}
@@ -187,8 +194,7 @@ def _build(
         graphs = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
         shape_info = {}
     convert_seconds = time.monotonic() - started
-    hidden = fmt == "tflite" and shortlist is not None and precision != "fp16"
-    graph_macs, projection = _graph_macs(folder, fmt, model, cfg, hidden)
+    graph_macs, projection = _graph_macs(folder, fmt, model, cfg, _hidden_steps(cfg, fmt, precision, shortlist))
     if projection:
         shape_info["projection"] = projection
     packed: dict = {}

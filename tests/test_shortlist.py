@@ -227,3 +227,18 @@ def test_export_carries_the_shortlist_and_gates_its_shortlisted_steps(shortliste
         assert " greedy-shortlist: BLEU " in done.stdout.decode()
     record = json.loads((shortlisted / "results.json").read_text())["test/greedy-shortlist"]
     assert record["shortlist_sha256"] == manifest.files["shortlist.npz"].sha256 and record["sentences"] == 200
+
+
+def test_hidden_steps_only_where_the_runtime_can_use_them():
+    from dataclasses import replace
+
+    from export.stage import _hidden_steps
+    from lite.config import RunConfig
+
+    cfg = RunConfig()
+    assert _hidden_steps(cfg, "tflite", "dynamic-int8", "shortlist.npz")
+    assert not _hidden_steps(cfg, "tflite", "dynamic-int8", None)  # no shortlist
+    assert not _hidden_steps(cfg, "onnx", "fp32", "shortlist.npz")  # ONNX keeps the full step
+    assert not _hidden_steps(cfg, "tflite", "fp16", "shortlist.npz")  # weights dequantized in the graph
+    off = replace(cfg, export=replace(cfg.export, hidden_steps=False))
+    assert not _hidden_steps(off, "tflite", "int8", "shortlist.npz")
