@@ -107,7 +107,7 @@ def _graph_macs(
     ), projection
 
 
-def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str, shortlist_sha: str | None) -> dict:
+def _settings(cfg: RunConfig, fmt: str, precision: str, model_sha: str, shortlist_sha: str | None = None) -> dict:
     """What an export depends on: a folder made with the same settings is reused."""
     ex = to_dict(cfg.export)
     ex.pop("formats"), ex.pop("precisions")

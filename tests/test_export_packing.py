@@ -175,7 +175,10 @@ def test_pack_setting_is_validated_and_part_of_the_reuse_settings(tmp_path):
     cfg = load_config(ROOT / "configs/smoke.yaml")
     assert cfg.export.pack == "none" and PACKINGS == ("none", "xz")
     plain = _settings(cfg, "onnx", "fp32", "sha")
-    assert "pack" not in plain["export"]  # folders exported before the option existed stay reusable
+    # folders exported before these options existed stay reusable
+    assert "pack" not in plain["export"] and "hidden_steps" not in plain["export"]
+    assert "shortlist" not in plain["decode"] and "shortlist_sha256" not in plain
+    assert _settings(cfg, "onnx", "fp32", "sha", "shortlist-sha")["shortlist_sha256"] == "shortlist-sha"
     xz = _settings(dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, pack="xz")), "onnx", "fp32", "sha")
     assert xz["export"]["pack"] == "xz" and xz != plain  # switching packing rebuilds the folder
 
