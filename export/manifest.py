@@ -153,7 +153,10 @@ class Manifest:
     files: dict[str, FileEntry] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        data = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if not data["decode"]["shortlist"]:  # absent when off: manifests from before it read back unchanged
+            del data["decode"]["shortlist"]
+        return data
 
     def graph_bytes(self) -> int:
         """Bytes of the graphs the folder ships (tokenizer and manifest aside); packed graphs count packed."""
