@@ -19,10 +19,14 @@ from lite.models.seq2seq import EncoderDecoder, reorder_cache
 from lite.shortlist import Shortlist
 
 
-def _max_len(src: Tensor, model: EncoderDecoder, cfg: DecodeConfig) -> int:
-    """Most output tokens (eos excluded) for this batch: a * longest source + b, within the position table."""
-    src_len = int(src.ne(model.cfg.pad_id).sum(1).max())
+def max_output_len(src_len: int, model: EncoderDecoder, cfg: DecodeConfig) -> int:
+    """Most output tokens (eos excluded) for a batch whose longest source has src_len tokens (eos included):
+    a * src_len + b, within the position table."""
     return max(1, min(int(cfg.max_len_a * src_len + cfg.max_len_b), model.cfg.max_positions - 2))
+
+
+def _longest(src: Tensor, model: EncoderDecoder) -> int:
+    return int(src.ne(model.cfg.pad_id).sum(1).max())
 
 
 def _step_lprobs(
@@ -49,7 +53,7 @@ def greedy(model: EncoderDecoder, src: Tensor, cfg: DecodeConfig, allowed: Tenso
     prev = torch.full((src.shape[0], 1), model.cfg.bos_id, dtype=torch.long)
     out: list[list[int]] = [[] for _ in range(src.shape[0])]
     done = torch.zeros(src.shape[0], dtype=torch.bool)
-    for _ in range(_max_len(src, model, cfg)):
+    for _ in range(max_output_len(_longest(src, model), model, cfg)):
         token = _step_lprobs(model, prev, memory, pad, cache, allowed).argmax(-1)
         for i in torch.nonzero(~done).flatten().tolist():
             if int(token[i]) != eos:
@@ -80,7 +84,7 @@ def beam_search(
     tokens = torch.empty(bsz * k, 0, dtype=torch.long)
     prev = torch.full((bsz * k, 1), model.cfg.bos_id, dtype=torch.long)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(bsz)]
-    max_len = _max_len(src, model, cfg)
+    max_len = max_output_len(_longest(src, model), model, cfg)
     for step in range(max_len + 1):  # max_len tokens, then eos
         lprobs = _step_lprobs(model, prev, memory, pad, cache, allowed)
         vocab = lprobs.shape[-1]

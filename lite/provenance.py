@@ -39,6 +39,7 @@ PACKAGES = (
     "ai-edge-litert",
     "litert-torch",
     "ai-edge-quantizer",
+    "ctranslate2",
 )
 
 

@@ -9,6 +9,7 @@ lite evaluate RUN [--beam 4]          translate the test split, score BLEU
 lite evaluate RUN --target qemu:cortex-a72 | ssh://user@host   the TFLite folders on an ARM target
 lite translate RUN [TEXT | -]         translate text with the trained model (PyTorch)
 lite export RUN [--format tflite,onnx]  model folders for devices, each behind a parity gate
+lite ctranslate2 RUN                  the baseline Transformer as CTranslate2 models (checked on the test split)
 lite compress RUN --recipe R          prune / distil / quantize by a recipe, export and measure
 lite translate --model DIR [TEXT | -] the on-device translator on an exported folder (no torch)
 lite macs --config C [--json]         analytic MACs and parameters (paper convention)
