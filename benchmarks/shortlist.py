@@ -24,7 +24,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # b
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,52 +33,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.latency import SRC_LEN, STEPS, pick_source  # noqa: E402 - the same sentence and protocol
 from eval.evaluate import evaluate, evaluate_artifact
+from export.on_device import alternate, run_protocol
 from export.runtime import Translator
 from lite.data.corpus import load_pairs
 from lite.files import read_json, write_json_atomic
 from lite.run import open_run
 from lite.tokenizer import Tokenizer
-
-
-def protocol(translator: Translator, ids: list[int], shortlist: bool, encoder: bool = True):
-    """One run of the protocol (tokens); with `encoder` False, the 30 steps only, from a fresh state."""
-    memory = translator.encode(ids)
-
-    def run() -> list[int]:
-        cands = translator.candidates(ids) if shortlist else None
-        state = translator.initial_state(translator.encode(ids) if encoder else memory, 1, STEPS)
-        token, out = translator.bos, []
-        for pos in range(STEPS):  # always STEPS steps: eos does not stop the timing
-            best = int(translator.step(state, np.array([token]), pos, cands)[0].argmax())
-            token = best if cands is None else int(cands[best])
-            out.append(token)
-        return out
-
-    return run
-
-
-def timed(runs: dict, warmup: int, repeats: int) -> dict:
-    """Median/p10/p90 ms of each named run, alternated run by run (a slow spell hits all alike)."""
-    for run in runs.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    tokens = {}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            tokens[name] = run()
-            times[name].append(time.perf_counter() - start)
-    out = {}
-    for name, ts in times.items():
-        ms = np.array(ts) * 1e3
-        out[name] = {
-            "median_ms": float(np.median(ms)),
-            "p10_ms": float(np.percentile(ms, 10)),
-            "p90_ms": float(np.percentile(ms, 90)),
-            "tokens": tokens[name],
-        }
-    return out
 
 
 def candidate_stats(run: Path, cfg, translator: Translator) -> dict:
@@ -133,15 +92,19 @@ def main() -> None:
         if translator.shortlist is None:
             raise SystemExit(f"{name}: exported without the shortlist; export the run again")
         row["candidates"] = candidate_stats(paths.root, cfg, translator)
-        sentence = timed(
-            {"full": protocol(translator, ids, False), "shortlist": protocol(translator, ids, True)},
+        memory = translator.encode(ids)
+        sentence = alternate(
+            {
+                "full": lambda: run_protocol(translator, ids, STEPS),
+                "shortlist": lambda: run_protocol(translator, ids, STEPS, shortlist=True),
+            },
             args.warmup,
             args.repeats,
         )
-        steps = timed(
+        steps = alternate(  # the 30 steps on their own, from a ready encoder output
             {
-                "full": protocol(translator, ids, False, encoder=False),
-                "shortlist": protocol(translator, ids, True, encoder=False),
+                "full": lambda: run_protocol(translator, ids, STEPS, memory=memory),
+                "shortlist": lambda: run_protocol(translator, ids, STEPS, shortlist=True, memory=memory),
             },
             args.warmup,
             args.repeats,

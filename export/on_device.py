@@ -1,8 +1,8 @@
 """What a target runs besides translation: the single-sentence protocol, with instruction-count marks.
 
     python -m export.on_device protocol --model DIR --ids 5,17,...,2 [--runs 2] [--marks] [--kernels reference]
-                                        [--logits OUT.npy]
-    python -m export.on_device latency  --model DIR --ids 5,17,...,2 [--warmup 5] [--repeats 50]
+                                        [--logits OUT.npy] [--shortlist]
+    python -m export.on_device latency  --model DIR --ids 5,17,...,2 [--warmup 5] [--repeats 50] [--shortlist]
 
 Both print one JSON object on stdout. Translation of a file is `python -m export.runtime --file`.
 
@@ -52,18 +52,27 @@ def run_protocol(
     steps: int = STEPS,
     on_mark: Callable[[], None] | None = None,
     logits: list | None = None,
+    shortlist: bool = False,
+    memory: dict[str, np.ndarray] | None = None,
 ) -> list[int]:
     """Encoder once + `steps` greedy steps; returns the tokens. on_mark before the encoder, after it and
-    after each step; `logits` (a list) receives each step's logits row."""
+    after each step; `logits` (a list) receives each step's logits row (over the candidates with
+    `shortlist`: the sentence's candidate set, computed inside the protocol, as a translation would).
+    `memory`: an encoder output to start from, so only the steps run (the per-step figures)."""
     if on_mark:
         on_mark()
-    state = translator.initial_state(translator.encode(ids), 1, steps)  # zeroed caches belong to the work
+    cands = translator.candidates(ids) if shortlist else None
+    if shortlist and cands is None:
+        raise UsageError(f"{translator.folder}: shortlist requested, but the translator has none")
+    memory = translator.encode(ids) if memory is None else memory
+    step = translator.decoding(memory, steps, cands)  # zeroed caches belong to the work
     if on_mark:
         on_mark()
     token, out = translator.bos, []
     for pos in range(steps):
-        row = translator.step(state, np.array([token]), pos)[0]
-        token = int(row.argmax())
+        row = step(token, pos)
+        best = int(row.argmax())
+        token = best if cands is None else int(cands[best])
         out.append(token)
         if logits is not None:
             logits.append(row.copy())
@@ -72,26 +81,33 @@ def run_protocol(
     return out
 
 
-def measure(run: Callable[[list[int]], list[int]], ids: list[int], warmup: int, repeats: int) -> dict:
-    """The latency protocol's timing: warm-up runs, then median/p10/p90/min in ms of `repeats` timed runs."""
-    tokens: list[int] = []
-    for _ in range(warmup):
-        tokens = run(ids)
-    times = []
+def alternate(runs: dict[str, Callable[[], list[int]]], warmup: int, repeats: int) -> dict[str, dict]:
+    """The latency protocol's timing for several engines: warm-up runs of each, then `repeats` rounds in
+    which every engine runs once in turn (a slow spell of the machine hits all alike); per engine the
+    median/p10/p90/min in ms of its timed runs and its last tokens."""
+    tokens: dict[str, list[int]] = {}
+    for name, run in runs.items():
+        for _ in range(warmup):
+            tokens[name] = run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        tokens = run(ids)
-        times.append(time.perf_counter() - start)
-    ms = np.array(times) * 1e3
-    return {
-        "status": "ok",
-        "median_ms": float(np.median(ms)),
-        "p10_ms": float(np.percentile(ms, 10)),
-        "p90_ms": float(np.percentile(ms, 90)),
-        "min_ms": float(ms.min()),
-        "runs": repeats,
-        "tokens": tokens,
-    }
+        for name, run in runs.items():
+            start = time.perf_counter()
+            tokens[name] = run()
+            times[name].append(time.perf_counter() - start)
+    out = {}
+    for name, ts in times.items():
+        ms = np.array(ts) * 1e3
+        out[name] = {
+            "status": "ok",
+            "median_ms": float(np.median(ms)),
+            "p10_ms": float(np.percentile(ms, 10)),
+            "p90_ms": float(np.percentile(ms, 90)),
+            "min_ms": float(ms.min()),
+            "runs": repeats,
+            "tokens": tokens.get(name, []),
+        }
+    return out
 
 
 def _ids(text: str) -> list[int]:
@@ -124,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             default="default",
             help="TFLite kernels: default (XNNPACK where it applies) or reference (portable, bit-exact ints)",
         )
+        job.add_argument(
+            "--shortlist", action="store_true", help="decode over the folder's vocabulary shortlist candidates"
+        )
     protocol = jobs.choices["protocol"]
     protocol.add_argument("--runs", type=int, default=2, help="protocol runs (the first warms up; default 2)")
     protocol.add_argument("--marks", action="store_true", help="emit instruction-count marks around every part")
@@ -134,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         ids = _ids(args.ids)
-        translator = Translator(args.model, num_threads=args.threads, kernels=args.kernels)
+        translator = Translator(args.model, num_threads=args.threads, kernels=args.kernels, shortlist=args.shortlist)
         if args.job == "latency":
-            result = measure(lambda x: run_protocol(translator, x, args.steps), ids, args.warmup, args.repeats)
+            run = lambda: run_protocol(translator, ids, args.steps, shortlist=args.shortlist)  # noqa: E731
+            result = alternate({"protocol": run}, args.warmup, args.repeats)["protocol"]
         else:
             if args.marks:
                 mark(), mark()  # an empty region: the cost of one mark
@@ -144,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             tokens: list[int] = []
             for r in range(args.runs):
                 logits.clear()
-                tokens = run_protocol(translator, ids, args.steps, mark if args.marks else None, logits)
+                marks = mark if args.marks else None
+                tokens = run_protocol(translator, ids, args.steps, marks, logits, args.shortlist)
             if args.logits:
                 np.save(args.logits, np.stack(logits))
             result = {

@@ -4,7 +4,10 @@ On N real test sentences, through the shipped runtime (export/runtime.py) and it
 - teacher-forced logits: the artifact's decoder steps are fed PyTorch's greedy output; per step the
   largest |logit difference| and whether the argmax agrees (pad/bos excluded, as in decoding);
 - free-running greedy decoding of both, scored with sacrebleu against the references (the artifact's
-  own greedy path is the teacher-forced one up to its first disagreement, then continues on its own).
+  own greedy path is the teacher-forced one up to its first disagreement, then continues on its own);
+- the runtime's batch-1 fast path (Translator.greedy: caches kept in the interpreter, only the written
+  cache slot moved) must give exactly the tokens of the general path above on every sentence, since
+  translation runs the fast path and the gate's figures come from the general one.
 The thresholds per precision come from the config (export.parity); a precision may also be held to
 the greedy BLEU of the fp32 artifact of the same model on the same sentences (export/stage.py finds or
 builds that artifact).
@@ -105,7 +108,7 @@ def parity(model: EncoderDecoder, translator: Translator, pairs: list[tuple[str,
     max_lens = [translator.max_len(len(ids)) for ids in sources]
     allowed = None if translator.shortlist is None else [translator.shortlist.mask(ids) for ids in sources]
     reference = _torch_reference(model, sources, max_lens, allowed)
-    worst, agree, steps, identical = 0.0, 0, 0, 0
+    worst, agree, steps, identical, fast_differs = 0.0, 0, 0, 0, 0
     hyps_torch, hyps_art = [], []
     skip = [model.cfg.pad_id, model.cfg.bos_id]
     items = zip(sources, max_lens, reference)
@@ -115,6 +118,7 @@ def parity(model: EncoderDecoder, translator: Translator, pairs: list[tuple[str,
         diff, ok, n, art_tokens = _artifact_pass(translator, ids, max_len, tokens, ref_logits, skip)
         worst, agree, steps = max(worst, diff), agree + ok, steps + n
         identical += int(art_tokens == tokens)
+        fast_differs += int(translator.greedy(ids) != art_tokens)
         hyps_torch.append(translator.sp.decode(tokens))
         hyps_art.append(translator.sp.decode(art_tokens))
     refs = [t for _, t in pairs]
@@ -129,12 +133,15 @@ def parity(model: EncoderDecoder, translator: Translator, pairs: list[tuple[str,
         "bleu_artifact": bleu_art["bleu"],
         "bleu_drop": round(bleu_torch["bleu"] - bleu_art["bleu"], 2),
         "bleu_signature": bleu_art["bleu_signature"],
+        "fast_path_differs": fast_differs,
     }
 
 
 def failures(figures: dict, limits: ParityThresholds) -> list[str]:
     """The thresholds a gate result misses, as readable phrases (empty: it passes)."""
     out = []
+    if figures.get("fast_path_differs"):  # not a threshold: the two paths must agree exactly
+        out.append(f"the runtime's fast path decodes {figures['fast_path_differs']} sentence(s) differently")
     if not figures["max_logit_diff"] <= limits.max_logit_diff:
         out.append(f"max logit difference {figures['max_logit_diff']:.3g} > {limits.max_logit_diff:g}")
     if not figures["top1"] >= limits.min_top1:

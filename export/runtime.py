@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
@@ -59,6 +59,98 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64)
     m = x.max(axis=-1, keepdims=True)
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+class _Signature:
+    """One signature of a TFLite file, called through the interpreter's wrapper directly.
+
+    SignatureRunner.__call__ resizes every input and re-plans the tensor arena on every call, and copies
+    every input in; a decoder step has ~20 inputs, most of them the same from step to step. Our graphs'
+    shapes are static, so tensors are allocated once here, and an input given the very array object it
+    got on the previous call (the encoder's keys/values and source mask, fixed for a sentence) is not
+    copied again: inputs are treated as immutable (the runtime never writes into an array it passed).
+    Uses the runner's private fields, pinned with ai-edge-litert in pyproject.toml; falls back to the
+    runner itself where they are missing (another version, tflite-runtime)."""
+
+    def __init__(self, interpreter: Any, key: str):
+        self.runner = interpreter.get_signature_runner(key)
+        try:
+            self.wrapper = interpreter._interpreter
+            self.subgraph = self.runner._subgraph_index
+            self.inputs = dict(self.runner._inputs)
+            self.outputs = list(self.runner._outputs)
+            self.wrapper.AllocateTensors(self.subgraph)
+        except AttributeError:
+            self.wrapper = None
+        self.last: dict[str, np.ndarray] = {}
+        self.generation = 0  # bumped by every call and session: a session's views are its own until then
+
+    def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        self.generation += 1
+        if self.wrapper is None:
+            return self.runner(**inputs)
+        for name, value in inputs.items():
+            if self.last.get(name) is not value:
+                self.wrapper.SetTensor(self.inputs[name], value, self.subgraph)
+                self.last[name] = value
+        self.wrapper.Invoke(self.subgraph)
+        return {name: self.wrapper.GetTensor(index, self.subgraph) for name, index in self.outputs}
+
+
+class _Session:
+    """One sentence's greedy decoding at batch 1 with the caches kept in the interpreter between steps.
+
+    Per step the Python side writes the token and position into the input tensors, invokes, and moves
+    each updated cache from its output tensor into its input tensor (TFLite has no in-place cache here):
+    no dicts, no per-input calls, no copies out. The encoder's outputs are set once per sentence. A step
+    writes one slot of a self-attention cache (torch.where on the slot index, export/graphs.py), so only
+    that slot is copied back (all slots: 737 kB a step for the default Transformer). In a static int8
+    graph the other slots pass through quantize/dequantize; the select keeps one scale for its inputs
+    and output, so they come back unchanged, and the parity gate checks that this path decodes exactly
+    like the general one (export/parity.py) on every folder it publishes.
+
+    step() returns a view of the output row, valid until the next step. A session is only valid until its
+    signature is used otherwise (another session or a dict call): step() then raises rather than read
+    another sentence's caches."""
+
+    def __init__(self, sig: _Signature, memory: dict[str, np.ndarray], caches: list[str], output: str):
+        self.sig, w, sub = sig, sig.wrapper, sig.subgraph
+        sig.generation += 1
+        self.generation = sig.generation
+        for name, value in memory.items():
+            key = tflite_input(name)
+            if sig.last.get(key) is not value:
+                w.SetTensor(sig.inputs[key], value, sub)
+                sig.last[key] = value
+        outputs = dict(sig.outputs)
+
+        def view(index: int) -> np.ndarray:
+            return w.tensor(w, index, sub)
+
+        self.pairs, self.slotted = [], []
+        for name in caches:
+            key = tflite_input(name)
+            sig.last.pop(key, None)  # written here directly: the dict path must set it again
+            cache_in = view(sig.inputs[key])
+            cache_in.fill(0)
+            (self.slotted if has_slots(name) else self.pairs).append((cache_in, view(outputs[name])))
+        for key in (tflite_input(TOKEN), tflite_input(POS)):
+            sig.last.pop(key, None)
+        self.token, self.pos = view(sig.inputs[tflite_input(TOKEN)]), view(sig.inputs[tflite_input(POS)])
+        self.out = view(outputs[output])
+        self.invoke, self.subgraph = w.Invoke, sub
+
+    def step(self, token: int, pos: int) -> np.ndarray:
+        if self.sig.generation != self.generation:
+            raise RuntimeError("this decoding session was superseded by another use of its graph")
+        self.token.fill(token)
+        self.pos.fill(pos)
+        self.invoke(self.subgraph)
+        for cache_in, cache_out in self.pairs:
+            np.copyto(cache_in, cache_out)
+        for cache_in, cache_out in self.slotted:
+            cache_in[:, pos] = cache_out[:, pos]
+        return self.out[0]
 
 
 class TFLiteBackend:
@@ -95,7 +187,7 @@ class TFLiteBackend:
         absent = [w for w in wanted if w not in signatures]
         if absent:
             raise ModelFolderError(f"{path}: signature(s) {', '.join(absent)} missing (has {', '.join(signatures)})")
-        self.runners = {name: self.interpreter.get_signature_runner(name) for name in wanted}
+        self.runners = {name: _Signature(self.interpreter, name) for name in wanted}
         self.max_src_len = self.src_lens[-1]
         self.table: np.ndarray | None = None  # the output projection's weight [V, D], int8 or float
         self.row_scales: np.ndarray | None = None  # per-row scales of an int8 table
@@ -146,6 +238,13 @@ class TFLiteBackend:
                 f"{decode_signature(batch)} (export with decode.beam: {batch})"
             )
         return runner(**{tflite_input(k): v for k, v in inputs.items()})
+
+    def session(self, memory: dict[str, np.ndarray], caches: list[str], hidden: bool) -> _Session | None:
+        """A batch-1 greedy session (None where the interpreter's internals are not reachable)."""
+        sig = self.runners[decode_signature(1, hidden)]
+        if sig.wrapper is None:
+            return None
+        return _Session(sig, memory, caches, HIDDEN if hidden else LOGITS)
 
 
 class OnnxBackend:
@@ -203,6 +302,9 @@ class OnnxBackend:
 
     def step(self, inputs: dict[str, np.ndarray], batch: int, hidden: bool = False) -> dict[str, np.ndarray]:
         return self._run("decoder", inputs)
+
+    def session(self, memory: dict[str, np.ndarray], caches: list[str], hidden: bool) -> None:
+        return None  # onnxruntime's caches grow with the sentence: the dict path
 
 
 class Translator:
@@ -315,11 +417,44 @@ class Translator:
         lprobs[:, (ids == self.pad) | (ids == self.bos)] = -np.inf  # never generated (as lite/decode.py)
         return lprobs
 
+    def decoding(
+        self, memory: dict[str, np.ndarray], steps: int, cands: np.ndarray | None = None
+    ) -> Callable[[int, int], np.ndarray]:
+        """One sentence at batch 1: a function (token, pos) -> the next step's logits row [V] (or [len(cands)]
+        over candidate ids `cands`), valid until the next call. TFLite keeps the caches in the interpreter
+        (_Session); elsewhere it is initial_state + step."""
+        hidden = cands is not None and self.backend.hidden
+        session = self.backend.session(memory, list(self.cache), hidden)
+        if session is None:
+            state = self.initial_state(memory, 1, steps)
+            return lambda token, pos: self.step(state, np.array([token]), pos, cands)[0]
+        if not hidden:
+            return session.step if cands is None else lambda token, pos: session.step(token, pos)[cands]
+        rows = self.backend.candidate_rows(cands)  # dequantized once per sentence
+        return lambda token, pos: rows @ session.step(token, pos)
+
+    def pick(self, row: np.ndarray, cands: np.ndarray | None = None) -> int:
+        """The greedy token of a logits row: its argmax, pad and bos excluded (as log_probs excludes them;
+        the softmax does not change the argmax, so it is skipped)."""
+        best = int(row.argmax())
+        token = best if cands is None else int(cands[best])
+        if token in (self.pad, self.bos):
+            best = int(self.log_probs(row[None], cands)[0].argmax())
+            token = best if cands is None else int(cands[best])
+        return token
+
     # -- search ---------------------------------------------------------------------------------
     def greedy(self, ids: list[int]) -> list[int]:
         max_len = self.max_len(len(ids))
-        state = self.initial_state(self.encode(ids), 1, max_len)
-        return self.greedy_from(state, self.bos, 0, max_len, self.candidates(ids))
+        cands = self.candidates(ids)
+        step = self.decoding(self.encode(ids), max_len, cands)
+        token, out = self.bos, []
+        for pos in range(max_len):
+            token = self.pick(step(token, pos), cands)
+            if token == self.eos:
+                break
+            out.append(token)
+        return out
 
     def greedy_from(
         self, state: dict[str, np.ndarray], token: int, pos: int, budget: int, cands: np.ndarray | None = None

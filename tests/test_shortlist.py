@@ -217,10 +217,15 @@ def test_export_carries_the_shortlist_and_gates_its_shortlisted_steps(shortliste
     cands = translator.candidates(ids)
     assert translator.backend.hidden and translator.backend.table.shape == (1000, manifest.model_config["embed_dim"])
     states = [translator.initial_state(translator.encode(ids), 1, 10) for _ in range(2)]
+    rows = []
     for pos, token in enumerate([translator.bos, 5, 17]):
         short = translator.step(states[0], np.array([token]), pos, cands)
         full = translator.step(states[1], np.array([token]), pos)
         np.testing.assert_allclose(short, full[:, cands], atol=1e-4)
+        rows.append(short[0])
+    step = translator.decoding(translator.encode(ids), 10, cands)  # the fast path's hidden session
+    for pos, token in enumerate([translator.bos, 5, 17]):
+        np.testing.assert_allclose(step(token, pos), rows[pos], rtol=1e-6, atol=1e-6)
     for extra in ([], ["--artifact", "tflite-fp32"]):
         done = lite("evaluate", str(shortlisted), "--beam", "1", "--shortlist", "--quiet", *extra)
         assert done.returncode == 0, done.stderr.decode()
