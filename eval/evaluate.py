@@ -6,6 +6,9 @@ the vocabulary shortlist (decode.shortlist, or shortlist=True) adds "-shortlist"
 
 `evaluate_artifact` does the same for an exported model folder through the on-device runtime (what
 ships, not PyTorch) and records the score in that artifact's row of artifacts.json.
+
+On the test split both also time the model on the single-sentence latency protocol (eval/latency.py)
+when its row has no host latency yet, so the budget report has a latency column after `make compress`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import replace
 
 import torch
 
+from eval.latency import PYTORCH_ROW, artifact_latency, has_latency, model_latency
 from lite.artifacts import ArtifactRow, find_row, update_row
 from lite.checkpoint import load_model
 from lite.config import RunConfig
@@ -74,6 +78,8 @@ def evaluate(
         and cached.get("model_sha256") == model_sha
         and cached.get("shortlist_sha256") == shortlist_sha
     ):
+        if split == "test" and not has_latency(paths, PYTORCH_ROW):
+            model_latency(cfg, paths, load_model(paths.model), Tokenizer(paths.tokenizer))
         return cached | {"cached": True}
     torch.set_num_threads(cfg.train.threads)
     model = load_model(paths.model)
@@ -100,6 +106,8 @@ def evaluate(
     results = read_json(paths.results, {})
     results[f"{split}/{name}"] = record
     write_json_atomic(results, paths.results)
+    if split == "test":  # a new model.pt: its host latency for the report, measured again
+        record = record | {"latency": model_latency(cfg, paths, model, tokenizer)}
     return record
 
 
@@ -130,6 +138,8 @@ def evaluate_artifact(
     manifest_sha = sha256_file(folder / "manifest.json")
     cached = (row.bleu or {}).get(f"{split}/{decoding}")
     if isinstance(cached, dict) and cached.get("manifest_sha256") == manifest_sha:
+        if split == "test" and not has_latency(paths, name):
+            artifact_latency(cfg, paths, name)
         return cached | {"cached": True, "split": split, "decoding": decoding}
     pairs, info = load_pairs(cfg.data, split)
     started = time.monotonic()
@@ -162,4 +172,6 @@ def evaluate_artifact(
         row.bleu = (row.bleu or {}) | {f"{split}/{decoding}": {k: v for k, v in record.items() if k != "pairs"}}
 
     update_row(paths.root, name, store)
+    if split == "test" and not has_latency(paths, name):  # the folder's host latency for the report
+        record = record | {"latency": artifact_latency(cfg, paths, name)}
     return record

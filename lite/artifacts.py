@@ -1,8 +1,10 @@
 """RUN/artifacts.json: one row per artifact a run holds, the file every measuring stage writes into.
 
 `lite export` adds a row per published model folder, `lite compress` a row per compressed artifact;
-`lite evaluate --artifact` adds BLEU through the on-device runtime, `lite evaluate --target` the
-instructions and BLEU on an ARM target, `benchmarks/latency.py` host latency; `lite report` reads them.
+`lite evaluate --artifact` adds BLEU through the on-device runtime and the host latency (eval/latency.py;
+`lite evaluate` the same for model.pt on a "pytorch-fp32" row), `lite evaluate --target` the
+instructions and BLEU on an ARM target, `benchmarks/latency.py --record` its alternated medians;
+`lite report` reads them.
 This module is the only one that reads or writes the file: rows are `ArtifactRow`s, loaded with the
 strict loader the configs use (unknown keys rejected, so a typo cannot show up as "not measured"), and
 every write re-reads the file just before replacing it atomically, so a row another stage wrote
