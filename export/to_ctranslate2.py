@@ -165,6 +165,9 @@ def convert_ctranslate2(
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published folder gets the usual mode
     try:
         if shortlist is not None:
             write_vmap(shortlist, pieces, tmp / "vmap.source.txt")
@@ -248,6 +251,7 @@ def ctranslate2_run(cfg: RunConfig, paths: RunPaths, quantizations: list[str], p
     from lite.shortlist import load_shortlist
     from lite.tokenizer import Tokenizer
 
+    torch.set_num_threads(cfg.train.threads)
     model = load_model(paths.model).eval()
     tokenizer = Tokenizer(paths.tokenizer)
     pieces = [tokenizer.sp.id_to_piece(i) for i in range(tokenizer.vocab_size)]
