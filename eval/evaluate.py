@@ -24,12 +24,11 @@ from lite.checkpoint import load_model
 from lite.config import RunConfig
 from lite.data.corpus import load_pairs
 from lite.decode import translate
-from lite.errors import RunFolderError
 from lite.files import read_json, sha256_file, write_json_atomic, write_text_atomic
 from lite.metrics.bleu import score
 from lite.provenance import provenance
-from lite.run import RunPaths
-from lite.shortlist import Shortlist, load_shortlist
+from lite.run import RunPaths, run_shortlist
+from lite.shortlist import Shortlist
 from lite.tokenizer import Tokenizer
 
 
@@ -42,9 +41,7 @@ def _shortlist(paths: RunPaths, vocab_size: int, wanted: bool) -> tuple[Shortlis
     """The run's shortlist and its sha256 when decoding with it, else (None, None)."""
     if not wanted:
         return None, None
-    if not paths.shortlist.is_file():
-        raise RunFolderError(f"{paths.shortlist}: no shortlist in this run; run `lite shortlist {paths.root}` first")
-    return load_shortlist(paths.shortlist, vocab_size), sha256_file(paths.shortlist)
+    return run_shortlist(paths, vocab_size), sha256_file(paths.shortlist)
 
 
 def evaluate(

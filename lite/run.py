@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lite.config import ConfigError, RunConfig, load_config, to_dict
+from lite.errors import RunFolderError
 from lite.files import atomic_path
+from lite.shortlist import Shortlist, load_shortlist
 
 
 @dataclass(frozen=True)
@@ -91,3 +93,11 @@ def open_run(run_dir: Path, config: Path | None) -> tuple[RunPaths, RunConfig]:
     if not paths.config.is_file():
         raise ConfigError(f"{paths.config}: no config in the run folder (pass --config FILE)")
     return paths, load_config(paths.config)
+
+
+def run_shortlist(paths: RunPaths, vocab_size: int) -> Shortlist:
+    """The run's vocabulary shortlist, checked against the tokenizer's vocabulary; a run without one is a
+    one-line error saying how to make it."""
+    if not paths.shortlist.is_file():
+        raise RunFolderError(f"{paths.shortlist}: no shortlist in this run; run `lite shortlist {paths.root}` first")
+    return load_shortlist(paths.shortlist, vocab_size)

@@ -34,7 +34,7 @@ def run_translate(args: argparse.Namespace) -> int:
 
     from lite.checkpoint import load_model
     from lite.decode import translate
-    from lite.run import open_run
+    from lite.run import open_run, run_shortlist
     from lite.tokenizer import Tokenizer
 
     paths, cfg = open_run(Path(args.run), None)
@@ -44,12 +44,9 @@ def run_translate(args: argparse.Namespace) -> int:
         beam=args.beam or cfg.decode.beam,
         lenpen=args.lenpen if args.lenpen is not None else cfg.decode.lenpen,
     )
-    shortlist = None
-    if cfg.decode.shortlist if args.shortlist is None else args.shortlist:
-        from lite.shortlist import load_shortlist
-
-        shortlist = load_shortlist(paths.shortlist)
     tokenizer = Tokenizer(paths.tokenizer)
+    wanted = cfg.decode.shortlist if args.shortlist is None else args.shortlist
+    shortlist = run_shortlist(paths, tokenizer.vocab_size) if wanted else None
     for out in translate(load_model(paths.model), tokenizer, lines, dcfg, shortlist=shortlist):
         print(out)
     return 0
