@@ -247,3 +247,13 @@ def test_hidden_steps_only_where_the_runtime_can_use_them():
     assert not _hidden_steps(cfg, "tflite", "fp16", "shortlist.npz")  # weights dequantized in the graph
     off = replace(cfg, export=replace(cfg.export, hidden_steps=False))
     assert not _hidden_steps(off, "tflite", "int8", "shortlist.npz")
+
+
+def test_a_run_without_a_shortlist_says_how_to_make_one(smoke_run):
+    run = str(smoke_run)
+    calls = (["evaluate", run, "--beam", "1", "--shortlist", "--quiet"], ["translate", run, "Hello", "--shortlist"])
+    for args in calls:
+        done = lite(*args)
+        err = done.stderr.decode().strip().splitlines()
+        assert done.returncode != 0 and len(err) == 1, done.stderr.decode()
+        assert "shortlist.npz: no shortlist in this run; run `lite shortlist" in err[0]
