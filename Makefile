@@ -23,7 +23,7 @@ help:
 	@echo "make export      TFLite/ONNX folders of RUN/model.pt, each gated on parity with PyTorch"
 	@echo "make bench       benchmarks, JSON under benchmarks/results/"
 	@echo "make bench-headline   default LSRA and Transformer through every make compress stage, timed (~1.5 h; reuses runs)"
-	@echo "make bench-latency   HAT latency protocol (needs runs/default and runs/default-transformer exported)"
+	@echo "make bench-latency   latency + throughput vs CTranslate2, runtime overhead (needs runs/default and runs/default-transformer exported)"
 	@echo "make bench-compression   the paper's size chain, Transformer -> LSRA -> int8 -> pruned (needs both runs)"
 	@echo "make bench-attention   dense vs local+global attention scaling, n = 256..8192 (PyTorch and TFLite)"
 	@echo "make bench-listops     ListOps: dense, local+global, DAM, learned degree, SAR in the LSRA classifier (~25 min)"
@@ -88,9 +88,12 @@ bench-headline: setup
 	$(BIN)/python benchmarks/headline.py
 	$(BIN)/python scripts/readme_tables.py
 
-# HAT latency protocol on the exported folders of the default LSRA and Transformer runs.
+# HAT latency protocol on the exported folders of the default LSRA and Transformer runs, CTranslate2
+# beside them (converted from runs/default-transformer first), then the runtime's own work per step.
 bench-latency: setup
+	$(BIN)/lite ctranslate2 runs/default-transformer
 	$(BIN)/python benchmarks/latency.py --record
+	$(BIN)/python benchmarks/runtime_overhead.py
 
 # Lite Transformer's compression chain on our data, from the runs' measured artifacts.
 bench-compression: setup

@@ -158,6 +158,46 @@ def shortlist_table(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def latency_table(d: dict) -> str:
+    """Per run and engine: the latency protocol's median, against eager and both bounds, and throughput."""
+    lines = [
+        "| model | engine | ms / sentence | vs eager | x compute bound | x traffic bound "
+        "| sentences/s (test split) | BLEU (test split) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    model = {"lsra": "LSRA", "transformer": "Transformer"}
+    for r in d["results"]:
+        through = next((t["engines"] for t in d.get("throughput", []) if t["run"] == r["run"]), {})
+        for name, e in r["engines"].items():
+            if e.get("status") != "ok":
+                continue
+            t = through.get(name, {})
+            rate = f"{t['sentences_per_s']:.0f}" if t else ""
+            bleu = f"{t['bleu']:.2f}" if t else ""
+            lines.append(
+                f"| {model.get(r['arch'], r['arch'])} | {name} | {e['median_ms']:.2f} | {e['speedup_vs_eager']:.2f}x "
+                f"| {e['x_compute_bound']:.1f}x | {e['x_traffic_bound']:.1f}x | {rate} | {bleu} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def runtime_overhead_table(d: dict) -> str:
+    """Per TFLite folder: a decoder step and the time outside the graph, general path vs fast path."""
+    lines = [
+        "| model | folder | step ms (general) | step ms (fast) | graph ms | outside the graph, us (general -> fast) "
+        "| Python share (fast) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in d["results"]:
+        g, f = r["dict"], r["session"]
+        name = r["folder"] + (" + shortlist" if r["shortlist"] else "")
+        lines.append(
+            f"| {Path(r['run']).name} | {name} | {g['step_ms']:.3f} | {f['step_ms']:.3f} | {f['graph_ms']:.3f} "
+            f"| {g['outside_graph_us']:.0f} -> {f['outside_graph_us']:.0f} | {f['python_share']:.0%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # table name -> (JSON file under benchmarks/results/, renderer)
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "headline": ("headline.json", headline_table),
@@ -168,6 +208,8 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "attention": ("attention_scaling.json", attention_table),
     "compression": ("compression.json", compression_table),
     "shortlist": ("shortlist.json", shortlist_table),
+    "latency": ("latency.json", latency_table),
+    "runtime-overhead": ("runtime_overhead.json", runtime_overhead_table),
 }
 
 
