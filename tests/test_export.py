@@ -61,6 +61,8 @@ def test_int8_folders_store_int8_weights_and_still_translate(exported):
         p = read_manifest(int8).parity
         assert p["top1"] >= p["thresholds"]["min_top1"] and p["max_logit_diff"] > 1e-4  # really quantized
     rows = {r["name"]: r for r in json.loads((exported / "artifacts.json").read_text())}
+    # model.pt's row: its host latency, timed by `lite evaluate` on the latency protocol
+    assert rows.pop("pytorch-fp32")["latency_ms"]["host-1thread"] > 0
     assert set(rows) == {"tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"}
     assert rows["tflite-int8"]["precision"] == "int8" and rows["tflite-int8"]["size_bytes"] > 0
     for row in rows.values():  # each row says which code, config and machine made it
