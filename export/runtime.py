@@ -79,16 +79,22 @@ class _Signature:
             self.subgraph = self.runner._subgraph_index
             self.inputs = dict(self.runner._inputs)
             self.outputs = list(self.runner._outputs)
-            self.wrapper.AllocateTensors(self.subgraph)
         except AttributeError:
             self.wrapper = None
+        self.allocated = False  # on first use, as the runner does (the delegate announces itself then)
         self.last: dict[str, np.ndarray] = {}
         self.generation = 0  # bumped by every call and session: a session's views are its own until then
+
+    def allocate(self) -> None:
+        if not self.allocated:
+            self.wrapper.AllocateTensors(self.subgraph)
+            self.allocated = True
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         self.generation += 1
         if self.wrapper is None:
             return self.runner(**inputs)
+        self.allocate()
         for name, value in inputs.items():
             if self.last.get(name) is not value:
                 self.wrapper.SetTensor(self.inputs[name], value, self.subgraph)
@@ -115,6 +121,7 @@ class _Session:
 
     def __init__(self, sig: _Signature, memory: dict[str, np.ndarray], caches: list[str], output: str):
         self.sig, w, sub = sig, sig.wrapper, sig.subgraph
+        sig.allocate()
         sig.generation += 1
         self.generation = sig.generation
         for name, value in memory.items():
@@ -330,6 +337,13 @@ class Translator:
             self.sp = spm.SentencePieceProcessor(model_file=str(spm_path))
         except (OSError, RuntimeError) as exc:
             raise ModelFolderError(f"{spm_path}: not a sentencepiece model ({str(exc).splitlines()[0]})") from None
+        # before the graphs load: a folder that cannot do what was asked fails without the interpreter's noise
+        self.shortlist: Shortlist | None = None
+        self._rows: tuple[np.ndarray | None, np.ndarray | None] = (None, None)  # (cands, their projection rows)
+        if m.decode.shortlist if shortlist is None else shortlist:
+            if m.shortlist is None:
+                raise ModelFolderError(f"{self.folder}: this model folder has no shortlist (export a run that has one)")
+            self.shortlist = load_shortlist(self.folder / m.shortlist, m.vocab_size)  # checked by read_manifest
         if m.format == "tflite":
             self.backend: Any = TFLiteBackend(self.folder / m.graphs["tflite"], m, num_threads, kernels)
         elif kernels != "default":
@@ -342,12 +356,6 @@ class Translator:
         self.cache = {name: tuple(shape) for name, shape in m.cache.items()}  # shapes at batch 1
         self.decode_cfg = m.decode
         self.truncated = 0  # sources cut to max_src_len so far
-        self.shortlist: Shortlist | None = None
-        self._rows: tuple[np.ndarray | None, np.ndarray | None] = (None, None)  # (cands, their projection rows)
-        if m.decode.shortlist if shortlist is None else shortlist:
-            if m.shortlist is None:
-                raise ModelFolderError(f"{self.folder}: this model folder has no shortlist (export a run that has one)")
-            self.shortlist = load_shortlist(self.folder / m.shortlist, m.vocab_size)  # checked by read_manifest
 
     # -- graphs ---------------------------------------------------------------------------------
     def source_ids(self, text: str) -> list[int]:
