@@ -9,6 +9,8 @@ so only `model.arch: transformer` with dense heads converts; anything else is an
         shortlist its vocabulary map (vmap.txt: "<source piece>\\t<target pieces>", the line with an
         empty source = the always-allowed frequent tokens) for translate_batch(use_vmap=True).
     check_greedy(model, translator, pieces, sources, ...) -> {"sentences", "identical", "first_mismatch"}
+    ctranslate2_run(cfg, paths, quantizations) (`lite ctranslate2 RUN`): RUN/ctranslate2/<type>/ per type,
+        each checked on the test split (check.json); float32 must decode every sentence like PyTorch.
 
 The mapping, weight by weight (our blocks: lite/models/blocks.py; CTranslate2's: its TransformerSpec):
     src/tgt_embed.tokens      -> encoder/decoder.embeddings (x sqrt(d): scale_embeddings)
