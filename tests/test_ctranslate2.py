@@ -3,6 +3,7 @@ like PyTorch, with and without the shortlist as its vocabulary map; what cannot 
 
 from __future__ import annotations
 
+import ctranslate2  # a dev dependency (pyproject.toml): missing, this module fails rather than skips
 import numpy as np
 import pytest
 import torch
@@ -12,8 +13,6 @@ from export.to_ctranslate2 import check_greedy, convert_ctranslate2, ctranslate2
 from lite.config import DecodeConfig
 from lite.errors import ExportError, UnsupportedModelError
 from lite.shortlist import Shortlist
-
-ctranslate2 = pytest.importorskip("ctranslate2")
 
 PIECES = ["<pad>", "<s>", "</s>", "<unk>"] + [f"p{i}" for i in range(56)]
 
