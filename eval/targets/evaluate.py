@@ -29,6 +29,7 @@ import numpy as np
 
 from eval.targets.plugin import read_marks
 from eval.targets.target import RUNTIME_FILES, Target, stage_runtime
+from export.manifest import read_manifest
 from export.on_device import STEPS, run_protocol
 from export.runtime import Translator
 from lite.artifacts import ArtifactRow, artifacts_path, find_row, read_rows, update_row
@@ -145,7 +146,8 @@ def evaluate_on_target(
             target.upload(stage)
             uploaded = True
         started = time.monotonic()
-        outputs = _run_jobs(target, stage, plan, row, progress)
+        shortlist = read_manifest(paths.root / row.path, verify=False).shortlist is not None
+        outputs = _run_jobs(target, stage, plan, row, progress, shortlist)
         records.append(_write_record(paths, target, plan, row, manifest_sha, outputs, started))
     return records
 
@@ -237,12 +239,16 @@ class _Outputs:
     marks: Path | None = None  # the plugin's instruction counts at each mark
     logits: Path | None = None  # the reference-kernel logits, fetched from the target
     latency: dict | None = None  # the latency protocol's result
+    shortlist_counts: dict | None = None  # the instruction-count protocol over the shortlist's candidates
+    shortlist_marks: Path | None = None
 
 
-def _run_jobs(target: Target, stage: Path, plan: _Plan, row: ArtifactRow, progress: bool) -> _Outputs:
-    """Run on the target: the translation, the instruction-count protocol (emulated cores), the
-    reference-kernel protocol (unless --no-reference) and the latency protocol (boards, whose own clock
-    counts: an emulator's clock measures the emulator)."""
+def _run_jobs(
+    target: Target, stage: Path, plan: _Plan, row: ArtifactRow, progress: bool, shortlist: bool = False
+) -> _Outputs:
+    """Run on the target: the translation, the instruction-count protocol (emulated cores; again over the
+    shortlist's candidates when the folder has one), the reference-kernel protocol (unless --no-reference)
+    and the latency protocol (boards, whose own clock counts: an emulator's clock measures the emulator)."""
     from tqdm import tqdm
 
     name, model = row.name, f"models/{row.name}"
@@ -262,6 +268,11 @@ def _run_jobs(target: Target, stage: Path, plan: _Plan, row: ArtifactRow, progre
         counting = [*protocol, "--runs", "2", "--marks"]
         out.counts = _job_json(target, counting, stage, "instruction count", marks=out.marks)
         out.seconds["instructions"] = time.monotonic() - begun
+        if shortlist:  # the same protocol decoding over the sentence's candidates: what the shortlist saves
+            begun, out.shortlist_marks = time.monotonic(), plan.out_dir / f"{name}.shortlist.marks"
+            args = [*counting, "--shortlist"]
+            out.shortlist_counts = _job_json(target, args, stage, "instruction count (shortlist)", out.shortlist_marks)
+            out.seconds["instructions_shortlist"] = time.monotonic() - begun
     if plan.reference:
         begun, rel = time.monotonic(), f"out/{name}.reference.npy"
         args = [*protocol, "--runs", "1", "--kernels", "reference", "--logits", rel]
@@ -292,7 +303,14 @@ def _write_record(
     }
     host_tokens = run_protocol(host, plan.source["ids"], STEPS)
     if outputs.counts is not None:
-        record["instructions"] = _instructions(outputs, host_tokens)
+        seconds = outputs.seconds["instructions"]
+        record["instructions"] = _instructions(outputs.counts, outputs.marks, host_tokens, seconds)
+    if outputs.shortlist_counts is not None:
+        host_short = Translator(folder, num_threads=1, shortlist=True)
+        shortlisted = run_protocol(host_short, plan.source["ids"], STEPS, shortlist=True)
+        record["instructions_shortlist"] = _instructions(
+            outputs.shortlist_counts, outputs.shortlist_marks, shortlisted, outputs.seconds["instructions_shortlist"]
+        )
     if outputs.logits is not None:
         record["reference"] = _reference(outputs, folder, plan.source["ids"])
     if outputs.latency is not None:
@@ -325,13 +343,12 @@ def _translation(outputs: _Outputs, host: Translator, pairs: list[tuple[str, str
     }
 
 
-def _instructions(outputs: _Outputs, host_tokens: list[int]) -> dict:
+def _instructions(result: dict, marks: Path | None, host_tokens: list[int], job_seconds: float) -> dict:
     """The protocol's instruction counts: the warm run's encoder, steps and sentence, the cold run's
     sentence and encoder. `seconds` is the job's time plus reading its marks."""
     begun = time.monotonic()
-    assert outputs.counts is not None and outputs.marks is not None
-    result = outputs.counts
-    counts = read_marks(outputs.marks, 2, result["marks_per_run"])
+    assert marks is not None
+    counts = read_marks(marks, 2, result["marks_per_run"])
     cold, warm = counts["runs"]
     return {
         "encoder": warm["encoder"],
@@ -345,7 +362,7 @@ def _instructions(outputs: _Outputs, host_tokens: list[int]) -> dict:
         "steps": len(warm["steps"]),
         "tokens_equal_host": result["tokens"] == host_tokens,
         "guest_machine": result["machine"],
-        "seconds": round(outputs.seconds["instructions"] + time.monotonic() - begun, 1),
+        "seconds": round(job_seconds + time.monotonic() - begun, 1),
     }
 
 
