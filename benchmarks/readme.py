@@ -198,6 +198,21 @@ def runtime_overhead_table(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def arm_shortlist_table(d: dict) -> str:
+    """Per emulated core and folder: guest instructions per sentence and per step, without and with the shortlist."""
+    lines = [
+        "| core | artifact | M instructions / sentence | with shortlist | M / step | with shortlist | step ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in d["results"]:
+        f, s = r["full"], r["shortlist"]
+        lines.append(
+            f"| {r['core']} | {r['artifact']} | {f['sentence'] / 1e6:.1f} | {s['sentence'] / 1e6:.1f} "
+            f"| {f['step_mean'] / 1e6:.2f} | {s['step_mean'] / 1e6:.2f} | {r['step_ratio']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # table name -> (JSON file under benchmarks/results/, renderer)
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "headline": ("headline.json", headline_table),
@@ -210,6 +225,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "shortlist": ("shortlist.json", shortlist_table),
     "latency": ("latency.json", latency_table),
     "runtime-overhead": ("runtime_overhead.json", runtime_overhead_table),
+    "arm-shortlist": ("arm_shortlist.json", arm_shortlist_table),
 }
 
 

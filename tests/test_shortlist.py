@@ -257,3 +257,18 @@ def test_a_run_without_a_shortlist_says_how_to_make_one(smoke_run):
         err = done.stderr.decode().strip().splitlines()
         assert done.returncode != 0 and len(err) == 1, done.stderr.decode()
         assert "shortlist.npz: no shortlist in this run; run `lite shortlist" in err[0]
+
+
+@pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="qemu-user not installed (make setup installs it)")
+def test_an_emulated_core_counts_the_shortlisted_protocol_too(shortlisted):
+    done = lite("export", str(shortlisted), "--format", "tflite", "--precision", "fp32", "--quiet")  # reused if made
+    assert done.returncode == 0, done.stderr.decode()
+    args = ["--target", "qemu:cortex-a76", "--artifact", "tflite-fp32", "--limit", "3", "--no-reference", "--quiet"]
+    done = lite("evaluate", str(shortlisted), *args)
+    assert done.returncode == 0, done.stderr.decode()
+    record = json.loads((shortlisted / "targets" / "qemu-cortex-a76" / "tflite-fp32.json").read_text())
+    full, short = record["instructions"], record["instructions_shortlist"]
+    assert full["tokens_equal_host"] and short["tokens_equal_host"]  # each against the host's own run
+    # the smoke vocabulary is 1,000 pieces: the candidates' projection is the part that shrinks
+    assert 0 < short["step_mean"] < full["step_mean"]
+    assert short["sentence"] == pytest.approx(short["encoder"] + 30 * short["step_mean"], rel=1e-3)
