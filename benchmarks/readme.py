@@ -22,6 +22,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 
 
+def _markdown(head: str, rows: list[str]) -> str:
+    """A markdown table: the header row, its separator (one `---` per header cell), then `rows`."""
+    cells = head.count("|") - 1
+    return "\n".join([head, "|" + " --- |" * cells, *rows]) + "\n"
+
+
 def _mb(x: float) -> str:
     return f"{x / 1e6:.1f}M"
 
@@ -35,11 +41,11 @@ def _minutes(seconds: float | None) -> str:
 
 def headline_table(d: dict) -> str:
     """Per model: MACs, params, steps, tokens/s, valid ppl, BLEU greedy / beam, chrF."""
-    lines = [
+    head = (
         "| model | MACs | params (w/o emb.) | steps | stopped by | target tok/s | valid ppl | BLEU greedy "
-        "| BLEU beam | chrF beam | decoding |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+        "| BLEU beam | chrF beam | decoding |"
+    )
+    lines = []
     for m in d["models"]:
         name = "LSRA" if m["family"] == "lsra" else "Transformer"
         lines.append(
@@ -48,27 +54,27 @@ def headline_table(d: dict) -> str:
             f"| {m['target_tokens_per_s']:,.0f} | {m['valid_ppl']:.2f} | {m['bleu_greedy']:.2f} "
             f"| {m['bleu_beam']:.2f} | {m['chrf_beam']:.2f} | {m['decoding_beam']} |"
         )
-    return "\n".join(lines) + "\n"
+    return _markdown(head, lines)
 
 
 def headline_stages_table(d: dict) -> str:
     """Wall time of each `make compress` stage per model."""
     stages = list(d["stage_commands"])
-    lines = ["| model | " + " | ".join(stages) + " | total |", "| --- |" + " --- |" * (len(stages) + 1)]
+    head, lines = "| model | " + " | ".join(stages) + " | total |", []
     for m in d["models"]:
         times = [m["stage_seconds"].get(s) for s in stages]
         total = None if None in times else sum(times)
         lines.append(f"| {m['config']} | " + " | ".join(_minutes(t) for t in times) + f" | {_minutes(total)} |")
-    return "\n".join(lines) + "\n"
+    return _markdown(head, lines)
 
 
 def arm_table(d: dict) -> str:
     """Instructions per sentence, BLEU on target vs host, bit-identity: per core and artifact."""
-    lines = [
+    head = (
         "| core | artifact | instructions / sentence | encoder | decoder step (mean) | cold first sentence "
-        "| BLEU target | BLEU host | identical lines | reference kernels | emulated eval (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        "| BLEU target | BLEU host | identical lines | reference kernels | emulated eval (s) |"
+    )
+    lines = []
     for r in d["results"]:
         i, t, ref = r["instructions"], r["translation"], r.get("reference", {})
         same = "bit-identical" if ref.get("bit_identical") else (f"max diff {ref['max_abs_diff']:.1e}" if ref else "-")
@@ -77,15 +83,13 @@ def arm_table(d: dict) -> str:
             f"| {i['encoder'] / 1e6:.1f}M | {i['step_mean'] / 1e6:.2f}M | {i['cold_sentence'] / 1e6:.1f}M "
             f"| {t['bleu']:.2f} | {t['host_bleu']:.2f} | {t['agreement']:.1%} | {same} | {r['seconds']:.0f} |"
         )
-    return "\n".join(lines) + "\n"
+    return _markdown(head, lines)
 
 
 def listops_table(d: dict) -> str:
     """Accuracy and cost per attention variant."""
-    lines = [
-        "| variant | test accuracy | majority class | MACs / example | share of pairs kept | CPU minutes |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+    head = "| variant | test accuracy | majority class | MACs / example | share of pairs kept | CPU minutes |"
+    lines = []
     order = [n for n in d.get("models", {}) if n in d["results"]] or list(d["results"])
     for name in order:
         r = d["results"][name]
@@ -94,17 +98,17 @@ def listops_table(d: dict) -> str:
             f"| {name} | {r['test_accuracy']:.3f} | {r['majority_class_accuracy']:.3f} "
             f"| {_mb(r['macs_per_example'])} | {share} | {r['train_cpu_minutes']:.1f} |"
         )
-    return "\n".join(lines) + "\n"
+    return _markdown(head, lines)
 
 
 def attention_table(d: dict) -> str:
     """Dense vs local+global per part, runtime and length: time, peak memory, MACs."""
     by = {(r["part"], r["runtime"], r["n"], r["kind"]): r for r in d["rows"]}
-    lines = [
+    head = (
         "| part | runtime | n | dense ms | local+global ms | speedup | dense peak MB | l+g peak MB "
-        "| less peak memory | less memory per call | fewer MACs |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+        "| less peak memory | less memory per call | fewer MACs |"
+    )
+    lines = []
     for (part, runtime, n, kind), dense in by.items():
         if kind != "dense" or (part, runtime, n, "local+global") not in by:
             continue
@@ -121,30 +125,31 @@ def attention_table(d: dict) -> str:
             f"| {dense['ms'] / sparse['ms']:.1f}x | {dense['peak_mb']:.0f} | {sparse['peak_mb']:.0f} "
             f"| {dense['peak_mb'] / sparse['peak_mb']:.1f}x | {call} | {dense['macs'] / sparse['macs']:.1f}x |"
         )
-    return "\n".join(lines) + "\n"
+    return _markdown(head, lines)
 
 
 def compression_table(d: dict) -> str:
     """The size chain: bytes on disk and xz-packed, params, MACs, BLEU, ratio against the first stage."""
-    lines = [
-        "| stage | on disk | xz | params | MACs | test BLEU (artifact) | x smaller (as stored) | x smaller (xz both) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    head = (
+        "| stage | on disk | xz | params | MACs | test BLEU (artifact) | x smaller (as stored) | x smaller (xz both) |"
+    )
+    lines = []
     for s in d["chain"]:
         lines.append(
             f"| {s['stage']} ({s['artifact']}) | {s['bytes_on_disk'] / 1e6:.2f} MB | {s['bytes_xz'] / 1e6:.2f} MB "
             f"| {s['params']:,} | {_mb(s['macs'])} | {s['bleu']:.2f} | {s['x_smaller']:.1f} "
             f"| {s['x_smaller_xz_both']:.1f} |"
         )
-    return "\n".join(lines) + "\n"
+    return _markdown(head, lines)
 
 
 def shortlist_table(d: dict) -> str:
     """Greedy test BLEU and latency with and without the vocabulary shortlist, per engine."""
-    lines = [
+    head = (
         "| engine | test BLEU | with shortlist | ms / sentence | with shortlist | ms / step | with shortlist "
-        "| speed-up |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| speed-up |"
+    )
+    lines = [
         f"| PyTorch (greedy, batched) | {d['bleu_test_greedy']['pytorch']:.2f} "
         f"| {d['bleu_test_greedy']['pytorch-shortlist']:.2f} | | | | | |",
     ]
@@ -155,16 +160,16 @@ def shortlist_table(d: dict) -> str:
             f"| {s['shortlist']['median_ms']:.2f} | {t['full']:.3f} | {t['shortlist']:.3f} "
             f"| {a['speedup_sentence']:.2f}x |"
         )
-    return "\n".join(lines) + "\n"
+    return _markdown(head, lines)
 
 
 def latency_table(d: dict) -> str:
     """Per run and engine: the latency protocol's median, against eager and both bounds, and throughput."""
-    lines = [
+    head = (
         "| model | engine | ms / sentence | vs eager | x compute bound | x traffic bound "
-        "| sentences/s (test split) | BLEU (test split) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+        "| sentences/s (test split) | BLEU (test split) |"
+    )
+    lines = []
     model = {"lsra": "LSRA", "transformer": "Transformer"}
     for r in d["results"]:
         through = next((t["engines"] for t in d.get("throughput", []) if t["run"] == r["run"]), {})
@@ -178,16 +183,16 @@ def latency_table(d: dict) -> str:
                 f"| {model.get(r['arch'], r['arch'])} | {name} | {e['median_ms']:.2f} | {e['speedup_vs_eager']:.2f}x "
                 f"| {e['x_compute_bound']:.1f}x | {e['x_traffic_bound']:.1f}x | {rate} | {bleu} |"
             )
-    return "\n".join(lines) + "\n"
+    return _markdown(head, lines)
 
 
 def runtime_overhead_table(d: dict) -> str:
     """Per TFLite folder: a decoder step and the time outside the graph, general path vs fast path."""
-    lines = [
+    head = (
         "| model | folder | step ms (general) | step ms (fast) | graph ms | outside the graph, us (general -> fast) "
-        "| Python share (fast) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+        "| Python share (fast) |"
+    )
+    lines = []
     for r in d["results"]:
         g, f = r["dict"], r["session"]
         name = r["folder"] + (" + shortlist" if r["shortlist"] else "")
@@ -195,22 +200,20 @@ def runtime_overhead_table(d: dict) -> str:
             f"| {Path(r['run']).name} | {name} | {g['step_ms']:.3f} | {f['step_ms']:.3f} | {f['graph_ms']:.3f} "
             f"| {g['outside_graph_us']:.0f} -> {f['outside_graph_us']:.0f} | {f['python_share']:.0%} |"
         )
-    return "\n".join(lines) + "\n"
+    return _markdown(head, lines)
 
 
 def arm_shortlist_table(d: dict) -> str:
     """Per emulated core and folder: guest instructions per sentence and per step, without and with the shortlist."""
-    lines = [
-        "| core | artifact | M instructions / sentence | with shortlist | M / step | with shortlist | step ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    head = "| core | artifact | M instructions / sentence | with shortlist | M / step | with shortlist | step ratio |"
+    lines = []
     for r in d["results"]:
         f, s = r["full"], r["shortlist"]
         lines.append(
             f"| {r['core']} | {r['artifact']} | {f['sentence'] / 1e6:.1f} | {s['sentence'] / 1e6:.1f} "
             f"| {f['step_mean'] / 1e6:.2f} | {s['step_mean'] / 1e6:.2f} | {r['step_ratio']:.2f}x |"
         )
-    return "\n".join(lines) + "\n"
+    return _markdown(head, lines)
 
 
 # table name -> (JSON file under benchmarks/results/, renderer)
