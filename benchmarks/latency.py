@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eval.latency import HOST_TARGET, pytorch_protocol  # noqa: E402 - after the thread settings above
+from export.manifest import read_manifest
 from export.on_device import alternate, run_protocol  # the protocol every target runs
 from export.runtime import Translator
 from lite.checkpoint import load_model
@@ -134,6 +135,14 @@ def pick_source(runs: list[Path]) -> dict:
     raise SystemExit("no test sentence of >= 30 tokens in data/docs-en-de")
 
 
+def ctranslate2_folder(run_dir: Path, quantization: str, use_vmap: bool) -> Path | None:
+    """RUN/ctranslate2/<quantization> when `lite ctranslate2 RUN` made it (with its vocabulary map if asked)."""
+    folder = run_dir / "ctranslate2" / quantization
+    if not (folder / "model.bin").is_file() or (use_vmap and not (folder / "vmap.txt").is_file()):
+        return None
+    return folder
+
+
 def ctranslate2_translator(folder: Path):
     import ctranslate2
 
@@ -184,11 +193,9 @@ def engines_of(run_dir: Path, source: dict) -> tuple[dict, dict]:
         if not (folder / "manifest.json").is_file():
             meta[name] = {"status": "not exported"}
             continue
-        try:
-            translator = Translator(folder, num_threads=1, shortlist=None)
-            has_shortlist = translator.manifest.shortlist is not None
-            if has_shortlist and translator.shortlist is None:
-                translator = Translator(folder, num_threads=1, shortlist=True)
+        try:  # with the folder's shortlist loaded where it has one; run_protocol chooses per run
+            has_shortlist = read_manifest(folder).shortlist is not None
+            translator = Translator(folder, num_threads=1, shortlist=has_shortlist)
         except Exception as exc:  # noqa: BLE001 - a broken artifact is a result, not a crash
             meta[name] = {"status": f"error: {exc}"}
             continue
@@ -207,8 +214,8 @@ def engines_of(run_dir: Path, source: dict) -> tuple[dict, dict]:
     if cfg.arch == "transformer":
         vocab = [tokenizer.sp.id_to_piece(i) for i in range(tokenizer.vocab_size)]
         for name, (quantization, use_vmap) in CT2_ENGINES.items():
-            folder = run_dir / "ctranslate2" / quantization
-            if not (folder / "model.bin").is_file() or (use_vmap and not (folder / "vmap.txt").is_file()):
+            folder = ctranslate2_folder(run_dir, quantization, use_vmap)
+            if folder is None:
                 meta[name] = {"status": f"not converted (lite ctranslate2 {relative(run_dir)})"}
                 continue
             runs[name] = ctranslate2_engine(ctranslate2_translator(folder), vocab, ids, use_vmap)
@@ -304,14 +311,8 @@ def throughput(run_dir: Path, quick: bool) -> dict:
         folder = paths.root / "export" / name
         if not (folder / "manifest.json").is_file():
             continue
-        for shortlist in (False, True):
-            translator = (
-                Translator(folder, num_threads=1, shortlist=shortlist)
-                if not shortlist or Translator(folder, num_threads=1, shortlist=False).manifest.shortlist
-                else None
-            )
-            if translator is None:
-                continue
+        for shortlist in (False, True) if read_manifest(folder).shortlist is not None else (False,):
+            translator = Translator(folder, num_threads=1, shortlist=shortlist)
             suffix = "+shortlist" if shortlist else ""
             timed(f"{name}{suffix}", lambda t=translator: t.translate(lines, beam=1), {"batch": 1})
     if cfg.model.arch == "transformer":
@@ -320,8 +321,8 @@ def throughput(run_dir: Path, quick: bool) -> dict:
         vocab = [tokenizer.sp.id_to_piece(i) for i in range(tokenizer.vocab_size)]
         limit = model.cfg.max_positions - 1
         for name, (quantization, use_vmap) in CT2_ENGINES.items():
-            folder = paths.root / "ctranslate2" / quantization
-            if not (folder / "model.bin").is_file() or (use_vmap and not (folder / "vmap.txt").is_file()):
+            folder = ctranslate2_folder(paths.root, quantization, use_vmap)
+            if folder is None:
                 continue
             translator = ctranslate2_translator(folder)
 

@@ -13,7 +13,7 @@ Two paths, alternated run by run:
   every input set and every output copied out on every step;
 - "session": Translator.decoding, what greedy translation and the protocol run: caches kept in the
   interpreter, the encoder's outputs set once per sentence (export/runtime.py _Session).
-Target (issue 17): the Python work at most 10% of a step at batch 1.
+Target: the Python work at most 10% of a step at batch 1 (TARGET_SHARE; each row says PASS or FAIL).
 
     python benchmarks/runtime_overhead.py [--runs runs/default runs/default-transformer] [--repeats 50]
 """
@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.latency import SRC_LEN, STEPS, pick_source  # noqa: E402 - the same sentence and protocol
+from export.manifest import read_manifest
 from export.runtime import Translator
 from lite.files import write_json_atomic
 from lite.provenance import command_line, relative, stamped
@@ -150,7 +151,7 @@ def main() -> None:
             folder = run / "export" / name
             if not (folder / "manifest.json").is_file():
                 continue
-            has_shortlist = Translator(folder, num_threads=1, shortlist=False).manifest.shortlist is not None
+            has_shortlist = read_manifest(folder).shortlist is not None
             for shortlist in (False, True) if has_shortlist else (False,):
                 row = {"run": relative(run), "folder": name, "shortlist": shortlist}
                 row |= measure(folder, ids, shortlist, args.warmup, args.repeats)

@@ -35,15 +35,19 @@ PYTORCH_ROW = "pytorch-fp32"
 def protocol_source(sources: list[str], encode: Callable[[str], list[int]], eos: int, length: int = SRC_LEN) -> dict:
     """The protocol's source: the first of `sources` with exactly length - 1 pieces (+ eos), else the first
     longer one cut to that length (said so in "truncated"), else the longest."""
-    encoded = [encode(s) for s in sources]
-    for truncated, fits in ((False, lambda n: n == length - 1), (True, lambda n: n > length - 1)):
-        index = next((i for i, ids in enumerate(encoded) if fits(len(ids))), None)
-        if index is not None:
+    exact, longer, longest = None, None, None  # (index, pieces); one pass, stopping at the first exact fit
+    for i, text in enumerate(sources):
+        pieces = encode(text)
+        if len(pieces) == length - 1:
+            exact = (i, pieces)
             break
-    else:
-        index, truncated = max(range(len(encoded)), key=lambda i: len(encoded[i])), False
-    ids = encoded[index][: length - 1] + [eos]
-    return {"index": index, "text": sources[index], "ids": ids, "truncated": truncated}
+        if longer is None and len(pieces) > length - 1:
+            longer = (i, pieces)
+        if longest is None or len(pieces) > len(longest[1]):
+            longest = (i, pieces)
+    index, pieces = exact or longer or longest
+    truncated = exact is None and longer is not None
+    return {"index": index, "text": sources[index], "ids": pieces[: length - 1] + [eos], "truncated": truncated}
 
 
 def pytorch_protocol(model: EncoderDecoder, ids: list[int], steps: int = STEPS) -> Callable[[], list[int]]:
