@@ -216,6 +216,40 @@ def arm_shortlist_table(d: dict) -> str:
     return _markdown(head, lines)
 
 
+PROFILE_COLUMNS = {  # column -> the kernel families it adds up (eval/kernels.py)
+    "fp32 matmul": ("fp32 matmul",),
+    "int8 matmul": ("int8 matmul",),
+    "quantize": ("quantize/dequantize",),
+    "operand packing": ("packing dynamic matmul operands",),
+    "TFLite kernels": ("TFLite kernels outside XNNPACK",),
+    "libc": ("libc (copies, allocation)",),
+    "Python + numpy": ("python interpreter", "numpy"),
+    "rest": ("elementwise, norms, softmax", "graph dispatch", "os kernel", "other"),
+}
+
+
+def profile_table(d: dict) -> str:
+    """Per folder and machine: one decoder step's time (host) or instructions (emulated core), and the
+    share of each kernel family."""
+    head = "| artifact | where | encoder | step | " + " | ".join(PROFILE_COLUMNS) + " |"
+    lines = []
+    for r in d["results"]:
+        name = r["artifact"] + ("" if r["published"] else " (unpublished)")
+        places = [("host", r["host"], "step_ms", "encoder_ms")] + [
+            (core, p, "step", "encoder") for core, p in r["cores"].items()
+        ]
+        for where, p, key, enc in places:
+            fam = p["families"]
+            step = sum(f[key] for f in fam.values())
+            shares = [sum(fam[f][key] for f in fs) / step for fs in PROFILE_COLUMNS.values()]
+            if where == "host":
+                size = f"{p['encoder_ms']:.2f} ms | {p['step_ms']:.3f} ms"
+            else:
+                size = f"{p['encoder'] / 1e6:.1f}M | {p['step_mean'] / 1e6:.2f}M"
+            lines.append(f"| {name} | {where} | {size} | " + " | ".join(f"{x:.0%}" for x in shares) + " |")
+    return _markdown(head, lines)
+
+
 # table name -> (JSON file under benchmarks/results/, renderer)
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "headline": ("headline.json", headline_table),
@@ -229,6 +263,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "latency": ("latency.json", latency_table),
     "runtime-overhead": ("runtime_overhead.json", runtime_overhead_table),
     "arm-shortlist": ("arm_shortlist.json", arm_shortlist_table),
+    "profile": ("profile.json", profile_table),
 }
 
 

@@ -1,7 +1,7 @@
 """What a target runs besides translation: the single-sentence protocol, with instruction-count marks.
 
     python -m export.on_device protocol --model DIR --ids 5,17,...,2 [--runs 2] [--marks] [--kernels reference]
-                                        [--logits OUT.npy] [--shortlist]
+                                        [--logits OUT.npy] [--shortlist] [--maps OUT.txt]
     python -m export.on_device latency  --model DIR --ids 5,17,...,2 [--warmup 5] [--repeats 50] [--shortlist]
 
 Both print one JSON object on stdout. Translation of a file is `python -m export.runtime --file`.
@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     protocol.add_argument("--runs", type=int, default=2, help="protocol runs (the first warms up; default 2)")
     protocol.add_argument("--marks", action="store_true", help="emit instruction-count marks around every part")
     protocol.add_argument("--logits", help="save the last run's logits [steps, vocab] to this .npy file")
+    protocol.add_argument("--maps", help="copy /proc/self/maps here at the end (to name the code a profile counted)")
     latency = jobs.choices["latency"]
     latency.add_argument("--warmup", type=int, default=5)
     latency.add_argument("--repeats", type=int, default=50)
@@ -168,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                 tokens = run_protocol(translator, ids, args.steps, marks, logits, args.shortlist)
             if args.logits:
                 np.save(args.logits, np.stack(logits))
+            if args.maps:
+                with open("/proc/self/maps") as src, open(args.maps, "w") as dst:
+                    dst.write(src.read())
             result = {
                 "tokens": tokens,
                 "runs": args.runs,

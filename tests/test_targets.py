@@ -350,3 +350,23 @@ def test_a_hung_emulated_job_times_out_naming_the_core(tmp_path, monkeypatch):
         "qemu:cortex-a53: the job `python -m export.runtime` did not finish within 1 s (timeout); "
         "emulation is slow: --limit N translates fewer sentences"
     )
+
+
+def test_profile_names_the_kernels_and_adds_up_to_the_marks(a72, exported, tmp_path):
+    """The plugin's per-block mode: every instruction of the warm run lands in a named function's family,
+    the totals equal the marks' counts of the same regions (up to one mark's cost), and the kernels are
+    the ones the precision runs: XNNPACK float gemm in fp32, int8 gemm and activation quantization in int8."""
+    from eval.targets.profile import profile_on_core
+
+    ids = [5, 9, 14, 22, 31, 2]
+    fp32 = profile_on_core(a72, exported / "export" / "tflite-fp32", ids, 10, tmp_path / "fp32")
+    int8 = profile_on_core(a72, exported / "export" / "tflite-int8", ids, 10, tmp_path / "int8")
+    for p in (fp32, int8):
+        assert 0 <= p["encoder"] - p["marks"]["encoder"] < 50_000
+        assert abs(p["step_mean"] - p["marks"]["step_mean"]) < 50_000
+        assert sum(f["step"] for f in p["families"].values()) == pytest.approx(p["step_mean"], abs=20)
+        assert p["families"]["other"]["step"] < 0.05 * p["step_mean"]  # nearly everything is named
+    assert fp32["families"]["fp32 matmul"]["step"] > 0.2 * fp32["step_mean"]
+    assert fp32["families"]["int8 matmul"]["step"] == 0 and fp32["families"]["quantize/dequantize"]["step"] == 0
+    assert int8["families"]["int8 matmul"]["step"] > 0 and int8["families"]["quantize/dequantize"]["step"] > 0
+    assert any(e["symbol"].startswith("xnn_f32_gemm") for e in fp32["top_step"])

@@ -43,8 +43,11 @@ class QemuTarget(Target):
     def upload(self, stage: Path) -> None:
         pass  # qemu-user opens host paths
 
-    def command(self, args: list[str], stage: Path, marks: Path | None = None) -> tuple[list[str], dict]:
-        """The host command line and environment of `python ARGS` on this core."""
+    def command(
+        self, args: list[str], stage: Path, marks: Path | None = None, profile: tuple[Path, list[int]] | None = None
+    ) -> tuple[list[str], dict]:
+        """The host command line and environment of `python ARGS` on this core. `profile` = (file, mark
+        numbers): the plugin also writes instructions per code block at those marks (needs `marks`)."""
         if self.sysroot is None:
             self.prepare()
         assert self.sysroot is not None and self.plugin is not None
@@ -56,7 +59,8 @@ class QemuTarget(Target):
             str(self.sysroot.core_root(self.core)),
         ]
         if marks is not None:
-            cmd += ["-plugin", f"{self.plugin},out={marks}"]
+            snaps = f",profile={profile[0]},snaps={':'.join(map(str, profile[1]))}" if profile else ""
+            cmd += ["-plugin", f"{self.plugin},out={marks}{snaps}"]
         # -S: no site module, so no host site-packages leak in (x86 wheels would fail to load);
         # -P: the working folder is not on sys.path, so files appearing there cannot change what
         # the import system lists, and with it the instruction count
