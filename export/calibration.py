@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from export.graph_io import POS, SRC, TOKEN, is_cache
+from export.graph_io import POS, SRC, TOKEN, update_caches
 from export.graphs import DecoderStepGraph, EncoderGraph, graph_io
 from lite.models.seq2seq import EncoderDecoder
 
@@ -61,6 +61,5 @@ def calibration_inputs(
             }
             if rng.random() < keep_prob and len(dec_samples) < max_decoder_samples:
                 dec_samples.append({k: v.numpy().copy() for k, v in inputs.items()})
-            out = step(inputs)
-            state = {k: v for k, v in out.items() if is_cache(k)}
+            update_caches(state, step(inputs), pos)
     return enc_samples, dec_samples

@@ -8,10 +8,17 @@ records samples under these names, and the runtime (export/runtime.py) feeds and
     decoder step  token [B, 1] int32, pos [1] int32 (one position for every hypothesis),
                   the memory: src_keep [B, S], cross_k_i, cross_v_i [B*Hc, S, Dc],
                   the caches: self_k_i, self_v_i [B*H, T, Dh], conv_i [B, K-1, C] (LSRA only)
-                  ->  logits [B, V] and every cache, updated
+                  ->  logits [B, V] and the cache updates: self_k_i, self_v_i [B*H, 1, Dh] (slot pos
+                  only), conv_i [B, K-1, C] (the whole window)
     hidden step   the decoder step's inputs  ->  hidden [B, D] (the final decoder state, before the
-                  output projection) and every cache, updated: with a vocabulary shortlist
+                  output projection) and the cache updates: with a vocabulary shortlist
                   (lite/shortlist.py) the runtime projects it onto the candidates' rows itself
+
+A step returns only the slot it writes of a self-attention cache: the caller stores it at slot pos
+(update_caches). Returning whole caches made every step rewrite and copy them (a SELECT over all T
+slots, not run by XNNPACK, and in static int8 a quantize/dequantize of every slot: a third of an int8
+step's instructions on Cortex-A76, benchmarks/results/profile.json). Folders exported before return
+whole caches; update_caches tells the two apart by the slot count.
 
 per decoder layer i; S source tokens, T cache slots (slot t = position t), V the vocabulary. Layout:
 every tensor but pos is batch-major, its first axis batch x rows per hypothesis (the heads of an
@@ -69,6 +76,24 @@ def is_cache(name: str) -> bool:
 def has_slots(name: str) -> bool:
     """A self-attention cache: axis 1 holds the cache slots."""
     return name.startswith("self_")
+
+
+def update_caches(state: dict, outputs: dict, pos: int) -> None:
+    """Fold a decoder step's cache outputs into `state` (numpy arrays or torch tensors): a self-attention
+    cache becomes a copy with slot `pos` written (never in place: the previous array may still be an
+    input the runtime passed, and passed inputs are immutable), a convolution window is replaced. An
+    output with as many slots as the cache (a folder exported before steps returned one slot) replaces
+    the cache whole."""
+    for name, value in outputs.items():
+        if not is_cache(name):
+            continue
+        old = state[name]
+        if has_slots(name) and value.shape[1] != old.shape[1]:
+            new = old.clone() if hasattr(old, "clone") else old.copy()
+            new[:, pos : pos + 1] = value
+            state[name] = new
+        else:
+            state[name] = value
 
 
 def dtype(name: str) -> str:
@@ -148,8 +173,10 @@ class GraphIO:
         return {TOKEN: (batch, 1), POS: (1,), **self.memory(batch, src_len), **self.caches(batch, slots)}
 
     def decoder_outputs(self, batch: int, slots: int, hidden: bool = False) -> dict[str, Shape]:
+        """The logits (or hidden state) and the cache updates: one slot of each self-attention cache."""
         first = {HIDDEN: (batch, self.embed_dim)} if hidden else {LOGITS: (batch, self.vocab_size)}
-        return {**first, **self.caches(batch, slots)}
+        updates = {name: (s[0], 1, *s[2:]) if has_slots(name) else s for name, s in self.caches(batch, slots).items()}
+        return {**first, **updates}
 
     def decoder_axes(self) -> dict[str, dict[int, tuple[str, int]] | None]:
         """Per decoder-step input, its dynamic axes: {axis: (BATCH | SRC_LEN | CACHE_LEN, factor)}, the

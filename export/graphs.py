@@ -4,17 +4,20 @@ On-device interpreters want fixed shapes and no Python control flow (docs/design
 - `EncoderGraph`: source ids [1, S] (int32, right-padded) -> the cross-attention keys and values of
   every decoder layer (computed once per sentence) and the source keep-mask (1.0 at real tokens).
 - `DecoderStepGraph`: one token per hypothesis [B, 1] and its position `pos` [1] (int32), plus fixed-size
-  caches -> logits [B, V] and the updated caches (or, built with hidden=True, the final decoder state
+  caches -> logits [B, V] and the cache updates (or, built with hidden=True, the final decoder state
   [B, D] before the output projection: a runtime with a vocabulary shortlist projects it onto the
-  candidates' rows itself). The self-attention cache
-  has max_target_len slots, written with torch.where(arange == pos) (index_put/scatter becomes
-  STABLEHLO_SCATTER in TFLite and breaks static int8; slicing at a runtime index does not export at all).
+  candidates' rows itself). The self-attention cache has max_target_len slots; a step reads slots
+  before `pos`, attends to its own new key and value apart, and returns them as the one slot the caller
+  writes at `pos` (graph_io.update_caches). Writing the slot inside the graph would mean rewriting
+  the whole cache every step (index_put/scatter becomes STABLEHLO_SCATTER in TFLite and breaks static
+  int8, slicing at a runtime index does not export at all, and a torch.where over all slots is a
+  SELECT that XNNPACK does not run).
 
 Graph inputs and outputs are dicts of named tensors, declared in export/graph_io.py (graph_io(model)
 gives this model's): one tensor per decoder layer (pruning may give layers different head counts,
 widths and kernel sizes), every tensor at most 4-D so int8 kernels take it. The self-attention caches
 have one slot per position (the longest output + 1); conv_i holds the last K_i-1 GLU outputs of the
-LSRA convolution branch, oldest first. The decoder step returns the logits and every cache updated.
+LSRA convolution branch, oldest first. The decoder step returns the logits and the cache updates.
 Sparse decoder heads read which slots they see from a constant per-head table at row `pos`.
 Masked scores use a bounded fill (EXPORT_MASK_FILL): large constants ruin int8 score scales
 (docs/design.md).
@@ -98,14 +101,26 @@ class EncoderGraph(nn.Module):
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, visible: Tensor) -> Tensor:
-    """q [B, H, 1, Dh], k/v [B, H, N, Dh], visible broadcastable to [B, H, 1, N] -> [B, 1, H*Dh]."""
+    """q [B*H, 1, Dh], k/v [B*H, N, Dh], visible broadcastable to [B*H, 1, N] -> [B*H, 1, Dh]."""
     scores = torch.where(visible, q @ k.transpose(-1, -2), EXPORT_MASK_FILL)
-    out = F.softmax(scores, dim=-1) @ v
-    return out.transpose(1, 2).reshape(q.shape[0], 1, -1)
+    return F.softmax(scores, dim=-1) @ v
 
 
 def _query(attn: MultiheadAttention, h: Tensor) -> Tensor:
-    return attn._heads(attn.q_proj(h)) * (attn.head_dim**-0.5)
+    """[B, 1, D] -> the scaled queries [B*H, 1, Dh], heads folded into the batch axis like the caches:
+    attention then reads the cache and memory inputs as they are (a 4-D view of them was a full copy
+    per step in XNNPACK, benchmarks/results/profile.json)."""
+    return (attn._heads(attn.q_proj(h)) * (attn.head_dim**-0.5)).flatten(0, 1)
+
+
+def _merge_heads(out: Tensor, batch: int) -> Tensor:
+    """[B*H, 1, Dh] -> [B, 1, H*Dh]."""
+    return out.view(batch, -1, 1, out.shape[-1]).transpose(1, 2).reshape(batch, 1, -1)
+
+
+def _per_head(mask: Tensor, batch: int, heads: int) -> Tensor:
+    """A mask [1 or B, 1 or H, 1, N] as [B*H, 1, N], the folded layout."""
+    return mask.expand(batch, heads, 1, mask.shape[-1]).reshape(batch * heads, 1, mask.shape[-1])
 
 
 class DecoderStepGraph(nn.Module):
@@ -139,15 +154,29 @@ class DecoderStepGraph(nn.Module):
                 self.sparse_layers.append(i)
 
     def _self_attention(
-        self, attn: MultiheadAttention, h: Tensor, k_cache: Tensor, v_cache: Tensor, write: Tensor, visible: Tensor
+        self,
+        attn: MultiheadAttention,
+        h: Tensor,
+        k_cache: Tensor,
+        v_cache: Tensor,
+        before: Tensor,
+        itself: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        b = h.shape[0]
-        q = _query(attn, h)
-        k_new, v_new = attn.project_kv(h)  # [B, H, 1, Dh]
-        k = torch.where(write, k_new.flatten(0, 1), k_cache)  # [B*H, T, Dh] with slot `pos` replaced
-        v = torch.where(write, v_new.flatten(0, 1), v_cache)
-        shape = (b, q.shape[1], k_cache.shape[1], attn.head_dim)
-        return attn.out_proj(_attend(q, k.view(shape), v.view(shape), visible)), k, v
+        """Attention over the cached slots `before` (visible, earlier than pos) and the step's own new key
+        (where `itself`; None: every head sees it); returns (output, new key, new value), the latter
+        [B*H, 1, Dh].
+        One softmax over both, so the result equals attending over a cache with slot pos written."""
+        b, heads = h.shape[0], attn.num_heads
+        q = _query(attn, h)  # [B*H, 1, Dh]
+        k_new, v_new = (t.flatten(0, 1) for t in attn.project_kv(h))  # [B*H, 1, Dh]
+        cached = torch.where(_per_head(before, b, heads), q @ k_cache.transpose(-1, -2), EXPORT_MASK_FILL)
+        own = q @ k_new.transpose(-1, -2)  # [B*H, 1, 1]: one key more than the cache (own_key_macs)
+        if itself is not None:
+            own = torch.where(_per_head(itself, b, heads), own, EXPORT_MASK_FILL)
+        probs = F.softmax(torch.cat([cached, own], dim=-1), dim=-1)
+        slots = k_cache.shape[1]
+        out = probs[..., :slots] @ v_cache + probs[..., slots:] @ v_new
+        return attn.out_proj(_merge_heads(out, b)), k_new, v_new
 
     def _conv(self, layer: int, branch, h: Tensor, window: Tensor) -> tuple[Tensor, Tensor]:
         """branch: ConvBranch; window [B, K-1, C] -> (output [B, 1, C], the window shifted by one)."""
@@ -168,34 +197,36 @@ class DecoderStepGraph(nn.Module):
         x = emb.tokens(token) * emb.scale + emb.positions(pos).unsqueeze(0)  # [B, 1, D]
         # the slot count comes from the cache input: static in TFLite, a named dynamic axis in ONNX
         slots = torch.arange(inputs[self_k(0)].shape[1], dtype=torch.int32)
-        write = (slots == pos).view(1, -1, 1)
-        visible = (slots <= pos).view(1, 1, 1, -1)
+        before = (slots < pos).view(1, 1, 1, -1)  # the cache's valid slots; slot pos is this step's
+        at_pos = (slots == pos).view(1, 1, 1, -1)
         src_visible = (inputs[SRC_KEEP] > 0.5)[:, None, None, :]
         out: dict[str, Tensor] = {}
         for i, block in enumerate(model.decoder):
             mixer = block.mixer
-            seen = visible
+            k_cache, v_cache = inputs[self_k(i)], inputs[self_v(i)]
+            seen, itself = before, None
             if i in self.sparse_layers:  # sparse heads: row `pos` of the pattern table, cut to the slot count
                 table = getattr(self, f"slot_table_{i}")
-                seen = table.index_select(1, pos)[:, :, : slots.shape[0]].unsqueeze(0)  # [1, H, 1, T]
+                row = table.index_select(1, pos)[:, :, : slots.shape[0]].unsqueeze(0)  # [1, H, 1, T]
+                seen = row & before
+                itself = (row & at_pos).any(-1, keepdim=True)  # a pattern may hide a position from itself
 
             def mix(h: Tensor) -> Tensor:
                 if isinstance(mixer, LSRAMixer):
                     ha, hc = h[..., : mixer.branch_dim], h[..., mixer.branch_dim :]
-                    a, k, v = self._self_attention(mixer.attn, ha, inputs[self_k(i)], inputs[self_v(i)], write, seen)
+                    a, k, v = self._self_attention(mixer.attn, ha, k_cache, v_cache, seen, itself)
                     c, out[conv_window(i)] = self._conv(i, mixer.conv, hc, inputs[conv_window(i)])
                     y = torch.cat([a, c], dim=-1)
                 else:
-                    y, k, v = self._self_attention(mixer.attn, h, inputs[self_k(i)], inputs[self_v(i)], write, seen)
+                    y, k, v = self._self_attention(mixer.attn, h, k_cache, v_cache, seen, itself)
                 out[self_k(i)], out[self_v(i)] = k, v
                 return y
 
             def cross(h: Tensor) -> Tensor:
                 attn = block.cross
-                q = _query(attn, h)
-                shape = (b, q.shape[1], -1, attn.head_dim)
-                k, v = inputs[cross_k(i)].view(shape), inputs[cross_v(i)].view(shape)
-                return attn.out_proj(_attend(q, k, v, src_visible))
+                visible = _per_head(src_visible, b, attn.num_heads)
+                out = _attend(_query(attn, h), inputs[cross_k(i)], inputs[cross_v(i)], visible)
+                return attn.out_proj(_merge_heads(out, b))
 
             x = block.mix_res(x, mix)
             x = block.cross_res(x, cross)
@@ -203,6 +234,13 @@ class DecoderStepGraph(nn.Module):
         if self.hidden:
             return {HIDDEN: model.decoder_norm(x).squeeze(1), **out}
         return {LOGITS: model.output(model.decoder_norm(x)).squeeze(1), **out}
+
+
+def own_key_macs(model: EncoderDecoder, steps: int) -> int:
+    """MACs the decoder step graph computes beyond the analytic count (lite.metrics.macs) over `steps`
+    steps: each step scores and weighs its own new key and value apart from its T cache slots (slot
+    pos among them, masked), so the graph's self-attention spans T + 1 keys where the count has T."""
+    return steps * sum(2 * b.mixer.attn.num_heads * b.mixer.attn.head_dim for b in model.decoder)
 
 
 def graph_io(model: EncoderDecoder) -> GraphIO:

@@ -74,7 +74,7 @@ class GraphMacs:
     exporter refuses a folder where they differ)."""
 
     graph: int  # encoder + `steps` decoder steps, output projection excluded
-    analytic: int  # lite.metrics.macs at src_len source tokens and `steps` steps
+    analytic: int  # lite.metrics.macs at src_len source tokens and `steps` steps + export.graphs.own_key_macs
     src_len: int
     steps: int
     output_projection_per_step: int  # the logits matmul of one decoder step, counted apart

@@ -46,6 +46,7 @@ from export.graph_io import (
     from_onnx_output,
     has_slots,
     tflite_input,
+    update_caches,
 )
 from export.manifest import Manifest, onnx_external_data, read_manifest, require_listed
 from export.packing import is_packed, read_graph
@@ -107,13 +108,12 @@ class _Session:
     """One sentence's greedy decoding at batch 1 with the caches kept in the interpreter between steps.
 
     Per step the Python side writes the token and position into the input tensors, invokes, and moves
-    each updated cache from its output tensor into its input tensor (TFLite has no in-place cache here):
+    each cache update from its output tensor into its input tensor (TFLite has no in-place cache here):
     no dicts, no per-input calls, no copies out. The encoder's outputs are set once per sentence. A step
-    writes one slot of a self-attention cache (torch.where on the slot index, export/graphs.py), so only
-    that slot is copied back (all slots: 737 kB a step for the default Transformer). In a static int8
-    graph the other slots pass through quantize/dequantize; the select keeps one scale for its inputs
-    and output, so they come back unchanged, and the parity gate checks that this path decodes exactly
-    like the general one (export/parity.py) on every folder it publishes.
+    returns one slot of each self-attention cache (export/graphs.py), copied into slot pos of the input;
+    a folder exported before that returns whole caches, of which only slot pos changed, and the same
+    slot is copied from it. The parity gate checks that this path decodes exactly like the general
+    one (export/parity.py) on every folder it publishes.
 
     step() returns a view of the output row, valid until the next step. A session is only valid until its
     signature is used otherwise (another session or a dict call): step() then raises rather than read
@@ -140,7 +140,11 @@ class _Session:
             sig.last.pop(key, None)  # written here directly: the dict path must set it again
             cache_in = view(sig.inputs[key])
             cache_in.fill(0)
-            (self.slotted if has_slots(name) else self.pairs).append((cache_in, view(outputs[name])))
+            cache_out = view(outputs[name])
+            if not has_slots(name):
+                self.pairs.append((cache_in, cache_out))
+            else:  # the slot a step writes: its only one, or (older folders) slot pos of the whole cache
+                self.slotted.append((cache_in, cache_out, cache_out.shape[1] == cache_in.shape[1]))
         for key in (tflite_input(TOKEN), tflite_input(POS)):
             sig.last.pop(key, None)
         self.token, self.pos = view(sig.inputs[tflite_input(TOKEN)]), view(sig.inputs[tflite_input(POS)])
@@ -155,8 +159,8 @@ class _Session:
         self.invoke(self.subgraph)
         for cache_in, cache_out in self.pairs:
             np.copyto(cache_in, cache_out)
-        for cache_in, cache_out in self.slotted:
-            cache_in[:, pos] = cache_out[:, pos]
+        for cache_in, cache_out, whole in self.slotted:
+            cache_in[:, pos] = cache_out[:, pos if whole else 0]
         return self.out[0]
 
 
@@ -408,8 +412,7 @@ class Translator:
         inputs = state | {TOKEN: tokens.astype(np.int32).reshape(batch, 1), POS: np.array([pos], dtype=np.int32)}
         hidden = cands is not None and self.backend.hidden
         out = self.backend.step(inputs, batch, hidden)
-        for name in self.cache:
-            state[name] = out[name]
+        update_caches(state, {name: out[name] for name in self.cache}, pos)
         if cands is None:
             return out[LOGITS]
         if not hidden:

@@ -28,7 +28,7 @@ import torch
 
 from export.calibration import calibration_inputs
 from export.graph_io import BATCH, CACHE_LEN, LOGITS, SRC_LEN, decode_signature, encode_signature
-from export.graphs import graph_io
+from export.graphs import graph_io, own_key_macs
 from export.manifest import DecodeDefaults, GraphMacs, Manifest, TokenIds, read_manifest, write_manifest
 from export.packing import pack_file
 from export.parity import failures, parity
@@ -92,7 +92,7 @@ def _graph_macs(
                 )
             projection = {"subgraph": dec["subgraph"], "tensor": dec["output_projection"]["weight"]}
     graph = enc["macs_excluding_output_projection"] + t * dec["macs_excluding_output_projection"]
-    analytic = count_macs(model.cfg, s, t)["macs"]
+    analytic = count_macs(model.cfg, s, t)["macs"] + own_key_macs(model, t)
     if graph != analytic:
         raise GraphMacMismatchError(
             f"{folder}: graph MACs {graph:,} differ from the analytic {analytic:,} "

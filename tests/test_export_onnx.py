@@ -15,8 +15,8 @@ import torch
 from onnx import helper, numpy_helper
 
 from export.calibration import calibration_inputs
-from export.graph_io import ONNX_CACHE_SUFFIX, onnx_output
-from export.graphs import DecoderStepGraph, EncoderGraph, decoder_sample, graph_io
+from export.graph_io import ONNX_CACHE_SUFFIX, onnx_output, update_caches
+from export.graphs import DecoderStepGraph, EncoderGraph, decoder_sample, graph_io, own_key_macs
 from export.macs_onnx import onnx_macs
 from export.to_onnx import check_onnx_ops, convert_onnx
 from lite.config import ModelConfig
@@ -127,8 +127,8 @@ def decode_both(model, info, batch: int, src_len: int, slots: int, steps: int = 
         onnx_out = run(dec_session, {**{k: v.numpy() for k, v in inputs.items()}, **onnx_state})
         for name, value in out.items():
             yield name, value.numpy(), onnx_out[name]
-        state = {k: v for k, v in out.items() if k != "logits"}
-        onnx_state = {k: v for k, v in onnx_out.items() if k != "logits"}
+        update_caches(state, out, pos)
+        update_caches(onnx_state, onnx_out, pos)
         token = out["logits"].argmax(-1, keepdim=True).int()
 
 
@@ -273,7 +273,8 @@ def _uncounted_decoder_conv(model: EncoderDecoder, decoder_path: str, steps: int
 @pytest.mark.parametrize("src_len,steps", [(30, 30), (7, 11)])
 def test_graph_macs_equal_the_analytic_count(exports, arch, src_len, steps):
     """encoder(S) + T decoder steps over T cache slots == the analytic count at (S, T): every step
-    attends over all T slots (T steps = the analytic T x T square), and the cross-attention K/V
+    attends over all T slots (T steps = the analytic T x T square) and its own new key apart
+    (own_key_macs), and the cross-attention K/V
     projections live in the encoder graph (once per source, as in the analytic count)."""
     model, info = exports(arch)
     enc = onnx_macs(info["files"]["encoder"], dims={"src_len": src_len}, logits=[])
@@ -284,7 +285,7 @@ def test_graph_macs_equal_the_analytic_count(exports, arch, src_len, steps):
     assert enc["macs_total"] == enc["macs_excluding_output_projection"]
     graph = enc["macs_excluding_output_projection"] + steps * dec["macs_excluding_output_projection"]
     uncounted = _uncounted_decoder_conv(model, info["files"]["decoder"], steps)
-    assert graph + uncounted == count_macs(model.cfg, src_len, steps)["macs"]
+    assert graph + uncounted == count_macs(model.cfg, src_len, steps)["macs"] + own_key_macs(model, steps)
     if arch == "transformer":
         assert uncounted == 0
 
