@@ -56,14 +56,15 @@ from lite.models.seq2seq import EncoderDecoder
 
 # Ops kept float in the int8 file (ai-edge-quantizer "no_quantize"); everything else it supports is
 # static int8. INPUT / OUTPUT are the signature's own tensors: callers keep feeding float caches and
-# reading float logits, and the graph quantizes/dequantizes inside. With int8 graph inputs/outputs a
-# cache would carry one scale in and another out and drift step to step (docs/design.md). Inside, a cache
-# passes through the slot-writing SELECT_V2, whose int8 output keeps its input's scale, so re-quantizing
-# the dequantized cache next step gives back the same integers: a written slot stayed bit-identical
-# over 40 steps of the default model. (Keeping SELECT_V2 float as well hit an ai-edge-quantizer 0.10 bug: the subgraph
-# output list then named an internal int8 tensor while the signature named a float tensor whose memory
-# the runtime reused; _check_signature_tensors catches that class of fault.)
-INT8_FLOAT_OPS = ("INPUT", "OUTPUT")
+# reading float logits, and the graph quantizes/dequantizes inside (with int8 graph inputs/outputs a
+# cache would carry one scale in and another out, docs/design.md). The attention core over the caches
+# and the memory (TRANSPOSE, BATCH_MATMUL, SOFTMAX) and LayerNorm's SQUARED_DIFFERENCE stay float:
+# XNNPACK runs none of them in int8, and TFLite's reference int8 kernels plus quantizing every cache
+# slot per step made static int8 cost 1.3-1.7x fp32's instructions on Cortex-A76; in float the weight
+# matmuls alone are int8 and a sentence takes 0.55x fp32's instructions (benchmarks/results/profile.json).
+# (SELECT_V2 kept float hits an ai-edge-quantizer 0.10 bug: the subgraph output list then names an
+# internal int8 tensor while the signature names a float one; _check_signature_tensors catches that.)
+INT8_FLOAT_OPS = ("INPUT", "OUTPUT", "TRANSPOSE", "BATCH_MATMUL", "SOFTMAX", "SQUARED_DIFFERENCE")
 
 
 def int8_recipe() -> list[dict]:

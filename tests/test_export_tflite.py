@@ -188,8 +188,10 @@ def test_quantized_files_are_smaller(exports):
     assert 1.9 < fp32 / weight_bytes(exports["fp16"][0]) < 2.05
     assert 3.0 < fp32 / weight_bytes(exports["int8"][0]) < 4.1  # int32 biases, embeddings int8 and shared
     sizes = {p: path.stat().st_size for p, (path, _) in exports.items()}
-    # whole files: a tiny model's are mostly graph structure (int8 adds quantization parameters to it)
-    assert sizes["dynamic-int8"] < sizes["fp16"] < sizes["fp32"] and sizes["int8"] < sizes["fp32"]
+    # whole files: a tiny model's are mostly graph structure. Static int8 adds quantization parameters
+    # and the quantize/dequantize ops around its float attention core to it: its file outgrows fp32's
+    # here (430 kB against 404 kB), so only its weights are compared above (default model: 8.6 MB vs 24 MB)
+    assert sizes["dynamic-int8"] < sizes["fp16"] < sizes["fp32"]
     assert all(info["size_bytes"] == sizes[p] for p, (_, info) in exports.items())
 
 
