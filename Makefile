@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup compress tokenizer shortlist train evaluate export report test test-all lint bench bench-headline bench-latency bench-compression bench-attention bench-listops bench-arm bench-ddp help
+.PHONY: setup compress tokenizer shortlist train evaluate export report test test-all lint bench bench-headline bench-latency bench-compression bench-attention bench-listops bench-arm bench-profile bench-ddp help
 
 help:
 	@echo "make compress [CONFIG=configs/default.yaml] [RUN=runs/<config name>] [RECIPE=configs/compress/default.yaml]"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench-attention   dense vs local+global attention scaling, n = 256..8192 (PyTorch and TFLite)"
 	@echo "make bench-listops     ListOps: dense, local+global, DAM, learned degree, SAR in the LSRA classifier (~25 min)"
 	@echo "make bench-arm         qemu cortex-a53/a72/a76/neoverse-n1 x TFLite precisions: instructions/sentence, BLEU on target (~45 min)"
+	@echo "make bench-profile     where a decoder step goes, per kernel family: host (perf) and emulated cores (~5 min)"
 	@echo "make bench-ddp         training tokens/s with 1 and 2 processes (torchrun, DDP over gloo)"
 
 setup: $(STAMP)
@@ -111,6 +112,11 @@ bench-listops: setup
 # sentence, BLEU on target vs host, bit-identity (JSON + markdown table; resumable; ~45 min).
 bench-arm: setup
 	$(BIN)/python benchmarks/arm.py
+
+# Per kernel family, each TFLite folder of runs/default: host time (Linux perf) and instructions on
+# every emulated core (needs it exported; keep the machine otherwise idle for the host part).
+bench-profile: setup
+	$(BIN)/python benchmarks/profile.py --folders tflite-fp32,tflite-dynamic-int8,tflite-int8
 
 # Training tokens/s with 1 and 2 processes (DDP over gloo), the same effective batch (needs runs/default's tokenizer).
 bench-ddp: setup

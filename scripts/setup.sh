@@ -9,10 +9,13 @@ if ! command -v apt-get >/dev/null 2>&1; then
   echo "setup: warning: apt-get not found; the built-in corpora (Debian packages) will not build" >&2
 fi
 # ARM targets (eval/targets): qemu-user runs the aarch64 runtime, gcc builds its instruction counter,
-# OpenSSH reaches boards (and the tests' loopback sshd). Installed when missing and apt can run.
+# binutils' nm names the profiled functions, perf samples the host profile, OpenSSH reaches boards
+# (and the tests' loopback sshd). Installed when missing and apt can run.
 need=()
 command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+command -v nm >/dev/null 2>&1 || need+=(binutils)
+command -v perf >/dev/null 2>&1 || need+=(linux-perf)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
