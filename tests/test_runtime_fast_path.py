@@ -52,3 +52,22 @@ def test_a_superseded_session_refuses_to_step(exported, sentences):
     translator.step(translator.initial_state(translator.encode(ids), 1, 4), np.array([translator.bos]), 0)
     with pytest.raises(RuntimeError, match="superseded"):  # so does a call of the general path
         second(5, 1)
+
+
+def test_update_caches_writes_one_slot_into_a_copy():
+    """A step's one-slot output lands at pos in a new array (the previous one may still be a graph input,
+    which the runtime treats as immutable); a whole-cache output (folders exported before) replaces it;
+    convolution windows are replaced."""
+    from export.graph_io import update_caches
+
+    cache = np.zeros((2, 5, 3), np.float32)
+    window = np.zeros((1, 2, 4), np.float32)
+    state = {"self_k_0": cache, "conv_0": window, "src_keep": np.ones((1, 4), np.float32)}
+    new_window = np.full((1, 2, 4), 7.0, np.float32)
+    update_caches(state, {"logits": np.zeros((1, 9)), "self_k_0": np.full((2, 1, 3), 5.0), "conv_0": new_window}, 3)
+    assert state["self_k_0"] is not cache and not cache.any()  # the old array untouched
+    assert (state["self_k_0"][:, 3] == 5).all() and not np.delete(state["self_k_0"], 3, axis=1).any()
+    assert state["conv_0"] is new_window and "logits" not in state
+    whole = np.full((2, 5, 3), 9.0, np.float32)
+    update_caches(state, {"self_k_0": whole}, 4)
+    assert state["self_k_0"] is whole
