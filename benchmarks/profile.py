@@ -15,6 +15,9 @@ shortlist removes (benchmarks/results/arm_shortlist.json).
                                  [--extra DIR ...] [--cores cortex-a53,cortex-a72,cortex-a76,neoverse-n1]
                                  [--seconds 10]
 
+Writes benchmarks/results/profile.json and the same record as RUN/profile.json, which `lite report`
+shows as its section "Where a decoder step goes".
+
 --extra adds folders outside the run (e.g. a static int8 folder exported with a relaxed BLEU gate, which
 `lite export` does not publish); each is named by its manifest's precision and marked unpublished.
 """
@@ -41,6 +44,7 @@ from eval.targets.qemu import QemuTarget
 from export.manifest import read_manifest
 from lite.files import write_json_atomic
 from lite.provenance import command_line, relative, stamped
+from lite.run import RunPaths
 from lite.tokenizer import Tokenizer
 
 CORES = "cortex-a53,cortex-a72,cortex-a76,neoverse-n1"
@@ -97,8 +101,10 @@ def main() -> None:
         },
         "results": rows,
     }
-    write_json_atomic(stamped(result, threads=1), args.out)
-    print(f"wrote {args.out}")
+    record = stamped(result, threads=1)
+    write_json_atomic(record, args.out)
+    write_json_atomic(record, RunPaths(args.run).profile)  # the budget report's section
+    print(f"wrote {args.out} and {RunPaths(args.run).profile}")
 
 
 if __name__ == "__main__":

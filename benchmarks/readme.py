@@ -18,6 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from eval.kernels import COLUMNS, column_shares  # noqa: E402 - after the path insert
+
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 
@@ -216,22 +220,10 @@ def arm_shortlist_table(d: dict) -> str:
     return _markdown(head, lines)
 
 
-PROFILE_COLUMNS = {  # column -> the kernel families it adds up (eval/kernels.py)
-    "fp32 matmul": ("fp32 matmul",),
-    "int8 matmul": ("int8 matmul",),
-    "quantize": ("quantize/dequantize",),
-    "operand packing": ("packing dynamic matmul operands",),
-    "TFLite kernels": ("TFLite kernels outside XNNPACK",),
-    "libc": ("libc (copies, allocation)",),
-    "Python + numpy": ("python interpreter", "numpy"),
-    "rest": ("elementwise, norms, softmax", "graph dispatch", "os kernel", "other"),
-}
-
-
 def profile_table(d: dict) -> str:
     """Per folder and machine: one decoder step's time (host) or instructions (emulated core), and the
     share of each kernel family."""
-    head = "| artifact | where | encoder | step | " + " | ".join(PROFILE_COLUMNS) + " |"
+    head = "| artifact | where | encoder | step | " + " | ".join(COLUMNS) + " |"
     lines = []
     for r in d["results"]:
         name = r["artifact"] + ("" if r["published"] else " (unpublished)")
@@ -239,9 +231,7 @@ def profile_table(d: dict) -> str:
             (core, p, "step", "encoder") for core, p in r["cores"].items()
         ]
         for where, p, key, enc in places:
-            fam = p["families"]
-            step = sum(f[key] for f in fam.values())
-            shares = [sum(fam[f][key] for f in fs) / step for fs in PROFILE_COLUMNS.values()]
+            shares = column_shares(p["families"], key).values()
             if where == "host":
                 size = f"{p['encoder_ms']:.2f} ms | {p['step_ms']:.3f} ms"
             else:

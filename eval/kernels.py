@@ -32,6 +32,25 @@ _COMPILED = [(f, re.compile(lib) if lib else None, re.compile(sym) if sym else N
 FAMILIES = [f for f, _, _ in RULES] + ["other"]
 
 
+# the families grouped into the columns of a summary table (README, budget report)
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "fp32 matmul": ("fp32 matmul",),
+    "int8 matmul": ("int8 matmul",),
+    "quantize": ("quantize/dequantize",),
+    "operand packing": ("packing dynamic matmul operands",),
+    "TFLite kernels": ("TFLite kernels outside XNNPACK",),
+    "libc": ("libc (copies, allocation)",),
+    "Python + numpy": ("python interpreter", "numpy"),
+    "rest": ("elementwise, norms, softmax", "graph dispatch", "os kernel", "other"),
+}
+
+
+def column_shares(families: dict[str, dict[str, float]], key: str) -> dict[str, float]:
+    """Each COLUMNS column's share of the total of `key` over `families` ({family: {key: value}})."""
+    total = sum(f[key] for f in families.values()) or 1.0
+    return {col: sum(families.get(f, {}).get(key, 0.0) for f in fs) / total for col, fs in COLUMNS.items()}
+
+
 def family(library: str, symbol: str) -> str:
     """The kernel family of `symbol` in `library` (a file name: libpywrap_litert_common.so, libc.so.6)."""
     for name, lib, sym in _COMPILED:

@@ -57,6 +57,11 @@ class RunPaths:
         return self.root / "metrics.jsonl"
 
     @property
+    def profile(self) -> Path:
+        """Where a decoder step of each exported folder goes, per kernel family (benchmarks/profile.py)."""
+        return self.root / "profile.json"
+
+    @property
     def train_summary(self) -> Path:
         return self.root / "train.json"
 

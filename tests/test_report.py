@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from eval.kernels import FAMILIES
 from eval.report import collect_run, write_report
 from lite.checkpoint import model_record, save_atomic
 from lite.config import load_config, to_dict
@@ -117,6 +118,15 @@ def runs(tmp_path_factory) -> dict:
         lite / "artifacts.json",
     )
 
+    fam = {f: {"step_ms": 0.0, "encoder_ms": 0.0, "step": 0, "encoder": 0} for f in FAMILIES}
+    fam["fp32 matmul"] |= {"step_ms": 0.6, "step": 1_500_000}
+    fam["packing dynamic matmul operands"] |= {"step_ms": 0.2, "step": 300_000}
+    fam["numpy"] |= {"step_ms": 0.2, "step": 200_000}
+    arm = {"step_mean": 2_000_000, "families": fam}
+    _write_json(
+        {"results": [{"artifact": "tflite-fp32", "host": {"step_ms": 1.0, "families": fam}, "cores": {"a76": arm}}]},
+        lite / "profile.json",
+    )
     _write_json({"test/beam4-lenpen1": _record(14.5, "beam4-lenpen1", 4)}, tf / "results.json")
     return {
         "lite": lite,
@@ -183,6 +193,14 @@ def test_values_in_markdown_and_json(runs, report):
     assert rows["base/model.pt"]["sources"]["macs"].startswith("lite.metrics.macs.count_macs(config.yaml model")
     assert saved["runs"][0]["train"]["steps"] == 1234 and saved["runs"][1]["train"] is None
     assert "max_minutes (stopped by the clock: not reproducible)" in md
+
+
+def test_profile_section(report):
+    """RUN/profile.json's folders, host and cores, with each column's share of a step."""
+    md = (report[1] / "report.md").read_text()
+    assert "## Where a decoder step goes" in md
+    assert "| lite | tflite-fp32 | host | 1.000 ms | 60% | 0% | 0% | 20% | 0% | 0% | 20% | 0% |" in md
+    assert "| lite | tflite-fp32 | a76 | 2.00M instructions | 75% |" in md
 
 
 def test_missing_values_are_not_measured(report):

@@ -369,6 +369,18 @@ def _artifact_row(run: _Run, entry: ArtifactRow, run_model: Model) -> dict:
     return row
 
 
+def _read_profile(run: _Run) -> list[dict]:
+    """RUN/profile.json's rows (benchmarks/profile.py): per folder, where a decoder step goes on the
+    host and each emulated core; [] when the run was not profiled."""
+    raw = read_json(run.paths.profile)
+    if raw is None:
+        return []
+    rows = raw.get("results") if isinstance(raw, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "artifact" in r and "host" in r for r in rows):
+        raise RunFolderError(f'{run.paths.profile}: expected {{"results": [{{"artifact", "host", "cores"}}...]}}')
+    return rows
+
+
 def _run_record(run: _Run, train: dict | None, rows: list[dict]) -> dict:
     paths, cfg = run.paths, run.cfg
     return {
@@ -387,6 +399,7 @@ def _run_record(run: _Run, train: dict | None, rows: list[dict]) -> dict:
             "train": "train.json" if train is not None else None,
             "artifacts": "artifacts.json" if artifacts_path(run.root).is_file() else None,
         },
+        "profile": _read_profile(run),
         "rows": rows,
         "notes": run.notes,
     }

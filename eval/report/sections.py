@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from eval.kernels import COLUMNS, column_shares
 from eval.report.blocks import Image, Items, Paragraph, Section, Span, Table, text
 from eval.report.budget import BUDGET_HEAD, BUDGETS, budget_cell, budget_limits
 from eval.report.text import NOT_MEASURED, fmt_bleu, fmt_macs, fmt_opt, fmt_size, fmt_testset, human
@@ -191,6 +192,23 @@ def sources(report: dict) -> Section:
     return Section("Where the numbers come from", [Table(SOURCE_HEAD, body)])
 
 
+def profile(report: dict) -> Section | None:
+    """Per profiled folder: one decoder step's time (host) or instructions (emulated core), and the share
+    of each kernel-family column (eval/kernels.py); left out when no run was profiled."""
+    body = []
+    for run in report["runs"]:
+        for r in run.get("profile", []):
+            places = [("host", r["host"], "step_ms")] + [(c, p, "step") for c, p in r.get("cores", {}).items()]
+            for where, p, key in places:
+                step = f"{p['step_ms']:.3f} ms" if key == "step_ms" else f"{p['step_mean'] / 1e6:.2f}M instructions"
+                shares = column_shares(p["families"], key).values()
+                body.append([run["run"], r["artifact"], where, step, *(f"{x:.0%}" for x in shares)])
+    if not body:
+        return None
+    head = ["run", "artifact", "where", "decoder step", *COLUMNS]
+    return Section("Where a decoder step goes (benchmarks/profile.py)", [Table(head, body)])
+
+
 def notes(report: dict) -> Section | None:
     if not report["notes"]:
         return None
@@ -206,6 +224,7 @@ SECTIONS: tuple[Callable[[dict], Section | None], ...] = (
     bleu_by_decoding,
     training,
     sources,
+    profile,
     notes,
 )
 
