@@ -16,7 +16,7 @@ records samples under these names, and the runtime (export/runtime.py) feeds and
 
 A step returns only the slot it writes of a self-attention cache: the caller stores it at slot pos
 (update_caches). Returning whole caches made every step rewrite and copy them (a SELECT over all T
-slots, not run by XNNPACK, and in static int8 a quantize/dequantize of every slot: a third of an int8
+slots, not run by XNNPACK, and in static int8 a quantize/dequantize of every slot: a fifth of an int8
 step's instructions on Cortex-A76, benchmarks/results/profile.json). Folders exported before return
 whole caches; update_caches tells the two apart by the slot count.
 
