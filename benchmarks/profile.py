@@ -71,7 +71,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/profile.json")
     args = parser.parse_args()
     source = pick_source([args.run])
-    ids = Tokenizer(args.run / "tokenizer/spm.model").encode(source["text"])[: SRC_LEN - 1] + [2]
+    tokenizer = Tokenizer(args.run / "tokenizer/spm.model")
+    ids = tokenizer.encode(source["text"])[: SRC_LEN - 1] + [tokenizer.eos_id]
     cores = [c for c in args.cores.split(",") if c]
     targets = {c: QemuTarget(c) for c in cores}
     for t in targets.values():

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eval.kernels import COLUMNS, column_shares  # noqa: E402 - after the path insert
+from eval.kernels import COLUMNS, column_shares, places  # noqa: E402 - after the path insert
 
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
@@ -227,10 +227,7 @@ def profile_table(d: dict) -> str:
     lines = []
     for r in d["results"]:
         name = r["artifact"] + ("" if r["published"] else " (unpublished)")
-        places = [("host", r["host"], "step_ms", "encoder_ms")] + [
-            (core, p, "step", "encoder") for core, p in r["cores"].items()
-        ]
-        for where, p, key, enc in places:
+        for where, p, key in places(r):
             shares = column_shares(p["families"], key).values()
             if where == "host":
                 size = f"{p['encoder_ms']:.2f} ms | {p['step_ms']:.3f} ms"

@@ -51,6 +51,12 @@ def column_shares(families: dict[str, dict[str, float]], key: str) -> dict[str, 
     return {col: sum(families.get(f, {}).get(key, 0.0) for f in fs) / total for col, fs in COLUMNS.items()}
 
 
+def places(row: dict) -> list[tuple[str, dict, str]]:
+    """(where, profile, key of a step's figure) for one folder's profile record: the host first
+    ("step_ms"), then each emulated core ("step", instructions)."""
+    return [("host", row["host"], "step_ms")] + [(core, p, "step") for core, p in row.get("cores", {}).items()]
+
+
 def family(library: str, symbol: str) -> str:
     """The kernel family of `symbol` in `library` (a file name: libpywrap_litert_common.so, libc.so.6)."""
     for name, lib, sym in _COMPILED:

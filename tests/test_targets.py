@@ -341,7 +341,7 @@ def test_a_hung_emulated_job_times_out_naming_the_core(tmp_path, monkeypatch):
     target = QemuTarget("cortex-a53")
     target.job_timeout = 1
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
-    monkeypatch.setattr(target, "command", lambda args, stage, marks=None: (sleeper, dict(os.environ)))
+    monkeypatch.setattr(target, "command", lambda args, stage, marks=None, profile=None: (sleeper, dict(os.environ)))
     started = time.monotonic()
     with pytest.raises(TargetRunError) as job:
         _job(target, ["-m", "export.runtime", "--model", "models/x"], tmp_path, "translation")

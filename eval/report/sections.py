@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from eval.kernels import COLUMNS, column_shares
+from eval.kernels import COLUMNS, column_shares, places
 from eval.report.blocks import Image, Items, Paragraph, Section, Span, Table, text
 from eval.report.budget import BUDGET_HEAD, BUDGETS, budget_cell, budget_limits
 from eval.report.text import NOT_MEASURED, fmt_bleu, fmt_macs, fmt_opt, fmt_size, fmt_testset, human
@@ -198,8 +198,7 @@ def profile(report: dict) -> Section | None:
     body = []
     for run in report["runs"]:
         for r in run.get("profile", []):
-            places = [("host", r["host"], "step_ms")] + [(c, p, "step") for c, p in r.get("cores", {}).items()]
-            for where, p, key in places:
+            for where, p, key in places(r):
                 step = f"{p['step_ms']:.3f} ms" if key == "step_ms" else f"{p['step_mean'] / 1e6:.2f}M instructions"
                 shares = column_shares(p["families"], key).values()
                 body.append([run["run"], r["artifact"], where, step, *(f"{x:.0%}" for x in shares)])

@@ -11,7 +11,6 @@ counts of the same regions (they differ by the marks' cost only).
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from eval.kernels import by_family, top
@@ -64,11 +63,11 @@ def profile_on_core(
     args = ["-m", "export.on_device", "protocol", "--model", "models/model", "--ids", ",".join(map(str, ids))]
     args += ["--steps", str(steps), "--runs", "2", "--marks", "--maps", "out/maps.txt"]
     args += ["--shortlist"] if shortlist else []
-    cmd, env = target.command(args, stage, marks, (profile, snaps))
-    done = subprocess.run(cmd, env=env, cwd=stage, capture_output=True, text=True, timeout=target.job_timeout)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
-        raise TargetRunError(f"{target.name}: profile job failed (exit {done.returncode}): {last}")
+    job = target.popen(args, stage, marks, (profile, snaps))
+    _, err = job.communicate()  # TargetRunError naming the core if the job outlives the target's limit
+    if job.returncode != 0:
+        last = (err.strip().splitlines() or ["no error output"])[-1]
+        raise TargetRunError(f"{target.name}: profile job failed (exit {job.returncode}): {last}")
     counted = read_marks(marks, 2, per_run)["runs"][1]
     blocks = read_snapshots(profile)
     if len(blocks) != 3:

@@ -77,8 +77,10 @@ class QemuTarget(Target):
         }
         return cmd, env
 
-    def popen(self, args: list[str], stage: Path, marks: Path | None = None) -> subprocess.Popen:
-        cmd, env = self.command(args, stage, marks)
+    def popen(
+        self, args: list[str], stage: Path, marks: Path | None = None, profile: tuple[Path, list[int]] | None = None
+    ) -> subprocess.Popen:
+        cmd, env = self.command(args, stage, marks, profile)
         expired = (
             f"{self.name}: the job `python {' '.join(args[:2])}` did not finish within {self.job_timeout:g} s "
             "(timeout); emulation is slow: --limit N translates fewer sentences"
